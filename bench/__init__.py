@@ -1,0 +1,1 @@
+"""ftadapt.bench: benchmarks that print figures as JSON (accuracy parity, latency, throughput)."""

@@ -1,0 +1,1 @@
+"""ftadapt.export: ensembles and the fused ONNX export (needs the ``export`` extra)."""

@@ -1,0 +1,85 @@
+"""PNG/JPEG decoding and encoding shared by the datasets, the doctor and the evaluator (numpy + Pillow).
+
+Decoding uses Pillow: it releases the GIL while inflating, so a thread pool scales across cores, and it is the
+decoder the reference code used (so BICUBIC resizes match). Every failure becomes a ``DatasetError`` naming the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ftadapt.errors import DatasetError
+from ftadapt.fsutil import atomic_path
+
+_LABEL_MODES = ("L", "P")
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt image ({exc}); re-extract or re-download this file") from None
+    return img
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image as RGB. Shape: (H, W, 3) uint8."""
+    img = _open(Path(path))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def read_rgb_pil(path: str | os.PathLike) -> Image.Image:
+    """Decode an image as an RGB ``PIL.Image`` (for PIL resizes with the reference filters)."""
+    img = _open(Path(path))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Decode a single-channel 8-bit label PNG (mode ``L`` or palette ``P``: the raw values, not colours).
+
+    Shape: (H, W) uint8. Any other mode (RGB colour maps, 16-bit) is rejected with the fix.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode not in _LABEL_MODES:
+        raise DatasetError(
+            f"{path}: label PNG has mode {img.mode!r}, expected a single-channel 8-bit image (mode 'L' or 'P') of "
+            "label values; colourised maps (e.g. *_color.png) are not labels — use the *_labelIds.png / trainId file"
+        )
+    return np.asarray(img)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(W, H) of an image from its header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt image ({exc})") from None
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray, *, palette: np.ndarray | None = None) -> None:
+    """Write an (H, W) uint8 or (H, W, 3) uint8 array as PNG, atomically; ``palette`` (256×3) makes a ``P`` image."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise TypeError(f"write_png expects uint8, got {array.dtype}")
+    if palette is None:
+        img = Image.fromarray(array)
+    else:
+        if array.ndim != 2:
+            raise ValueError("a palette PNG needs an (H, W) array of indices")
+        img = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
+        img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG", compress_level=1)

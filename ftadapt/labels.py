@@ -1,0 +1,92 @@
+"""The Cityscapes 19-class label space shared by every stage (numpy only).
+
+Facts from ``reference/methods.md`` §5 and §7: trainIds 0–18 in the standard Cityscapes order, 255 = ignore,
+the Cityscapes/GTA5 label-id → trainId table, the SYNTHIA id → trainId table and the 16-/13-class SYNTHIA subsets.
+The runtime imports this module, so it must never import torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_INDEX = 255
+NUM_CLASSES = 19
+
+CLASS_NAMES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+# Cityscapes label id -> trainId; GTA5 labels use the same ids. Every id not listed maps to IGNORE_INDEX.
+CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+# The largest Cityscapes label id (33 = bicycle); -1 (license plate) is stored as 255 in uint8 files.
+CITYSCAPES_MAX_ID = 33
+
+# SYNTHIA-RAND-CITYSCAPES class id (channel 0 of the 16-bit label PNG) -> trainId.
+SYNTHIA_ID_TO_TRAINID: dict[int, int] = {
+    3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9,
+    1: 10, 10: 11, 17: 12, 8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
+}
+SYNTHIA_MAX_ID = 22
+
+# SYNTHIA evaluation subsets, as trainIds.
+SYNTHIA_16: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
+SYNTHIA_13: tuple[int, ...] = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
+
+
+def _lookup(table: dict[int, int], size: int) -> np.ndarray:
+    lut = np.full(size, IGNORE_INDEX, dtype=np.uint8)
+    for src, dst in table.items():
+        lut[src] = dst
+    lut.setflags(write=False)
+    return lut
+
+
+# Lookup tables indexed by raw label value: ``CITYSCAPES_LUT[label_ids]`` gives trainIds (uint8) for any uint8 image.
+CITYSCAPES_LUT: np.ndarray = _lookup(CITYSCAPES_ID_TO_TRAINID, 256)
+SYNTHIA_LUT: np.ndarray = _lookup(SYNTHIA_ID_TO_TRAINID, 65536)
+
+
+def cityscapes_to_trainid(label_ids: np.ndarray) -> np.ndarray:
+    """Map a Cityscapes/GTA5 label-id image (uint8) to trainIds (uint8, 255 = ignore)."""
+    if label_ids.dtype != np.uint8:
+        raise TypeError(f"Cityscapes label ids must be uint8, got {label_ids.dtype}")
+    return CITYSCAPES_LUT[label_ids]
+
+
+def synthia_to_trainid(label_ids: np.ndarray) -> np.ndarray:
+    """Map SYNTHIA class ids (uint8 or uint16, channel 0 of the label PNG) to trainIds (uint8, 255 = ignore)."""
+    if label_ids.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"SYNTHIA label ids must be uint8 or uint16, got {label_ids.dtype}")
+    return SYNTHIA_LUT[label_ids]
+
+
+def palette_array() -> np.ndarray:
+    """The palette as a 256×3 uint8 array: trainId rows 0–18 coloured, every other value (ignore included) black."""
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    pal[:NUM_CLASSES] = PALETTE
+    return pal
+
+
+_PALETTE_256 = palette_array()
+_PALETTE_256.setflags(write=False)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Colour a trainId map with the Cityscapes palette.
+
+    Shape: labels (..., H, W) integer trainIds → (..., H, W, 3) uint8 RGB; 255 and any value ≥ 19 are black.
+    """
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"colorize expects integer trainIds, got {labels.dtype}")
+    idx = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_INDEX).astype(np.intp)
+    return _PALETTE_256[idx]

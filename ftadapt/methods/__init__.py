@@ -1,0 +1,1 @@
+"""The six training methods, each a composition of loss terms with a declared schedule."""

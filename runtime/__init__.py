@@ -1,0 +1,1 @@
+"""ftadapt.runtime: the embeddable segmentation runtime (numpy in, numpy out, no torch)."""

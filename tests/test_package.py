@@ -1,0 +1,130 @@
+"""Packaging and architecture rules: one top-level import name, a torch-free runtime, imports flow one way."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# DESIGN.md §3: datasets ─► models ─► losses ─► methods/trainer ─► checkpoint ─► export ─► runtime ─► bench.
+# A module may import project modules of its own rank or lower. The CLI and the demo orchestrate everything.
+RANKS = {
+    "ftadapt.errors": 0, "ftadapt.fsutil": 0, "ftadapt.labels": 0, "ftadapt.protocol": 0, "ftadapt.imageio": 0,
+    "ftadapt": 0, "ftadapt.evaluate": 1, "ftadapt.data": 1,
+    "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3,
+    "ftadapt.config": 4, "ftadapt.methods": 4, "ftadapt.train": 4, "ftadapt.runlog": 4, "ftadapt.evaluate_model": 4,
+    "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.bench": 7, "ftadapt.cli": 9, "ftadapt.demo": 9,
+}
+# The runtime may use only these numpy-only leaves of the core (DESIGN.md §3).
+RUNTIME_ALLOWED = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol"}
+TORCH_FREE = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.imageio",
+              "ftadapt.evaluate", "ftadapt"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT)
+    top = {"export": "ftadapt.export", "runtime": "ftadapt.runtime", "bench": "ftadapt.bench"}.get(rel.parts[0])
+    parts = [top] + list(rel.parts[1:]) if top else list(rel.parts)
+    name = ".".join(parts)[: -len(".py")]
+    name = name.removesuffix(".__init__")
+    return "ftadapt.cli" if name == "cli" else name
+
+
+def _rank(module: str) -> int | None:
+    while module:
+        if module in RANKS:
+            return RANKS[module]
+        module = module.rpartition(".")[0]
+    return None
+
+
+def _sources():
+    for base in ("ftadapt", "export", "runtime", "bench"):
+        for path in sorted((ROOT / base).rglob("*.py")):
+            if not path.is_symlink():
+                yield path
+    yield ROOT / "cli.py"
+
+
+def _imports(path: Path, module: str):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                yield ".".join(base + ([node.module] if node.module else []))
+            elif node.module:
+                yield node.module
+
+
+def test_every_module_has_a_rank():
+    unranked = [_module_name(p) for p in _sources() if _rank(_module_name(p)) is None]
+    assert not unranked, f"add these modules to RANKS in tests/test_package.py: {unranked}"
+
+
+def test_imports_flow_one_way():
+    violations = []
+    for path in _sources():
+        module = _module_name(path)
+        own = _rank(module)
+        for imported in _imports(path, module):
+            if not imported.startswith("ftadapt"):
+                continue
+            if module.startswith("ftadapt.runtime") and not (
+                imported.startswith("ftadapt.runtime") or imported in RUNTIME_ALLOWED
+            ):
+                violations.append(f"{module} imports {imported} (runtime may use only {sorted(RUNTIME_ALLOWED)})")
+            theirs = _rank(imported)
+            if theirs is not None and own is not None and theirs > own:
+                violations.append(f"{module} (rank {own}) imports {imported} (rank {theirs})")
+    assert not violations, "\n".join(violations)
+
+
+def test_torch_free_modules_do_not_import_torch():
+    bad = []
+    for path in _sources():
+        module = _module_name(path)
+        if module in TORCH_FREE or module.startswith("ftadapt.runtime"):
+            bad += [f"{module} imports {imp}" for imp in _imports(path, module)
+                    if imp.split(".")[0] in ("torch", "torchvision", "onnxscript")]
+    assert not bad, "\n".join(bad)
+
+
+def test_runtime_imports_without_torch_in_a_fresh_interpreter():
+    code = ("import sys, ftadapt, ftadapt.runtime, ftadapt.labels, ftadapt.protocol; "
+            "heavy = [m for m in ('torch', 'torchvision', 'ftadapt.export', 'ftadapt.train') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_wheel_has_one_top_level_name(tmp_path):
+    pytest.importorskip("build")
+    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"wheel build backend unavailable: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("ftadapt-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"ftadapt"}, tops
+    for expected in ("ftadapt/cli.py", "ftadapt/runtime/__init__.py", "ftadapt/export/__init__.py",
+                     "ftadapt/bench/__init__.py", "ftadapt/labels.py"):
+        assert expected in names, f"{expected} missing from the wheel"
+    with zipfile.ZipFile(wheel) as zf:
+        assert "def main(" in zf.read("ftadapt/cli.py").decode(), "cli.py symlink not resolved into the wheel"
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "ftadapt = ftadapt.cli:main" in zf.read(entry_points).decode()
