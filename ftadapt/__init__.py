@@ -5,4 +5,13 @@ This module imports nothing heavy: ``import ftadapt`` must stay cheap and torch-
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_model"]
+
+
+def __getattr__(name: str):
+    # ``ftadapt.load_model`` is resolved on first use so ``import ftadapt`` does not import torch.
+    if name == "load_model":
+        from ftadapt.checkpoint import load_model
+
+        return load_model
+    raise AttributeError(f"module 'ftadapt' has no attribute {name!r}")
