@@ -1,0 +1,151 @@
+"""Endless, resumable batches for the training loop.
+
+Everything random is a pure function of ``(seed, global step)``: epoch ``e`` visits the frames in the order of
+``torch.randperm`` under a generator seeded from ``(seed, e)``; batch ``t`` gets one rescale factor drawn from
+``(seed, t)`` — shared by all its samples, so a batch of randomly rescaled images stacks — and sample ``j`` of it the
+mirror seed ``(seed, t, j)``. The dataset receives the keys ``(index, sample_seed, scale)``. Starting at
+``start_step`` therefore yields exactly the batches a fresh run yields from that step on, whatever ``num_workers``.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ftadapt.data.transforms import draw_scale
+from ftadapt.errors import UsageError
+
+# Domain tags that keep the seed streams of permutations, batch scales and sample mirrors apart.
+_PERMUTATION, _BATCH, _SAMPLE = 0, 1, 2
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from non-negative ints (numpy ``SeedSequence``: well mixed, stable across platforms)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class EndlessBatchSampler:
+    """Yields the dataset keys of global steps ``start_step, start_step + 1, …`` forever.
+
+    Args:
+        n: number of frames.
+        batch_size: samples per batch.
+        seed: run seed.
+        start_step: first global step to yield.
+        drop_last: skip each epoch's last incomplete batch (otherwise it is yielded, smaller).
+    """
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, start_step: int = 0, drop_last: bool = True) -> None:
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be ≥ 1, got {batch_size}")
+        if n < (batch_size if drop_last else 1):
+            raise UsageError(f"the dataset has {n} frames, fewer than one batch of {batch_size}; lower the batch size")
+        if seed < 0 or start_step < 0:
+            raise UsageError(f"seed and start_step must be ≥ 0, got {seed} and {start_step}")
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.int64)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, _PERMUTATION, epoch))
+            self._epoch, self._order = epoch, torch.randperm(self.n, generator=generator)
+        return self._order
+
+    def keys(self, step: int) -> list[tuple[int, int, float]]:
+        """The ``(index, sample_seed, scale)`` keys of global step ``step``."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        indices = self._permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+        scale = draw_scale(np.random.default_rng(derive_seed(self.seed, _BATCH, step)))
+        return [(index, derive_seed(self.seed, _SAMPLE, step, j), scale) for j, index in enumerate(indices)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
+        step = self.start_step
+        while True:
+            yield self.keys(step)
+            step += 1
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack samples into a batch: ``image`` (B, 3, H, W), ``label`` (B, H, W) when the samples have labels,
+    ``name`` a list of str, ``orig_hw`` a list of (H, W) tuples (``default_collate`` would split them into two
+    tensors)."""
+    batch = {"image": torch.stack([s["image"] for s in samples])}
+    labelled = ["label" in s for s in samples]
+    if any(labelled):
+        if not all(labelled):
+            raise ValueError("cannot batch samples with and without labels")
+        batch["label"] = torch.stack([s["label"] for s in samples])
+    batch["name"] = [s["name"] for s in samples]
+    batch["orig_hw"] = [tuple(s["orig_hw"]) for s in samples]
+    return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed a worker's global RNGs from its torch seed (derived from the loader's generator, seeded by the run seed and
+    start step), so library randomness repeats too; one intra-op thread per worker avoids oversubscribing the CPUs.
+    The samples themselves never use these RNGs."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(1)
+
+
+class EndlessBatches:
+    """An endless iterator of collated batches; ``step`` is the global step of the batch ``next()`` returns next.
+
+    Workers are persistent and started on the first ``next()``; ``close()`` (or leaving a ``with`` block) stops them.
+    """
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, start_step: int = 0,
+                 pin_memory: bool | None = None, drop_last: bool = True) -> None:
+        self.sampler = EndlessBatchSampler(len(dataset), batch_size=batch_size, seed=seed, start_step=start_step,
+                                           drop_last=drop_last)
+        self.step = start_step
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            collate_fn=collate_samples,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+            persistent_workers=num_workers > 0,
+            worker_init_fn=_seed_worker if num_workers > 0 else None,
+            generator=torch.Generator().manual_seed(derive_seed(seed, start_step)),
+        )
+        self._iterator: Iterator[dict] | None = None
+
+    def __iter__(self) -> EndlessBatches:
+        return self
+
+    def __next__(self) -> dict:
+        if self._iterator is None:
+            self._iterator = iter(self.loader)
+        batch = next(self._iterator)
+        self.step += 1
+        return batch
+
+    def close(self) -> None:
+        """Stop the worker processes (dropping the only reference to the loader's iterator shuts them down)."""
+        self._iterator = None
+
+    def __enter__(self) -> EndlessBatches:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def endless_batches(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, start_step: int = 0,
+                    pin_memory: bool | None = None, drop_last: bool = True) -> EndlessBatches:
+    """Batches of ``dataset`` forever, reproducible from ``(seed, step)`` and resumable at ``start_step``.
+
+    ``pin_memory`` defaults to True when CUDA is available. Batches are dicts as made by ``collate_samples``.
+    Give the source and target loaders different seeds (e.g. ``derive_seed(run_seed, 0)`` and ``(run_seed, 1)``):
+    with one seed both domains would draw the same scale and mirror at every step.
+    """
+    return EndlessBatches(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed, start_step=start_step,
+                          pin_memory=pin_memory, drop_last=drop_last)

@@ -1,0 +1,117 @@
+"""Joint image/label transforms of the paper protocol (DESIGN.md §4), shared by every dataset.
+
+Images stay ``PIL.Image`` RGB until the last step, because PIL's BICUBIC resize is the reference resize (labels use
+PIL's NEAREST). Labels are uint8 trainId arrays. Augmentation randomness comes only from an explicit seed
+(``draw_augment``), never from a global RNG, so a resumed run sees exactly the samples a fresh run would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ftadapt.protocol import IMG_MEAN_BGR, MIRROR_P, RANDOM_SCALES
+
+_MEAN_BGR = torch.tensor(IMG_MEAN_BGR, dtype=torch.float32).view(3, 1, 1)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The augmentation of one sample: image-only rescale factor and horizontal mirror (image and label)."""
+
+    scale: float = 1.0
+    mirror: bool = False
+
+
+NO_AUGMENT = Augment()
+
+
+def draw_scale(rng: np.random.Generator) -> float:
+    """Draw CLAN's image rescale factor: ×1.1 with p 0.3, ×0.8 with p 0.3, else ×1.0 (``protocol.RANDOM_SCALES``)."""
+    u = rng.random()
+    cumulative = 0.0
+    for p, scale in RANDOM_SCALES:
+        cumulative += p
+        if u < cumulative:
+            return scale
+    return 1.0
+
+
+def draw_augment(seed: int, scale: float | None = None) -> Augment:
+    """The augmentation a sample seed stands for; ``scale`` (drawn once per batch by the loader) overrides the draw.
+
+    The scale is always drawn first, so the mirror decision for a seed does not depend on whether ``scale`` is given.
+    """
+    rng = np.random.default_rng(seed)
+    drawn = draw_scale(rng)
+    mirror = bool(rng.random() < MIRROR_P)
+    return Augment(scale=drawn if scale is None else float(scale), mirror=mirror)
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(W, H) scaled and truncated as the reference does (1024×512 ×0.8 → 819×409); never below 1 pixel."""
+    w, h = size
+    # The epsilon keeps products that are whole in exact arithmetic (720 × 0.8 = 576) from truncating to 575.
+    return max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6))
+
+
+def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize an RGB image to (W, H) with BICUBIC (the reference filter); a no-op at the same size."""
+    size = (int(size[0]), int(size[1]))
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 label map to (W, H) with NEAREST (values are preserved, never blended).
+
+    Shape: (H, W) uint8 → (size[1], size[0]) uint8.
+    """
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise TypeError(f"resize_label expects an (H, W) uint8 array, got {label.shape} {label.dtype}")
+    if (label.shape[1], label.shape[0]) == tuple(size):
+        return label
+    resized = Image.fromarray(label).resize((int(size[0]), int(size[1])), Image.Resampling.NEAREST)
+    return np.asarray(resized)
+
+
+def mirror(image: Image.Image, label: np.ndarray | None) -> tuple[Image.Image, np.ndarray | None]:
+    """Flip an image and its label map left-right together."""
+    flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return flipped, None if label is None else np.ascontiguousarray(label[:, ::-1])
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB uint8 → float32, RGB→BGR, minus ``IMG_MEAN_BGR``, CHW; no division by 255 (the Caffe-style input).
+
+    Shape: (H, W, 3) uint8 RGB → (3, H, W) float32 BGR.
+    """
+    rgb = np.asarray(image)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise TypeError(f"image_to_tensor expects (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    bgr_chw = np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
+    return torch.from_numpy(bgr_chw).to(torch.float32).sub_(_MEAN_BGR)
+
+
+def label_to_tensor(label: np.ndarray) -> torch.Tensor:
+    """uint8 trainIds (255 = ignore) → int64 tensor, the dtype the losses index with.
+
+    Shape: (H, W) → (H, W).
+    """
+    return torch.from_numpy(np.array(label, dtype=np.int64, order="C"))
+
+
+def sample_from(image: Image.Image, label: np.ndarray | None, *, size: tuple[int, int],
+                augment: Augment = NO_AUGMENT) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The whole protocol for one decoded pair: image resized to ``size`` × ``augment.scale`` (BICUBIC), label to
+    ``size`` (NEAREST, never rescaled: the logits are upsampled to the nominal size), optional joint mirror, tensors.
+
+    Shape: image (H0, W0) RGB, label (H1, W1) uint8 trainIds → (3, h, w) float32, (size[1], size[0]) int64.
+    """
+    image = resize_image(image, scaled_size(size, augment.scale))
+    if label is not None:
+        label = resize_label(label, size)
+    if augment.mirror:
+        image, label = mirror(image, label)
+    return image_to_tensor(image), None if label is None else label_to_tensor(label)
