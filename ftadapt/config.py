@@ -1,0 +1,306 @@
+"""Training configuration: typed dataclasses with the paper's defaults (DESIGN.md §5), named presets for the paper's
+code, and the resolution order defaults → preset → config file → ``--set key=value`` → command-line options.
+
+The paper's text is the default. Its code (FTA, a CLAN fork) differs in places; ``preset = "paper-code"`` switches all
+of them on at once, and each one is also a key of its own (see ``PRESETS``). Every run saves the resolved config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftadapt.errors import UsageError
+
+METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
+
+
+@dataclass
+class DataConfig:
+    """Input sizes and loading. Sizes are (W, H) as in the paper."""
+
+    source_size: tuple[int, int] = (1280, 720)  # GTA5 protocol resize; source logits are upsampled to this size
+    target_size: tuple[int, int] = (1024, 512)  # Cityscapes protocol resize ("crop 512×1024" in the paper)
+    augment: bool = True  # CLAN's random image scale (×1.1 / ×0.8) and mirror, both domains
+    batch_size: int = 1
+    num_workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """G: SGD with 10× lr on the heads; D: Adam. Both follow the same warm-up + poly schedule."""
+
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    power: float = 0.9  # poly decay: lr · (1 − i/steps)^power
+    warmup_steps: int = 0  # linear warm-up from 0 (paper code: 5000)
+    d_lr: float = 5e-5  # paper text; the code uses 1e-4
+    d_betas: tuple[float, float] = (0.9, 0.99)
+    d_weight_decay: float = 5e-4  # the paper claims it for both optimizers; the code has none on D
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (methods.md §3). A term a method does not use ignores its keys."""
+
+    seg: str = "ce"  # "ce" (paper text) or "focal" (CLAN / FTA code)
+    focal_gamma: float = 2.0
+    aux_weight: float = 0.1  # multi-level heads: CE(main) + aux_weight · CE(aux)
+    lambda_norm: float = 1.5e-4
+    delta_r: float = 0.12
+    norm_damping: float = 0.0  # factor 1 − k·i/steps on the norm term (paper code: k = 1.5)
+    lambda_adv: float = 1e-3
+    lambda_weight: float = 0.01  # paper code: 0.009
+    lambda_local: float = 40.0
+    epsilon: float = 0.4
+    adv_damping: bool = False  # factor 1 − i/steps on the adversarial and weight terms (paper code: on)
+    adv_preheat_steps: int = 0  # CLAN code: plain (unweighted) BCE before this step; the paper's code weights from 0
+    lambda_target: float = 0.1  # MaxSquare target term
+    iw_ratio: float = 0.0  # > 0: image-wise class-balanced MaxSquare with this ratio (MaxSquare's IW uses 0.2)
+    self_guidance: bool = False  # MaxSquare's multi-level self-produced guidance (multi heads only)
+    guidance_threshold: float = 0.95
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation on target val (``eval_every`` > 0). Selection on it is reported as "oracle"."""
+
+    split: str = "val"
+    size: tuple[int, int] = (1024, 512)
+    flip: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    method: str = "source-only"
+    model: str = "deeplabv2-r101"
+    preset: str = "paper"  # "paper" (the text) or "paper-code" (every deviation of the paper's code)
+    steps: int = 100_000  # poly horizon and number of steps
+    seed: int = 1234
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" …
+    amp: str = "off"  # "off" or "bf16" (autocast)
+    channels_last: bool = False
+    cudnn_benchmark: bool = True
+    checkpoint_every: int = 2000
+    log_every: int = 10
+    eval_every: int = 0
+    check_data: bool = True  # run the dataset doctor on the roots before a fresh run (it reads every label once)
+    tensorboard: bool = True  # TensorBoard events beside metrics.jsonl (when tensorboard is installed)
+    stop_at: int = 0  # > 0: stop (with a checkpoint) after this step, e.g. to split a run into jobs; resume later
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
+            ("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
+            ("amp", self.amp in ("off", "bf16"), "'off' or 'bf16'"),
+            ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
+            ("steps", self.steps > 0, "a positive number of steps"),
+            ("data.batch_size", self.data.batch_size > 0, "positive"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
+            ("log_every", self.log_every > 0, "positive"),
+            ("stop_at", 0 <= self.stop_at <= self.steps, f"between 0 (off) and steps ({self.steps})"),
+            ("optim.warmup_steps", self.optim.warmup_steps >= 0, "≥ 0"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise UsageError(f"config {key}={get_key(self, key)!r} is invalid: expected {expected}")
+
+
+# Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
+RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "checkpoint_every", "log_every",
+                            "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers", "eval.split",
+                            "eval.size", "eval.flip"})
+
+# The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
+# multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.
+DEFAULT_MODELS = {"maxsquare": "deeplabv2-r101-multi-reduced", "maxsquare-norm": "deeplabv2-r101-multi-reduced"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "paper-code": {
+        "loss.seg": "focal", "optim.d_lr": 1e-4, "optim.d_weight_decay": 0.0, "loss.lambda_weight": 0.009,
+        "optim.warmup_steps": 5000, "loss.adv_damping": True, "loss.norm_damping": 1.5,
+    },
+}
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys → values of a (nested) dataclass, e.g. ``{"loss.lambda_norm": 0.00015, ...}``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def get_key(cfg: Any, key: str) -> Any:
+    """The value of a dotted key, e.g. ``get_key(cfg, "loss.lambda_norm")``."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_field_types(hint, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = hint
+    return out
+
+
+KEY_TYPES = _field_types(TrainConfig)
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Coerce a command-line string or a JSON/TOML value to the field's type, or raise a UsageError."""
+    def bad(expected: str) -> UsageError:
+        return UsageError(f"config {key}={value!r}: expected {expected}")
+
+    if typing.get_origin(hint) is tuple:
+        n, elem = len(typing.get_args(hint)), typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = value.replace("x", ",").strip("()[] ").split(",")
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise bad(f"{n} numbers, e.g. {'512x256' if elem is int else '0.9,0.99'}")
+        return tuple(_convert(key, v, elem) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise bad("true or false")
+    if hint in (int, float):
+        if isinstance(value, bool) or (hint is int and isinstance(value, float) and not value.is_integer()):
+            raise bad(hint.__name__)
+        try:
+            return float(value) if hint is float else int(value)
+        except ValueError:
+            raise bad(f"a number ({hint.__name__})") from None
+    if hint is str:
+        return str(value)
+    raise AssertionError(f"unsupported config type {hint} for {key}")
+
+
+def _check_key(key: str) -> None:
+    if key not in KEY_TYPES:
+        close = difflib.get_close_matches(key, list(KEY_TYPES), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(KEY_TYPES)}"
+        raise UsageError(f"unknown config key {key!r}{hint}")
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["loss.lambda_norm=2e-4", ...]`` → ``{"loss.lambda_norm": "2e-4"}`` (values typed later)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set loss.lambda_norm=0.0002")
+        _check_key(key.strip())
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _flatten_mapping(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file (nested tables or dotted keys) into flat dotted keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}")
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a table/object of keys")
+    flat = _flatten_mapping(data)
+    for key in flat:
+        _check_key(key)
+    return flat
+
+
+def build_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve a TrainConfig: defaults, then the preset named in ``overrides`` (if any), then the other overrides.
+    Without a ``model`` key the method's reference architecture is used (``DEFAULT_MODELS``).
+
+    ``overrides`` maps dotted keys to values (strings from ``--set`` or typed values from a file), applied in order.
+    Explicit keys always beat the preset, wherever they appear.
+    """
+    overrides = dict(overrides or {})
+    preset = str(overrides.get("preset", "paper"))
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    values = flatten(TrainConfig())
+    for key, value in {**PRESETS[preset], **overrides}.items():
+        _check_key(key)
+        values[key] = _convert(key, value, KEY_TYPES[key])
+    if "model" not in overrides:
+        values["model"] = DEFAULT_MODELS.get(values["method"], values["model"])
+    return _from_flat(values)
+
+
+def _from_flat(values: dict[str, Any]) -> TrainConfig:
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            nested.setdefault(head, {})[tail] = value
+        else:
+            nested[head] = value
+    hints = typing.get_type_hints(TrainConfig)
+    kwargs = {k: hints[k](**v) if isinstance(v, dict) else v for k, v in nested.items()}
+    return TrainConfig(**kwargs)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists): what ``config.json`` holds and ``--config`` reads back."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of ``config_to_dict`` (unknown keys are an error)."""
+    return build_config(_flatten_mapping(data))
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """sha256 of everything that defines what a run learns (all keys except ``RESUMABLE_KEYS``)."""
+    flat = {k: v for k, v in flatten(cfg).items() if k not in RESUMABLE_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Human-readable differences ``key: old → new`` in the keys that make two runs incompatible."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in RESUMABLE_KEYS and a[k] != b[k]]

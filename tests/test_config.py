@@ -1,0 +1,106 @@
+"""Training config: paper defaults, the paper-code preset, --set / file parsing, errors, hashing and diffs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftadapt.config import (
+    PRESETS,
+    TrainConfig,
+    build_config,
+    config_diff,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    flatten,
+    parse_set,
+    read_config_file,
+)
+from ftadapt.errors import UsageError
+
+
+def test_defaults_are_the_papers_text():
+    cfg = TrainConfig()
+    assert (cfg.loss.lambda_norm, cfg.loss.delta_r, cfg.loss.lambda_weight, cfg.loss.lambda_adv) == (
+        0.00015, 0.12, 0.01, 0.001)
+    assert (cfg.loss.lambda_local, cfg.loss.epsilon, cfg.loss.seg) == (40.0, 0.4, "ce")
+    assert (cfg.optim.lr, cfg.optim.power, cfg.optim.momentum, cfg.optim.weight_decay) == (2.5e-4, 0.9, 0.9, 5e-4)
+    assert (cfg.optim.d_lr, cfg.optim.d_betas, cfg.optim.warmup_steps) == (5e-5, (0.9, 0.99), 0)
+    assert (cfg.steps, cfg.data.batch_size, cfg.data.source_size, cfg.data.target_size) == (
+        100_000, 1, (1280, 720), (1024, 512))
+    assert not cfg.loss.adv_damping and cfg.loss.norm_damping == 0.0
+
+
+def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
+    cfg = build_config({"preset": "paper-code"})
+    assert cfg.loss.seg == "focal" and cfg.optim.d_lr == 1e-4 and cfg.loss.lambda_weight == 0.009
+    assert cfg.optim.warmup_steps == 5000 and cfg.loss.adv_damping and cfg.loss.norm_damping == 1.5
+    assert cfg.optim.d_weight_decay == 0.0
+    # an explicit key beats the preset wherever it comes in the overrides
+    cfg = build_config({"loss.lambda_weight": "0.01", "preset": "paper-code"})
+    assert cfg.loss.lambda_weight == 0.01 and cfg.loss.seg == "focal"
+    assert set(PRESETS) == {"paper", "paper-code"}
+
+
+def test_set_values_are_typed_by_the_field():
+    cfg = build_config(parse_set(["steps=20", "amp=bf16", "channels_last=yes", "loss.lambda_norm=2e-4",
+                                  "data.source_size=160x96", "optim.d_betas=0.5,0.9", "method=clan-norm"]))
+    assert cfg.steps == 20 and isinstance(cfg.steps, int)
+    assert cfg.amp == "bf16" and cfg.channels_last is True and cfg.loss.lambda_norm == 2e-4
+    assert cfg.data.source_size == (160, 96) and cfg.optim.d_betas == (0.5, 0.9)
+
+
+def test_unknown_key_suggests_close_matches():
+    with pytest.raises(UsageError, match=r"unknown config key 'loss.lamda_norm'.*did you mean loss.lambda_norm"):
+        parse_set(["loss.lamda_norm=1"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        parse_set(["steps"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("steps=many", r"steps='many': expected a number \(int\)"),
+    ("steps=2.5", "expected a number"),
+    ("channels_last=maybe", "expected true or false"),
+    ("data.source_size=160", "expected 2 numbers"),
+    ("method=dann", "method='dann' is invalid: expected one of source-only"),
+    ("amp=fp8", "amp='fp8' is invalid"),
+    ("preset=fast", "unknown preset 'fast'; valid presets: paper, paper-code"),
+    ("stop_at=-1", "stop_at=-1 is invalid"),
+])
+def test_bad_values_are_usage_errors(item, message):
+    with pytest.raises(UsageError, match=message):
+        build_config(parse_set([item]))
+
+
+def test_maxsquare_defaults_to_its_reference_architecture():
+    assert build_config({"method": "maxsquare-norm"}).model == "deeplabv2-r101-multi-reduced"
+    assert build_config({"method": "clan-norm"}).model == "deeplabv2-r101"
+    assert build_config({"method": "maxsquare", "model": "tiny"}).model == "tiny"
+
+
+def test_config_files_json_and_toml(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"steps": 10, "loss": {"lambda_norm": 0.001}}))
+    (tmp_path / "b.toml").write_text('steps = 11\n[loss]\nseg = "focal"\n[data]\nsource_size = [64, 32]\n')
+    assert build_config(read_config_file(tmp_path / "a.json")).loss.lambda_norm == 0.001
+    cfg = build_config(read_config_file(tmp_path / "b.toml"))
+    assert (cfg.steps, cfg.loss.seg, cfg.data.source_size) == (11, "focal", (64, 32))
+    (tmp_path / "bad.json").write_text('{"loss": {"lambda_nrom": 1}}')
+    with pytest.raises(UsageError, match="did you mean loss.lambda_norm"):
+        read_config_file(tmp_path / "bad.json")
+    (tmp_path / "broken.toml").write_text("steps = = 1")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        read_config_file(tmp_path / "broken.toml")
+    with pytest.raises(UsageError, match="does not exist"):
+        read_config_file(tmp_path / "missing.json")
+
+
+def test_round_trip_hash_and_diff():
+    cfg = build_config({"method": "clan", "steps": "50", "preset": "paper-code"})
+    again = config_from_dict(json.loads(json.dumps(config_to_dict(cfg))))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+    # runtime keys do not change the hash; what the run learns does
+    assert config_hash(build_config({**flatten(cfg), "device": "cpu", "data.num_workers": 0})) == config_hash(cfg)
+    other = build_config({**flatten(cfg), "loss.lambda_adv": 0.002, "model": "tiny"})
+    assert config_hash(other) != config_hash(cfg)
+    assert config_diff(cfg, other) == ["model: 'deeplabv2-r101' → 'tiny'", "loss.lambda_adv: 0.001 → 0.002"]

@@ -1,0 +1,321 @@
+"""The training loop on the synthetic set with the tiny model: every method learns, resume is bit-for-bit, signals and
+NaNs stop cleanly, the CLI refuses bad input without writing anything, and the model evaluation follows the protocol."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ftadapt.checkpoint import load_checkpoint, load_model, save_checkpoint
+from ftadapt.cli import main
+from ftadapt.errors import UsageError
+from ftadapt.methods.segmentation import FeatureNorm, Segmentation
+from ftadapt.models.registry import create_model
+from ftadapt.runlog import read_metrics
+from ftadapt.train import TrainingDiverged, resolve_config, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core box their spin-waiting costs 5×."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL = {"model": "tiny", "steps": 2, "data.source_size": "160x96", "data.target_size": "128x64",
+         "data.num_workers": 0, "log_every": 1, "tensorboard": False}
+SMALL_SET = [f"{k}={v}" for k, v in SMALL.items() if k not in ("model", "steps")]
+
+
+def _run(synthetic, out, method="clan-norm", resume=False, **overrides):
+    """Train in-process; a resume repeats only ``overrides`` (the run's saved config supplies the rest)."""
+    cfg = resolve_config({"method": method, **({} if resume else SMALL), **overrides}, out=out, resume=resume)
+    return train(cfg, source=("gta5", synthetic.gta5_root), target=("cityscapes", synthetic.cityscapes_root),
+                 out=out, resume=resume, progress=False)
+
+
+def _cli(synthetic, out, *args, method="norm-only"):
+    return main(["train", method, "--source", f"gta5:{synthetic.gta5_root}", "--target",
+                 f"cityscapes:{synthetic.cityscapes_root}", "--model", "tiny", "--steps", "2", "--out", str(out),
+                 *[a for s in SMALL_SET for a in ("--set", s)], *args])
+
+
+def _cli_error(capsys, *argv) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    return exc.value.code, capsys.readouterr().err
+
+
+LOSSES = {"source-only": {"seg"}, "norm-only": {"seg", "norm_src", "norm_tgt"},
+          "clan": {"seg", "adv", "weight", "d_src", "d_tgt"},
+          "clan-norm": {"seg", "norm_src", "norm_tgt", "adv", "weight", "d_src", "d_tgt"},
+          "maxsquare": {"seg", "maxsquare"}, "maxsquare-norm": {"seg", "norm_src", "norm_tgt", "maxsquare"}}
+
+
+@pytest.mark.parametrize("method", list(LOSSES))
+def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, method):
+    result = _run(synthetic, tmp_path / "run", method)
+    assert result.step == 2 and result.checkpoint.name == "step_000002" and result.stopped_by is None
+    torch.manual_seed(1234)  # the run's seed: the weights it started from
+    start = create_model("tiny").state_dict()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last", with_train_state=True)
+    assert ckpt.meta["method"] == method and ckpt.meta["step"] == 2
+    assert ckpt.config["train"]["method"] == method
+    changed = {k for k, v in ckpt.state_dict.items() if not torch.equal(v, start[k])}
+    assert "layer4.0.conv2.weight" in changed and "layer6.conv2d_list.3.bias" in changed
+    assert "bn1.weight" not in changed  # BN affine is frozen (the running statistics do update)
+    assert ("discriminator" in ckpt.train_state) == method.startswith("clan")
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert {k.removeprefix("loss/") for k in record if k.startswith("loss/")} == LOSSES[method]
+        assert all(np.isfinite(v) for v in record.values())
+        assert record["grad_norm/G"] > 0 and ("grad_norm/D" in record) == method.startswith("clan")
+    assert records[0]["lr"] == pytest.approx(2.5e-4) and records[1]["lr"] == pytest.approx(2.5e-4 * 0.5 ** 0.9)
+
+
+def test_bf16_autocast_channels_last_and_multi_heads_with_self_guidance(synthetic, tmp_path, monkeypatch):
+    import ftadapt.train
+
+    monkeypatch.setattr(ftadapt.train, "create_model", lambda name: create_model(name, heads="multi", aspp="reduced"))
+    _run(synthetic, tmp_path / "run", "maxsquare-norm", amp="bf16", channels_last=True,
+         **{"loss.self_guidance": True, "loss.guidance_threshold": 0.0, "loss.iw_ratio": 0.2})
+    record = read_metrics(tmp_path / "run")[-1]
+    assert {"loss/guidance", "loss/maxsquare", "loss/norm_tgt"} <= record.keys()
+    assert all(np.isfinite(v) for v in record.values())
+    assert load_model(tmp_path / "run" / "checkpoints" / "last").config.heads == "multi"
+
+
+def _state(run):
+    ckpt = load_checkpoint(run / "checkpoints" / "last", with_train_state=True)
+    return ckpt.state_dict, ckpt.train_state
+
+
+def _assert_same(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_after_a_crash_is_bit_for_bit(synthetic, tmp_path, monkeypatch):
+    options = {"steps": 4, "checkpoint_every": 2, "method": "clan-norm"}
+    _run(synthetic, tmp_path / "straight", **options)
+
+    original = Segmentation.source
+
+    def crash_at_step_3(self, ctx, out):
+        if ctx.step == 2:
+            raise RuntimeError("simulated crash")
+        return original(self, ctx, out)
+
+    monkeypatch.setattr(Segmentation, "source", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(synthetic, tmp_path / "resumed", **options)
+    monkeypatch.setattr(Segmentation, "source", original)
+    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2]
+    result = _run(synthetic, tmp_path / "resumed", resume=True)  # the saved config; only what changes is repeated
+    assert result.step == 4
+
+    _assert_same(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
+    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
+    assert read_metrics(tmp_path / "resumed")[-1] == read_metrics(tmp_path / "straight")[-1] | {
+        "time/data_share": read_metrics(tmp_path / "resumed")[-1]["time/data_share"]}
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == [
+        "last", "step_000002", "step_000004"]
+    assert _run(synthetic, tmp_path / "resumed", resume=True).step == 4  # already complete: nothing to do
+
+
+def test_stop_at_then_resume_matches_and_resume_refuses_a_different_config(synthetic, tmp_path):
+    _run(synthetic, tmp_path / "a", "maxsquare-norm", steps=3)
+    _run(synthetic, tmp_path / "b", "maxsquare-norm", steps=3, stop_at=1)
+    _run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, stop_at=0)
+    _assert_same(_state(tmp_path / "a"), _state(tmp_path / "b"))
+    with pytest.raises(UsageError, match=r"differs from the run .*\n  loss.lambda_norm: 0.00015 → 0.001"):
+        _run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, **{"loss.lambda_norm": 0.001})
+
+
+def test_a_signal_finishes_the_step_and_writes_a_checkpoint(synthetic, tmp_path, monkeypatch):
+    original = Segmentation.source
+
+    def signal_during_step_2(self, ctx, out):
+        if ctx.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, ctx, out)
+
+    monkeypatch.setattr(Segmentation, "source", signal_during_step_2)
+    before = signal.getsignal(signal.SIGTERM)
+    result = _run(synthetic, tmp_path / "run", "source-only", steps=50, checkpoint_every=0)
+    assert (result.stopped_by, result.step, result.checkpoint.name) == ("SIGTERM", 2, "step_000002")
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert load_checkpoint(result.checkpoint, with_train_state=True).train_state["step"] == 2
+
+
+def test_sigterm_to_a_cli_run_exits_cleanly_with_a_checkpoint(synthetic, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ftadapt.cli", "train", "source-only", "--source", f"gta5:{synthetic.gta5_root}",
+           "--model", "tiny", "--steps", "100000", "--out", str(out), "--set", "checkpoint_every=0",
+           *[a for s in SMALL_SET for a in ("--set", s)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not read_metrics(out) if (out / "metrics.jsonl").is_file() else True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM: stopped after step" in stdout + stderr and "--resume" in stdout + stderr
+    step = load_checkpoint(out / "checkpoints" / "last").meta["step"]
+    assert step >= 1 and (out / "checkpoints" / f"step_{step:06d}").is_dir()
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
+    original = FeatureNorm._loss
+
+    def nan_at_step_3(self, ctx, out):
+        loss = original(self, ctx, out)
+        return loss * float("nan") if ctx.step == 2 else loss
+
+    monkeypatch.setattr(FeatureNorm, "_loss", nan_at_step_3)
+    with pytest.raises(TrainingDiverged, match=r"step 3: non-finite norm_src=nan.*last good checkpoint is .*_000002"):
+        _run(synthetic, tmp_path / "run", "norm-only", steps=5, checkpoint_every=1)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "last", "step_000001", "step_000002"]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").meta["step"] == 2
+    # unlogged, unsaved steps are checked one step late (no host sync per step), still naming the right step
+    with pytest.raises(TrainingDiverged, match=r"step 3: non-finite norm_src=nan.*no checkpoint was written"):
+        _run(synthetic, tmp_path / "quiet", "norm-only", steps=6, checkpoint_every=0, log_every=5)
+    assert not (tmp_path / "quiet" / "checkpoints").exists()
+
+
+def test_a_huge_learning_rate_is_caught_by_the_cli(synthetic, tmp_path, capsys):
+    code, err = _cli_error(capsys, "train", "source-only", "--source", f"gta5:{synthetic.gta5_root}", "--model", "tiny",
+                           "--steps", "5", "--out", str(tmp_path / "run"), "--set", "optim.lr=1e30",
+                           *[a for s in SMALL_SET for a in ("--set", s)])
+    assert code == 1 and "non-finite" in err and "Traceback" not in err
+
+
+def test_cli_train_writes_the_run_folder_and_json(synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    _cli(synthetic, out, "--set", "tensorboard=true", "--set", "eval_every=2", "--set", "eval.size=128x64",
+         "--json", str(tmp_path / "result.json"))
+    summary = json.loads((tmp_path / "result.json").read_text())
+    assert summary["step"] == 2 and summary["checkpoint"].endswith("step_000002")
+    assert summary["oracle"]["step"] == 2 and 0 <= summary["oracle"]["miou"] <= 100
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["method"] == "norm-only" and saved["data"]["source_size"] == [160, 96] and saved["eval_every"] == 2
+    assert (out / "checkpoints" / "oracle_best").resolve().name == "step_000002"
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert "eval/miou_oracle" in read_metrics(out)[-1]
+    model = load_model(out / "checkpoints" / "last")
+    assert model.config.width == 8 and not model.training
+
+
+def test_cli_refuses_to_overwrite_and_to_resume_what_it_cannot(synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    _cli(synthetic, out)
+    before = (out / "config.json").read_text(), (out / "checkpoints" / "step_000002" / "model.pt").read_bytes()
+    capsys.readouterr()
+    code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--out", str(out))
+    assert code == 2 and "holds a run; continue it with --resume" in err
+    code, err = _cli_error(capsys, "train", "clan", "--source", f"gta5:{synthetic.gta5_root}", "--target",
+                           f"cityscapes:{synthetic.cityscapes_root}", "--out", str(out), "--resume")
+    assert code == 2 and "method: 'norm-only' → 'clan'" in err
+    after = (out / "config.json").read_text(), (out / "checkpoints" / "step_000002" / "model.pt").read_bytes()
+    assert before == after
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(out / "config.json", crashed / "config.json")
+    code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--out",
+                           str(crashed), "--resume")
+    assert code == 2 and "has no checkpoint yet" in err
+    code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--out",
+                           str(tmp_path / "nothing"), "--resume")
+    assert code == 2 and "is not a run folder" in err
+
+
+def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    src, tgt = f"gta5:{synthetic.gta5_root}", f"cityscapes:{synthetic.cityscapes_root}"
+    wrong = tmp_path / "tiny4"
+    torch.manual_seed(0)
+    save_checkpoint(wrong, model_state=create_model("tiny", width=4).state_dict(),
+                    model_config=create_model("tiny", width=4).config, meta={})
+    bad_gta = tmp_path / "bad_gta5"
+    shutil.copytree(synthetic.gta5_root, bad_gta)
+    label = next((bad_gta / "labels").iterdir())
+    from PIL import Image
+    Image.fromarray(np.full((96, 160), 100, np.uint8)).save(label)  # 100 is no Cityscapes label id
+    empty_cs = tmp_path / "empty_cs"
+    (empty_cs / "leftImg8bit" / "train").mkdir(parents=True)
+    cases = [
+        (["dann", "--source", src], 2, "'dann' is not one of 'source-only', 'norm-only', 'clan'"),
+        (["clan", "--source", src, "--target", tgt, "--model", "resnet"], 2,
+         "unknown model 'resnet'; registered: deeplabv2-r101"),
+        (["source-only", "--source", src, "--model", "tiny", "--init", str(tmp_path / "no.pth")], 2,
+         "no such file or folder"),
+        (["source-only", "--source", src, "--model", "tiny", "--init", str(wrong)], 1,
+         "the backbone does not fit"),
+        (["source-only", "--source", f"gta5:{bad_gta}", "--model", "tiny"], 1, "fails the dataset doctor"),
+        (["source-only", "--source", f"gta5:{synthetic.cityscapes_root}", "--model", "tiny"], 1, "not a GTA5 root"),
+        (["norm-only", "--source", src, "--target", f"cityscapes:{empty_cs}", "--model", "tiny"], 1, "no images"),
+        (["norm-only", "--source", src, "--model", "tiny"], 2, "needs the target: --target cityscapes:ROOT"),
+        (["clan", "--source", src, "--target", tgt, "--model", "deeplabv2-r101-multi-reduced"], 2,
+         "needs a model with 'clan' heads"),
+        (["clan", "--source", src, "--target", tgt, "--set", "loss.lamda_adv=1"], 2, "did you mean loss.lambda_adv"),
+    ]
+    for args, code, message in cases:
+        got_code, err = _cli_error(capsys, "train", *args, "--out", str(out))
+        assert (got_code, message in err) == (code, True), (args, err)
+        assert "Traceback" not in err and not out.exists(), args
+
+
+def test_evaluate_dataset_follows_the_protocol(synthetic):
+    from ftadapt.data.cityscapes import Cityscapes
+    from ftadapt.evaluate import ConfusionMatrix
+    from ftadapt.evaluate_model import evaluate_dataset, predict
+
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    val = Cityscapes(synthetic.cityscapes_root, split="val", size=(64, 32), with_labels=True)
+    result = evaluate_dataset(model, val, num_workers=0, progress=False)
+    expected = ConfusionMatrix()
+    for i in range(len(val)):
+        gt = val.trainid_label(i)
+        logits = model(val[i]["image"][None]).logits
+        up = torch.nn.functional.interpolate(logits[0] + logits[1], size=gt.shape, mode="bilinear",
+                                             align_corners=True)
+        expected.update(gt, up.argmax(1)[0].numpy())
+    np.testing.assert_array_equal(result.confusion.matrix, expected.matrix)
+    assert result.n_images == 3 and result.protocol["heads"] == "sum" and result.protocol["input_size"] == [64, 32]
+    flipped = evaluate_dataset(model, val, flip=True, num_workers=0, progress=False)
+    assert flipped.protocol["flip"] is True and flipped.confusion.n_pixels == expected.n_pixels
+    image = val[0]["image"][None]
+    with torch.no_grad():
+        logits, mirrored = (model(x).logits for x in (image, image.flip(-1)))
+        prob = (torch.softmax(logits[0] + logits[1], 1) + torch.softmax(mirrored[0] + mirrored[1], 1).flip(-1)) / 2
+        tta = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
+    assert torch.equal(predict(model, image, (64, 128), flip=True), tta)
