@@ -1,0 +1,199 @@
+"""Export benchmarks: ``python -m ftadapt.bench.export_speed [--json OUT]`` prints a JSON report.
+
+Sections (each can be skipped):
+
+- ``export``: export time and file size of 1 and N members of ``--model`` (default DeepLab-v2 R101) at the working
+  size, FP32 and FP16, without verification. Members are random-init checkpoints: time and size do not depend on the
+  weights.
+- ``latency``: ONNX Runtime (CPU provider) latency of the single-member FP32 graph against PyTorch eager running the
+  very same module (``SegmentationGraph``) on the same frames in the same process; ratio = ORT / PyTorch.
+- ``preprocess``: the in-graph bilinear resize against the training protocol's PIL BICUBIC, on synthetic street
+  scenes at twice the working size: the input difference in intensity levels and, with ``--checkpoint`` (a trained
+  model whose working size matches), the label agreement of the two pipelines and each one's mIoU on the scenes'
+  ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ftadapt.checkpoint import save_checkpoint
+from ftadapt.data.synthetic import synthesize
+from ftadapt.data.transforms import image_to_tensor, resize_image
+from ftadapt.evaluate import ConfusionMatrix
+from ftadapt.export.ensemble import Ensemble, load_ensemble
+from ftadapt.export.graph import build_graph, parse_size
+from ftadapt.export.onnx_export import export_onnx
+from ftadapt.fsutil import write_text_atomic
+from ftadapt.labels import cityscapes_to_trainid
+from ftadapt.models.registry import create_model
+
+
+def _members(root: Path, model: str, n: int) -> list[str]:
+    """``n`` random-init checkpoint folders of ``model`` under ``root`` (created once, reused)."""
+    specs = []
+    for i in range(n):
+        path = root / f"{model}-{i}"
+        if not path.is_dir():
+            torch.manual_seed(i)
+            net = create_model(model)
+            save_checkpoint(path, model_state=net.state_dict(), model_config=net.config,
+                            meta={"method": "random-init", "metrics": {}})
+        specs.append(f"{path}:1")
+    return specs
+
+
+def bench_export(root: Path, model: str, counts: list[int], precisions: list[str],
+                 working_size: tuple[int, int]) -> list[dict[str, Any]]:
+    rows = []
+    for n in counts:
+        t0 = time.perf_counter()
+        ensemble = load_ensemble(_members(root / "ckpt", model, n))
+        load_s = time.perf_counter() - t0
+        for precision in precisions:
+            out = root / f"{model}-x{n}-{precision}.onnx"
+            t0 = time.perf_counter()
+            result = export_onnx(ensemble, out, precision=precision, working_size=working_size, verify=False,
+                                 progress=False)
+            rows.append({"members": n, "precision": precision, "load_s": round(load_s, 2),
+                         "export_s": round(result.export_seconds, 2), "total_s": round(time.perf_counter() - t0, 2),
+                         "size_mib": round(result.size_bytes / 2**20, 1), "files": len(result.files)})
+            print(json.dumps(rows[-1]), flush=True)
+        del ensemble
+    return rows
+
+
+def _timed(fn, frames: list[np.ndarray], runs: int) -> list[float]:
+    fn(frames[0])  # warm-up: allocation, first-run kernel selection
+    times = []
+    for _ in range(runs):
+        for frame in frames:
+            t0 = time.perf_counter()
+            fn(frame)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_latency(root: Path, model: str, working_size: tuple[int, int], frame_size: tuple[int, int],
+                  n_frames: int, runs: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    ensemble = load_ensemble(_members(root / "ckpt", model, 1))
+    path = root / f"{model}-x1-fp32.onnx"
+    if not path.is_file():
+        export_onnx(ensemble, path, working_size=working_size, verify=False, progress=False)
+    frames = [synthesize("target", "val", i, frame_size)[0][None] for i in range(n_frames)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = build_graph(ensemble, working_size=working_size)
+
+    def torch_run(frame: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return graph(torch.from_numpy(frame)).numpy()
+
+    def ort_run(frame: np.ndarray) -> np.ndarray:
+        return session.run(["labels"], {"image": frame})[0]
+
+    same = float(np.mean([np.mean(torch_run(f) == ort_run(f)) for f in frames]))
+    t_torch, t_ort = _timed(torch_run, frames, runs), _timed(ort_run, frames, runs)
+    med_torch, med_ort = statistics.median(t_torch), statistics.median(t_ort)
+    return {"frame_size": f"{frame_size[0]}x{frame_size[1]}", "frames": n_frames, "runs": runs,
+            "torch_ms": {"median": round(1e3 * med_torch, 1), "min": round(1e3 * min(t_torch), 1)},
+            "ort_ms": {"median": round(1e3 * med_ort, 1), "min": round(1e3 * min(t_ort), 1)},
+            "ort_over_torch": round(med_ort / med_torch, 3), "identical_labels": same,
+            "providers": session.get_providers(), "torch_threads": torch.get_num_threads()}
+
+
+def bench_preprocess(working_size: tuple[int, int], n_frames: int, checkpoint: Path | None) -> dict[str, Any]:
+    """In-graph bilinear vs PIL BICUBIC at a 2× downscale (Cityscapes 2048×1024 → 1024×512 for the default)."""
+    w, h = working_size
+    scenes = [synthesize("target", "val", i, (2 * w, 2 * h)) for i in range(n_frames)]
+    graph = build_graph(Ensemble([create_model("tiny")], [1.0]), working_size=working_size)  # preprocess only
+    diffs = []
+    for rgb, _ in scenes:
+        ours = graph.preprocess(torch.from_numpy(rgb)[None])[0]
+        pil = image_to_tensor(resize_image(Image.fromarray(rgb), working_size))
+        diffs.append((ours - pil).abs().flatten())
+    diff = torch.cat(diffs)
+    report: dict[str, Any] = {"frame_size": f"{2 * w}x{2 * h}", "working_size": f"{w}x{h}", "frames": n_frames,
+                              "input_abs_diff": {"mean": round(float(diff.mean()), 3),
+                                                 "p99": round(float(diff.quantile(0.99)), 2),
+                                                 "max": round(float(diff.max()), 2)}}
+    if checkpoint is None:
+        return report
+    ensemble = load_ensemble([str(checkpoint)])
+    graph = build_graph(ensemble, working_size=working_size)
+    confusion = {"bilinear_graph": ConfusionMatrix(), "pil_bicubic": ConfusionMatrix()}
+    same = total = 0
+    with torch.inference_mode():
+        for rgb, label_ids in scenes:
+            image = torch.from_numpy(rgb)[None]
+            graph_labels = graph(image)[0].numpy()
+            pil = image_to_tensor(resize_image(Image.fromarray(rgb), working_size))[None]
+            probs = ensemble.fuse(ensemble.member_probs(pil))
+            up = torch.nn.functional.interpolate(probs, size=rgb.shape[:2], mode="bilinear", align_corners=True)
+            pil_labels = up.argmax(1)[0].numpy()
+            gt = cityscapes_to_trainid(label_ids)
+            confusion["bilinear_graph"].update(gt, graph_labels.astype(np.uint8))
+            confusion["pil_bicubic"].update(gt, pil_labels.astype(np.uint8))
+            same += int((graph_labels == pil_labels).sum())
+            total += graph_labels.size
+    report["checkpoint"] = str(checkpoint)
+    report["label_agreement"] = same / total
+    report["miou"] = {k: round(100 * c.miou(), 2) for k, c in confusion.items()}
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.export_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="deeplabv2-r101", help="registered model of the random-init members")
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--precision", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
+    parser.add_argument("--working-size", type=parse_size, default=(1024, 512))
+    parser.add_argument("--frame-size", type=parse_size, default=(2048, 1024), help="latency frames (WxH)")
+    parser.add_argument("--frames", type=int, default=2, help="frames for latency and pre-processing")
+    parser.add_argument("--runs", type=int, default=3, help="timed passes over the latency frames")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="trained model for pre-processing parity")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["export", "latency", "preprocess"])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep checkpoints and ONNX files here")
+    parser.add_argument("--json", dest="json_out", default=None, help="also write the report to this file")
+    args = parser.parse_args(argv)
+    import onnxruntime
+
+    machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+               "processor": platform.processor(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+               "load_average": os.getloadavg()}
+    report: dict[str, Any] = {"machine": machine,
+                              "model": args.model, "working_size": list(args.working_size),
+                              "note": "random-init members: export time, size and latency do not depend on weights"}
+    with tempfile.TemporaryDirectory(prefix="ftadapt-bench-") as tmp:
+        root = args.workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if "export" not in args.skip:
+            report["export"] = bench_export(root, args.model, args.members, args.precision, args.working_size)
+        if "latency" not in args.skip:
+            report["latency"] = bench_latency(root, args.model, args.working_size, args.frame_size, args.frames,
+                                              args.runs)
+            print(json.dumps(report["latency"]), flush=True)
+    if "preprocess" not in args.skip:
+        report["preprocess"] = bench_preprocess(args.working_size, args.frames, args.checkpoint)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        write_text_atomic(args.json_out, text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Weighted ensembles of checkpoint folders: the paper's starred rows (e.g. 0.7 · norm-only + 0.3 · original CLAN).
+
+Each member runs on the same input with its own head rule ("sum" of both heads for CLAN layouts, "main" for multi)
+and its own ASPP variant (both come from the member's config.json), its logits go through a softmax in FP32, and the
+fused prediction is the weighted sum of the members' probabilities with the weights normalised to sum to 1.
+
+:class:`Ensemble` keeps the forward contract of :class:`~ftadapt.models.deeplab.DeepLabV2` that evaluation relies on
+(``model(x).logits``, ``model.config.head_rule``, parameters on the model's device), so ``evaluate_dataset`` and every
+other consumer of a model take an ensemble unchanged. Its single "logits" entry holds the fused *probabilities*:
+upsampling and argmax of it give exactly what the exported graph computes. (A softmax over it, as flip-TTA applies,
+is therefore not the ensemble's TTA; the CLI refuses that combination.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ftadapt.artifact import ArtifactMember
+from ftadapt.checkpoint import META_FILE, MODEL_FILE, load_model
+from ftadapt.errors import UsageError
+from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, SegOutput, combine_heads
+from ftadapt.runlog import latest_checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberSpec:
+    """A member as the user names it: a checkpoint (or run) folder and a positive, not yet normalised weight."""
+
+    path: Path
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str) -> MemberSpec:
+        """``DIR:WEIGHT`` (e.g. ``runs/norm-only:0.7``) or just ``DIR`` (weight 1)."""
+        head, sep, tail = spec.rpartition(":")
+        if not (sep and head):
+            return cls(Path(spec))
+        try:
+            weight = float(tail)
+        except ValueError:
+            raise UsageError(f"ensemble member {spec!r}: {tail!r} is not a number; write DIR:WEIGHT, "
+                             "e.g. runs/norm-only:0.7") from None
+        return cls(Path(head), _check_weight(weight, spec))
+
+
+def _check_weight(weight: float, what: str) -> float:
+    if not (math.isfinite(weight) and weight > 0):
+        raise UsageError(f"ensemble member {what}: weight {weight!r} must be a positive number")
+    return float(weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberInfo:
+    """Provenance of one loaded member (what the ONNX metadata records). ``weight`` is normalised."""
+
+    name: str
+    path: Path
+    method: str | None
+    head_rule: str
+    weight: float
+    sha256: str
+    miou: float | None
+    miou_source: str | None
+
+    def to_artifact(self) -> ArtifactMember:
+        return ArtifactMember(name=self.name, method=self.method, head_rule=self.head_rule, weight=self.weight,
+                              sha256=self.sha256, miou=self.miou, miou_source=self.miou_source)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """The part of a model config that consumers of a model read: the fused output is already one prediction."""
+
+    num_classes: int
+    head_rule: str = "main"
+
+
+def recorded_miou(meta: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The mIoU (percent) a checkpoint's meta.json records and the field it came from: ``metrics.miou`` (a plain
+    evaluation), else ``metrics.eval/miou_oracle`` (the trainer's periodic evaluation on target val)."""
+    metrics = meta.get("metrics") or {}
+    for key in ("miou", "eval/miou_oracle"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value), f"metrics.{key}"
+    return None, None
+
+
+def _member_name(path: Path) -> str:
+    """The run name for a run's checkpoint (``runs/clan/checkpoints/step_000100`` → ``clan@step_000100``)."""
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}@{path.name}"
+    return path.name or str(path)
+
+
+class Ensemble(nn.Module):
+    """Weighted soft voting over DeepLab-v2 members; see the module docstring for the contract.
+
+    ``rules`` overrides each member's head rule (default: its config's). ``infos`` records where members came from.
+    Members may be in half precision (the FP16 export): the input is cast to each member's dtype and the logits back
+    to FP32 before the softmax, so the softmax and the fusion always run in FP32.
+    """
+
+    def __init__(self, models: Sequence[DeepLabV2], weights: Sequence[float], *, rules: Sequence[str] | None = None,
+                 infos: Sequence[MemberInfo] | None = None) -> None:
+        super().__init__()
+        if not models:
+            raise UsageError("an ensemble needs at least one member")
+        if len(weights) != len(models):
+            raise UsageError(f"{len(models)} members but {len(weights)} weights")
+        weights = [_check_weight(float(w), f"#{i + 1}") for i, w in enumerate(weights)]
+        rules = list(rules) if rules is not None else [m.config.head_rule for m in models]
+        for rule in rules:
+            if rule not in HEAD_RULES:
+                raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
+        classes = {m.config.num_classes for m in models}
+        if len(classes) > 1:
+            names = [i.name for i in infos] if infos else [f"#{i + 1}" for i in range(len(models))]
+            found = ", ".join(f"{n}: {m.config.num_classes}" for n, m in zip(names, models))
+            raise UsageError(f"ensemble members predict different label spaces ({found} classes); every member must "
+                             "predict the same classes in the same order")
+        total = sum(weights)
+        self.members = nn.ModuleList(models)
+        self.rules = tuple(rules)
+        self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
+        self.infos = tuple(infos) if infos is not None else ()
+        self.config = EnsembleConfig(num_classes=classes.pop())
+
+    def member_probs(self, x: Tensor) -> list[Tensor]:
+        """Each member's softmax over its combined logits, in FP32.
+
+        Shape: x N×3×H×W (BGR − mean, FP32) → list of N×C×h×w (stride 8).
+        """
+        out = []
+        for member, rule in zip(self.members, self.rules):
+            dtype = next(member.parameters()).dtype
+            logits = combine_heads(member(x.to(dtype)).logits, rule).float()
+            out.append(logits.softmax(dim=1))
+        return out
+
+    def fuse(self, probs: Sequence[Tensor]) -> Tensor:
+        """Σ_i w_i · p_i with the normalised weights. Shape: list of N×C×h×w → N×C×h×w."""
+        fused = probs[0] * self.weights[0]
+        for i in range(1, len(probs)):
+            fused = fused + probs[i] * self.weights[i]
+        return fused
+
+    def forward(self, x: Tensor) -> SegOutput:
+        """Shape: x N×3×H×W → logits ``(fused probabilities N×C×h×w,)``; features None (members differ)."""
+        return SegOutput((self.fuse(self.member_probs(x)),), None)
+
+    def predict_logits(self, x: Tensor, rule: str | None = None) -> Tensor:
+        """The fused probabilities (the ensemble's one prediction; ``rule`` is accepted for interface parity)."""
+        return self(x).logits[0]
+
+
+def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.device = "cpu") -> Ensemble:
+    """Load every member's checkpoint folder (a run folder means its newest checkpoint) into an :class:`Ensemble`.
+
+    Raises CheckpointError for a missing, corrupt or backbone-only folder and UsageError for weights ≤ 0 or
+    mismatched label spaces.
+    """
+    specs = [MemberSpec.parse(s) if isinstance(s, str) else s for s in specs]
+    if not specs:
+        raise UsageError("name at least one member: ftadapt export DIR, or --ensemble DIR:WEIGHT (repeatable)")
+    total = sum(_check_weight(s.weight, str(s.path)) for s in specs)
+    models, infos, names = [], [], set()
+    for spec in specs:
+        path = spec.path
+        if path.is_dir() and not (path / MODEL_FILE).exists():
+            path = latest_checkpoint(path) or path  # a run folder: its newest checkpoint
+        model = load_model(path, device=device)  # verifies the weights' sha256 against meta.json
+        meta = json.loads((path / META_FILE).read_text())
+        models.append(model)
+        name = _member_name(path)
+        name = name if name not in names else f"{name}#{len(infos) + 1}"
+        names.add(name)
+        miou, miou_source = recorded_miou(meta)
+        infos.append(MemberInfo(name=name, path=path, method=meta.get("method"), head_rule=model.config.head_rule,
+                                weight=spec.weight / total, sha256=str(meta.get("sha256")), miou=miou,
+                                miou_source=miou_source))
+    return Ensemble(models, [s.weight for s in specs], infos=infos).eval()
+
+
+__all__ = ["Ensemble", "EnsembleConfig", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]

@@ -1,0 +1,94 @@
+"""The module that becomes the ONNX graph: camera frames in, label maps out, everything between inside.
+
+``SegmentationGraph`` is exported as it is and is also the PyTorch reference every parity check compares against.
+Its steps, in order (DESIGN.md §4 "Exported artifact"):
+
+1. ``image`` uint8 RGB N×H×W×3 → float32 N×3×H×W, RGB → BGR, minus ``IMG_MEAN_BGR`` (no /255: the Caffe protocol).
+2. Resize to the working size (W×H, default 1024×512) — **bilinear, half-pixel centres (align_corners=False), no
+   antialias**. The training protocol resizes images with PIL BICUBIC, which a graph cannot reproduce portably
+   (PIL antialiases when it shrinks; ONNX ``Resize(antialias=1)`` is not supported by TensorRT's parser). For the
+   Cityscapes 2048×1024 → 1024×512 case bilinear half-pixel is a 2×2 box average. ``ftadapt.bench.export_speed``
+   measures the impact against PIL BICUBIC; on synthetic street scenes at 2048×1024 the network input differs by
+   0.69 intensity levels on average (p99 2.5), and a weakly trained tiny model (source-only, 11 % mIoU) at a 2×
+   downscale (512×256 → 256×128) gave 99.71 % identical labels and the same mIoU to 0.01 with either
+   pre-processing. Parity checks of a deployed graph therefore compare it with this module (same pre-processing),
+   not with the PIL pipeline. Frames already at the working size are not resampled (the resize is the identity).
+3. The ensemble: each member's logits under its head rule, softmax in FP32, weighted sum (stride 8).
+4. Bilinear upsample (align_corners=True, as the evaluation protocol) of the fused probabilities to H×W.
+5. argmax over classes cast to int32 → ``labels`` N×H×W; ``probs`` N×C×H×W (FP32) only when asked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ftadapt.errors import UsageError
+from ftadapt.export.ensemble import Ensemble
+from ftadapt.export.fp16 import half_ensemble
+from ftadapt.protocol import CITYSCAPES_SIZE, IMG_MEAN_BGR
+
+
+PRECISIONS = ("fp32", "fp16")
+IMAGE_RESIZE = "bilinear, half-pixel centres (align_corners=False), no antialias"
+PROBS_UPSAMPLE = "bilinear, align_corners=True"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x512"`` → (1024, 512), i.e. (W, H)."""
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 8:
+        raise UsageError(f"size {text!r}: expected WxH with both at least 8 pixels, e.g. 1024x512")
+    return size
+
+
+class SegmentationGraph(nn.Module):
+    """Pre-processing, ensemble, fusion, upsample and argmax in one module (see the module docstring).
+
+    ``working_size`` is (W, H). ``with_probs`` adds the fused probabilities as a second output.
+    """
+
+    def __init__(self, ensemble: Ensemble, working_size: tuple[int, int] = CITYSCAPES_SIZE, *,
+                 with_probs: bool = False) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.working_size = (int(working_size[0]), int(working_size[1]))
+        self.with_probs = with_probs
+        self.register_buffer("mean_bgr", torch.tensor(IMG_MEAN_BGR, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """Shape: uint8 N×H×W×3 (RGB) → float32 N×3×h×w (BGR − mean) at the working size (w, h)."""
+        x = image.permute(0, 3, 1, 2).float().flip(1) - self.mean_bgr
+        w, h = self.working_size
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+    def fused_probs(self, image: Tensor) -> Tensor:
+        """The ensemble's fused probabilities at the frame's own size.
+
+        Shape: uint8 N×H×W×3 → float32 N×C×H×W.
+        """
+        probs = self.ensemble.fuse(self.ensemble.member_probs(self.preprocess(image)))
+        return F.interpolate(probs, size=image.shape[1:3], mode="bilinear", align_corners=True)
+
+    def forward(self, image: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """Shape: image uint8 N×H×W×3 → labels int32 N×H×W (and probs float32 N×C×H×W with ``with_probs``)."""
+        probs = self.fused_probs(image)
+        labels = probs.argmax(dim=1).to(torch.int32)
+        return (labels, probs) if self.with_probs else labels
+
+
+def build_graph(ensemble: Ensemble, *, precision: str = "fp32", working_size: tuple[int, int] = CITYSCAPES_SIZE,
+                with_probs: bool = False) -> SegmentationGraph:
+    """The graph module for ``precision``: "fp32" uses ``ensemble`` as it is, "fp16" a BN-folded half copy."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp16":
+        ensemble = half_ensemble(ensemble)
+    return SegmentationGraph(ensemble, working_size, with_probs=with_probs).eval()
+
+
+__all__ = ["SegmentationGraph", "build_graph", "parse_size", "PRECISIONS", "IMAGE_RESIZE", "PROBS_UPSAMPLE"]

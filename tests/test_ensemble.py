@@ -1,0 +1,224 @@
+"""Ensembles in PyTorch: member specs, fusion math, loading checkpoint folders, errors, BN folding and half members."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ftadapt.export.ensemble import Ensemble, MemberSpec, load_ensemble, recorded_miou
+from ftadapt.export.fp16 import fold_batchnorm, half_ensemble
+from torch import nn
+
+from ftadapt.checkpoint import save_checkpoint
+from ftadapt.errors import CheckpointError, UsageError
+from ftadapt.models.registry import create_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: OpenMP threads only add synchronisation cost (seconds when the CPUs are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_member(seed: int, **config) -> nn.Module:
+    """A tiny DeepLab whose predictions vary over the image with realistic logit scales: Kaiming convs, random BN
+    affines and BN statistics calibrated on random images (the registry's N(0, 0.01) init gives near-uniform logits,
+    where argmax comparisons are all ties; uncalibrated statistics give logits in the thousands)."""
+    torch.manual_seed(seed)
+    model = create_model("tiny", **config)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    with torch.no_grad():
+        model.train()
+        for _ in range(4):
+            model(torch.randn(2, 3, 48, 64) * 50)
+    return model.eval()
+
+
+def make_member(path, seed: int = 0, *, method: str = "clan", miou: float | None = 40.0, **config):
+    """A checkpoint folder of a tiny member; returns its path."""
+    model = tiny_member(seed, **config)
+    metrics = {} if miou is None else {"eval/miou_oracle": miou}
+    return save_checkpoint(path, model_state=model.state_dict(), model_config=model.config,
+                           meta={"method": method, "step": 10, "metrics": metrics})
+
+
+@pytest.mark.parametrize("spec, path, weight", [("runs/a:0.7", "runs/a", 0.7), ("runs/a", "runs/a", 1.0),
+                                                ("d:1e-1", "d", 0.1), ("c:/x/y:2", "c:/x/y", 2.0)])
+def test_member_spec_parses(spec, path, weight):
+    parsed = MemberSpec.parse(spec)
+    assert (str(parsed.path), parsed.weight) == (path, weight)
+
+
+@pytest.mark.parametrize("spec, message", [("runs/a:0", "must be a positive number"),
+                                           ("runs/a:-1", "must be a positive number"),
+                                           ("runs/a:nan", "must be a positive number"),
+                                           ("runs/a:heavy", "'heavy' is not a number")])
+def test_member_spec_rejects_bad_weights(spec, message):
+    with pytest.raises(UsageError, match=message):
+        MemberSpec.parse(spec)
+
+
+def test_fusion_is_the_weighted_mean_of_member_softmaxes():
+    clan, multi = tiny_member(0), tiny_member(1, heads="multi", aspp="reduced")
+    ensemble = Ensemble([clan, multi], [3.0, 1.0]).eval()
+    x = torch.randn(2, 3, 40, 72) * 50
+    with torch.no_grad():
+        fused = ensemble(x).logits[0]
+        clan_out, multi_out = clan(x).logits, multi(x).logits
+    expected = 0.75 * (clan_out[0] + clan_out[1]).softmax(1) + 0.25 * multi_out[1].softmax(1)  # sum / main rule
+    assert ensemble.weights.tolist() == [0.75, 0.25]
+    assert ensemble.rules == ("sum", "main")
+    assert fused.shape == (2, 19, 6, 10)
+    torch.testing.assert_close(fused, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused.sum(1), torch.ones(2, 6, 10))
+
+
+def test_head_rule_override_and_single_member():
+    model = tiny_member(0)
+    x = torch.randn(1, 3, 32, 32) * 50
+    with torch.no_grad():
+        fused = Ensemble([model], [5.0], rules=["main"])(x).logits[0]
+        torch.testing.assert_close(fused, model(x).logits[1].softmax(1))
+
+
+def test_ensemble_is_usable_wherever_a_model_is():
+    """evaluate_model.predict reads model(x).logits, model.config.head_rule and the parameters' device."""
+    from ftadapt.evaluate_model import predict
+
+    ensemble = Ensemble([tiny_member(0), tiny_member(1)], [0.7, 0.3]).eval()
+    x = torch.randn(1, 3, 32, 64) * 50
+    labels = predict(ensemble, x, (64, 128))
+    with torch.no_grad():
+        fused = ensemble(x).logits[0]
+    expected = nn.functional.interpolate(fused, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
+    assert labels.shape == (1, 64, 128)
+    assert torch.equal(labels, expected)
+
+
+def test_members_must_share_the_label_space():
+    with pytest.raises(UsageError, match=r"different label spaces \(#1: 19, #2: 16 classes\)"):
+        Ensemble([tiny_member(0), tiny_member(1, num_classes=16)], [1, 1])
+
+
+@pytest.mark.parametrize("weights, rules, message", [([1.0, 0.0], None, "weight 0.0 must be a positive number"),
+                                                     ([1.0], None, "2 members but 1 weights"),
+                                                     ([1.0, 1.0], ["sum", "max"], "head rule 'max'")])
+def test_ensemble_rejects_bad_arguments(weights, rules, message):
+    with pytest.raises(UsageError, match=message):
+        Ensemble([tiny_member(0), tiny_member(1)], weights, rules=rules)
+
+
+def test_load_ensemble_from_checkpoint_and_run_folders(tmp_path):
+    make_member(tmp_path / "clan", 0, method="clan", miou=44.5)
+    run = tmp_path / "runs" / "norm-only"
+    step = make_member(run / "checkpoints" / "step_000010", 1, method="norm-only", miou=None, heads="multi")
+    (run / "checkpoints" / "last").symlink_to(step.name, target_is_directory=True)
+    ensemble = load_ensemble([f"{tmp_path / 'clan'}:0.3", MemberSpec(run, 0.7)])
+    names = [i.name for i in ensemble.infos]
+    assert names == ["clan", "norm-only@step_000010"]
+    assert [i.weight for i in ensemble.infos] == pytest.approx([0.3, 0.7])
+    assert ensemble.weights.tolist() == pytest.approx([0.3, 0.7])
+    assert [i.head_rule for i in ensemble.infos] == ["sum", "main"] and ensemble.rules == ("sum", "main")
+    assert [(i.method, i.miou, i.miou_source) for i in ensemble.infos] == [
+        ("clan", 44.5, "metrics.eval/miou_oracle"), ("norm-only", None, None)]
+    sha = json.loads((tmp_path / "clan" / "meta.json").read_text())["sha256"]
+    assert ensemble.infos[0].sha256 == sha
+    assert not ensemble.training
+
+
+def test_load_ensemble_names_the_broken_member(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint folder at .*missing"):
+        load_ensemble([str(tmp_path / "missing")])
+    good = make_member(tmp_path / "good", 0)
+    with open(good / "model.pt", "r+b") as f:  # flip bytes: the sha256 no longer matches
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(CheckpointError, match="sha256 .* does not match"):
+        load_ensemble([f"{good}:1"])
+    with pytest.raises(UsageError, match="name at least one member"):
+        load_ensemble([])
+
+
+def test_recorded_miou_prefers_a_plain_evaluation():
+    assert recorded_miou({"metrics": {"miou": 45.0, "eval/miou_oracle": 46.0}}) == (45.0, "metrics.miou")
+    assert recorded_miou({"metrics": {"eval/miou_oracle": float("nan")}}) == (None, None)
+    assert recorded_miou({}) == (None, None)
+
+
+def test_fold_batchnorm_keeps_the_function_and_removes_every_bn():
+    model = tiny_member(3, heads="multi")
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(2, 3, 48, 48) * 50
+    with torch.no_grad():
+        for a, b in zip(model(x).logits, folded(x).logits):
+            torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-4)
+
+
+def test_half_ensemble_runs_members_in_half_and_fuses_in_fp32():
+    ensemble = Ensemble([tiny_member(0), tiny_member(1)], [0.7, 0.3]).eval()
+    half = half_ensemble(ensemble)
+    assert {p.dtype for m in half.members for p in m.parameters()} == {torch.float16}
+    assert half.weights.dtype == torch.float32 and half.weights.tolist() == pytest.approx([0.7, 0.3])
+    assert next(ensemble.members[0].parameters()).dtype == torch.float32  # the FP32 ensemble is untouched
+    x = torch.randn(1, 3, 40, 40) * 50
+    with torch.no_grad():
+        ref, out = ensemble(x).logits[0], half(x).logits[0]
+    assert out.dtype == torch.float32
+    assert (ref - out).abs().max() < 0.05
+    assert (ref.argmax(1) == out.argmax(1)).float().mean() > 0.95
+
+
+def test_half_ensemble_refuses_weights_beyond_fp16():
+    model = tiny_member(0)
+    with torch.no_grad():
+        model.layer5.conv2d_list[0].weight[0, 0, 0, 0] = 1e6
+    with pytest.raises(UsageError, match="beyond the FP16 range"):
+        half_ensemble(Ensemble([model], [1.0]))
+
+
+def test_eval_ensemble_prints_members_and_ensemble_side_by_side(tmp_path, synthetic):
+    from click.testing import CliRunner
+
+    from ftadapt.cli import cli
+
+    a, b = make_member(tmp_path / "norm-only", 0), make_member(tmp_path / "clan", 1, heads="multi")
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(cli, ["eval", "--ensemble", f"{a}:0.7", "--ensemble", f"{b}:0.3", "--data",
+                                      f"cityscapes:{synthetic.cityscapes_root}", "--workers", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    data = json.loads(out.read_text())
+    members = data["members"]
+    assert list(members) == ["norm-only", "clan"] and data["delta_vs"] in members
+    best = max(members, key=lambda k: members[k]["miou"])
+    assert data["delta_vs"] == best
+    ens = data["ensemble"]
+    assert ens["n_images"] == 3 and ens["protocol"]["heads"] == "per member"
+    assert [(m["name"], m["weight"], m["head_rule"]) for m in ens["protocol"]["ensemble"]] == [
+        ("norm-only", pytest.approx(0.7), "sum"), ("clan", pytest.approx(0.3), "main")]
+    table = result.output[result.output.index("id  class"):]  # after the progress bars (stderr, no newline)
+    header, _, *rows = table.splitlines()
+    assert header.split()[-4:] == ["norm-only", "clan", "ensemble", f"ensemble-{best}"]
+    miou_row = next(r for r in rows if r.split()[0] == "mIoU").split()
+    assert float(miou_row[-1]) == pytest.approx(ens["miou"] - members[best]["miou"], abs=0.006)
+
+
+@pytest.mark.parametrize("args, message", [(["--ensemble", "a:1"], "also needs --data"),
+                                           (["--ensemble", "a:1", "--pred-dir", "."], "select different eval modes")])
+def test_eval_ensemble_usage_errors(args, message):
+    from click.testing import CliRunner
+
+    from ftadapt.cli import cli
+
+    result = CliRunner().invoke(cli, ["eval", *args])
+    assert result.exit_code == 2 and message in result.output

@@ -1,0 +1,269 @@
+"""The fused ONNX export: graph contract (dtypes, dynamic sizes), FP16 types, metadata, verification, CLI, errors.
+
+Exports are the slow part (seconds each), so the module exports twice in one fixture — FP32 with ``probs`` through the
+CLI, FP16 through the library with its weights forced into an external-data file — and every test reads those files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ftadapt.artifact import ArtifactError, ArtifactInfo
+from ftadapt.cli import cli, main
+from ftadapt.errors import UsageError
+from ftadapt.export import onnx_export
+from ftadapt.export.ensemble import Ensemble, load_ensemble
+from ftadapt.export.graph import build_graph, parse_size
+from ftadapt.export.metadata import describe, graph_types, read_artifact, read_props, write_props
+from ftadapt.export.verify import Verification
+from ftadapt.labels import CLASS_NAMES, PALETTE
+
+from test_ensemble import make_member, tiny_member
+
+
+WORKING = (64, 32)
+SIZES = [(96, 40), (50, 70)]  # verification sizes, both unlike the working size and the export example
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Two tiny members (CLAN layout, 0.7; multi/reduced, 0.3) exported as FP32 (+probs) and FP16 (external data)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation cost
+    root = tmp_path_factory.mktemp("export")
+    clan = make_member(root / "clan", 0, method="clan", miou=44.5)
+    multi = make_member(root / "maxsquare", 1, method="maxsquare", miou=None, heads="multi", aspp="reduced")
+    fp32 = root / "out" / "fused.onnx"
+    result = CliRunner().invoke(cli, ["export", "--ensemble", f"{clan}:0.7", "--ensemble", f"{multi}:0.3",
+                                      "--out", str(fp32), "--working-size", "64x32", "--probs", "--verify-frames",
+                                      "1", "--json", str(root / "fp32.json")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    ensemble = load_ensemble([f"{clan}:0.7", f"{multi}:0.3"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+        fp16 = onnx_export.export_onnx(ensemble, root / "out" / "fused16.onnx", precision="fp16",
+                                       working_size=WORKING, verify_sizes=SIZES, progress=False)
+    yield {"root": root, "ensemble": ensemble, "fp32": fp32, "fp16": fp16, "cli_output": result.output,
+           "cli_json": json.loads((root / "fp32.json").read_text())}
+    torch.set_num_threads(before)
+
+
+def run(path, image):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image})
+
+
+@pytest.mark.parametrize("shape", [(3, 50, 70, 3), (1, 97, 33, 3)])
+def test_labels_and_probs_at_sizes_other_than_the_export(exported, shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    labels, probs = run(exported["fp32"], image)
+    assert labels.dtype == np.int32 and labels.shape == shape[:3]
+    assert probs.dtype == np.float32 and probs.shape == (shape[0], 19, *shape[1:3])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(labels, probs.argmax(axis=1))
+    reference = build_graph(exported["ensemble"], working_size=WORKING, with_probs=True)
+    with torch.no_grad():
+        ref_labels, ref_probs = reference(torch.from_numpy(image))
+    assert np.abs(probs - ref_probs.numpy()).max() < 1e-4
+    assert (labels == ref_labels.numpy()).mean() > 0.9999
+
+
+def test_graph_preprocessing_matches_the_training_protocol():
+    """uint8 RGB → BGR − mean, bilinear resize; at the working size the resize is the identity."""
+    from ftadapt.data.transforms import image_to_tensor
+
+    graph = build_graph(Ensemble([tiny_member(0)], [1.0]), working_size=(24, 16))
+    image = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    ours = graph.preprocess(torch.from_numpy(image)[None])[0]
+    torch.testing.assert_close(ours, image_to_tensor(image), atol=1e-4, rtol=0)
+
+
+def test_fp32_graph_types_and_outputs(exported):
+    model = onnx.load(str(exported["fp32"]), load_external_data=False)
+    image = model.graph.input[0]
+    assert image.name == "image" and image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["batch", "height", "width", 3]
+    outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert outputs == {"labels": onnx.TensorProto.INT32, "probs": onnx.TensorProto.FLOAT}
+    types = graph_types(model)
+    assert set(types["conv_weights"]) == {"float"}
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+
+
+def test_fp16_graph_runs_convolutions_in_half_and_fusion_in_fp32(exported):
+    path = exported["fp16"].path
+    model = onnx.load(str(path), load_external_data=False)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in model.graph.output] == ["labels"]
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    types = graph_types(model)
+    assert set(types["conv_weights"]) == {"float16"} and set(types["conv_inputs"]) == {"float16"}
+    assert types["softmax"] == ["float", "float"]  # one per member, in FP32
+    assert types["argmax"] == ["float"] and set(types["resize"]) == {"float"}
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    fusion = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    assert fusion, "the fusion weights and the mean stay FP32"
+
+
+def test_fp16_weights_live_in_the_external_data_file(exported):
+    result = exported["fp16"]
+    path = result.path
+    assert [f.name for f in result.files] == ["fused16.onnx", "fused16.onnx.data"]
+    assert path.with_name("fused16.onnx.data").stat().st_size > path.stat().st_size
+    onnx.checker.check_model(str(path), full_check=True)
+    labels, = run(path, np.zeros((1, 40, 60, 3), dtype=np.uint8))
+    assert labels.shape == (1, 40, 60) and labels.dtype == np.int32
+    assert not list(path.parent.glob(".*")), "no temporary files are left behind"
+
+
+def test_verification_figures_are_printed_and_stored(exported):
+    fp32, fp16 = read_artifact(exported["fp32"]), read_artifact(exported["fp16"].path)
+    ver = fp32.verification
+    assert ver["status"] == "passed" and ver["checker"] == "ok" and ver["frames"] == 2
+    assert ver["sizes"] == ["128x64", "80x45"]  # the CLI default: 2× and 16:9 of the working size
+    assert ver["max_abs_prob"] <= 1e-4 and ver["label_agreement"] >= 0.9999
+    assert "verification PASSED" in exported["cli_output"]
+    assert exported["cli_json"]["verification"] == ver
+    assert fp16.verification["status"] == "passed" and fp16.verification["label_agreement"] >= 0.995
+    assert fp16.verification["sizes"] == ["96x40", "50x70"] and fp16.verification["frames"] == 4
+    assert fp16.verification["gate"] == {"label_agreement": 0.995}
+
+
+def test_metadata_round_trip(exported):
+    info = read_artifact(exported["fp32"])
+    assert info.classes == CLASS_NAMES and info.palette == PALETTE
+    assert info.working_size == WORKING and info.precision == "fp32" and info.opset == 20
+    assert info.outputs == ("labels", "probs") and info.input["dtype"] == "uint8"
+    assert [(m.name, m.method, m.head_rule, m.miou) for m in info.members] == [
+        ("clan", "clan", "sum", 44.5), ("maxsquare", "maxsquare", "main", None)]
+    assert [m.weight for m in info.members] == pytest.approx([0.7, 0.3])
+    assert [m.sha256 for m in info.members] == [i.sha256 for i in exported["ensemble"].infos]
+    assert ArtifactInfo.from_props(info.to_props()) == info
+    session = ort.InferenceSession(str(exported["fp32"]), providers=["CPUExecutionProvider"])
+    assert ArtifactInfo.from_props(session.get_modelmeta().custom_metadata_map) == info  # what the runtime reads
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.clear(), "carries no ftadapt metadata"),
+    (lambda p: p.pop("ftadapt.members"), "lacks ftadapt.members"),
+    (lambda p: p.update({"ftadapt.format_version": "2"}), "format 2; this ftadapt reads format 1 — upgrade"),
+    (lambda p: p.update({"ftadapt.classes": "[road"}), "ftadapt.classes is not valid JSON"),
+    (lambda p: p.update({"ftadapt.precision": '"int8"'}), "precision 'int8' is not one of fp32, fp16"),
+    (lambda p: p.update({"ftadapt.palette": "[[1, 2, 3]]"}), "one RGB triple"),
+])
+def test_damaged_metadata_is_refused(exported, edit, message):
+    props = read_artifact(exported["fp32"]).to_props()
+    edit(props)
+    with pytest.raises(ArtifactError, match=message):
+        ArtifactInfo.from_props(props, source="m.onnx")
+
+
+def test_inspect_prints_metadata_and_graph(exported):
+    result = CliRunner().invoke(cli, ["inspect", str(exported["fp16"].path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "image: uint8 [batch, height, width, 3]" in out and "labels: int32 [batch, height, width]" in out
+    assert "graph fp16 (conv weights: 44 float16; softmax in float; argmax in float)" in out
+    assert "precision fp16, working size 64x32" in out and "external-data file" in out
+    assert "0.7000  clan  method clan, heads sum, mIoU 44.50" in out and "verified    PASSED" in out
+    desc = describe(exported["fp32"])
+    assert desc["opset"] == 20 and desc["metadata"]["precision"] == "fp32" and desc["missing_files"] == []
+
+
+def test_failed_verification_marks_the_file_and_exits_1(exported, tmp_path, monkeypatch, capsys):
+    def failing(path, reference, *, precision, batches, progress):
+        return Verification("failed", precision, "ok", "CPUExecutionProvider", [(8, 8)], 1, max_abs_prob=0.5,
+                            label_agreement=0.5, identical_labels=0.5, reasons=["label agreement 50 % < 99.99 %"])
+
+    def copy_instead_of_export(graph, destination, info, *, external):  # the exporter's cost is not under test
+        shutil.copy(exported["fp32"], destination)
+
+    monkeypatch.setattr(onnx_export, "verify_onnx", failing)
+    monkeypatch.setattr(onnx_export, "_torch_export", copy_instead_of_export)
+    clan = exported["root"] / "clan"
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(clan), "--out", str(out), "--working-size", "64x32"])
+    assert exit_info.value.code == 1
+    assert "failed verification" in capsys.readouterr().err
+    info = read_artifact(out)
+    assert info.verification["status"] == "failed" and not info.verified
+    assert info.verification["reasons"] == ["label agreement 50 % < 99.99 %"]
+
+
+def test_an_interrupted_export_leaves_nothing(exported, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", crash)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        onnx_export.export_onnx(exported["ensemble"], tmp_path / "m.onnx", working_size=WORKING)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_errors(exported, tmp_path):
+    clan, multi = exported["root"] / "clan", exported["root"] / "maxsquare"
+    with pytest.raises(UsageError, match="is a folder; give a file name"):
+        onnx_export.export_onnx(exported["ensemble"], tmp_path, working_size=WORKING)
+    make_member(tmp_path / "c16", 2, num_classes=16)
+    cases = [
+        (["export", "--ensemble", f"{clan}:0.5", "--ensemble", f"{tmp_path / 'c16'}:0.5"], 2, "different label spaces"),
+        (["export", "--ensemble", f"{clan}:0.5", "--ensemble", f"{multi}:-1"], 2, "must be a positive number"),
+        (["export", str(tmp_path / "nothing")], 1, "no checkpoint folder at"),
+        (["export", str(clan), "--working-size", "64"], 2, "expected WxH"),
+    ]
+    for args, code, message in cases:
+        result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "x.onnx")])
+        assert result.exit_code != 0 and message in str(result.exception), (args, result.output)
+        assert getattr(result.exception, "exit_code", None) == code
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_parse_size():
+    assert parse_size("1024x512") == (1024, 512) and parse_size("64X32") == (64, 32)
+    for bad in ("1024", "ax5", "4x4"):
+        with pytest.raises(UsageError, match="expected WxH"):
+            parse_size(bad)
+
+
+def test_result_json_describes_the_export(exported):
+    data = exported["cli_json"]
+    assert data["precision"] == "fp32" and data["working_size"] == list(WORKING)
+    assert data["outputs"] == ["labels", "probs"] and data["size_bytes"] == exported["fp32"].stat().st_size
+    assert [m["name"] for m in data["members"]] == ["clan", "maxsquare"]
+    assert dataclasses.asdict(exported["fp16"].info)["precision"] == "fp16"
+
+
+def test_metadata_is_readable_without_torch(exported):
+    """What the runtime does: ONNX Runtime's metadata map + ftadapt.artifact, with torch never imported."""
+    code = ("import sys, onnxruntime as ort; from ftadapt.artifact import ArtifactInfo; "
+            f"s = ort.InferenceSession({str(exported['fp16'].path)!r}, providers=['CPUExecutionProvider']); "
+            "info = ArtifactInfo.from_props(s.get_modelmeta().custom_metadata_map); "
+            "print(info.precision, info.working_size, info.verified, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["fp16", "(64,", "32)", "True", "False"]
+
+
+def test_write_props_replaces_ftadapt_entries_and_keeps_others(exported, tmp_path):
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(exported["fp32"], copy)
+    model = onnx.load(str(copy))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "owner": "team-a"})
+    onnx.save(model, str(copy))
+    info = read_artifact(copy).with_verification({"status": "skipped"})
+    write_props(copy, info)
+    assert read_artifact(copy) == info and read_props(copy)["owner"] == "team-a"
+    result = CliRunner().invoke(cli, ["inspect", str(copy)])
+    assert "verified    SKIPPED (exported with --no-verify)" in result.output
+    assert list(tmp_path.iterdir()) == [copy]
