@@ -1,0 +1,133 @@
+"""Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs ONNX Runtime CUDA vs TensorRT, one call, one dict.
+
+    from ftadapt.bench.gpu_runtime import measure_runtime_gpu
+    report = measure_runtime_gpu()            # or measure_runtime_gpu("ens.onnx"); python -m ftadapt.bench.gpu_runtime
+
+Every backend is tried and any that cannot run here is reported as ``"not available: <reason>"`` instead of failing
+(the usual reasons: ``tensorrt``/``pycuda`` not installed, the CPU-only ``onnxruntime`` wheel instead of
+``onnxruntime-gpu``, CUDA/cuDNN libraries missing). ONNX Runtime CUDA counts as available only when the session
+really got ``CUDAExecutionProvider``. TensorRT builds a static engine for the frame size (the recommended setting for
+one camera) into ``engine_cache`` and reports the build time and how many layers run in FP16; with ``cuda-bindings``
+installed it is also timed with CUDA-graph replay. Latency is wall clock per ``Segmenter`` call — host frame in,
+host label map out, copies included — after warm-up (see ``runtime_latency``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
+from ftadapt.errors import FtadaptError
+from ftadapt.fsutil import write_text_atomic
+from ftadapt.runtime import Segmenter
+
+
+def _gpu() -> dict[str, Any]:
+    """What torch (present on the GPU machine, not needed by the runtime) says about the GPU."""
+    try:
+        import torch
+    except ImportError:
+        return {"gpu": "unknown (torch not installed)"}
+    if not torch.cuda.is_available():
+        return {"gpu": "none visible to torch"}
+    return {"gpu": torch.cuda.get_device_name(0), "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+            "cuda": torch.version.cuda, "torch": torch.__version__}
+
+
+def _measure(label: str, make: Any, frames: list, warmup: int, runs: int, extra: Any = None) -> dict[str, Any] | str:
+    """Create a Segmenter with ``make()`` and time it. A backend that cannot start here gives "not available: …";
+    one that starts but then fails gives "failed: …" — either way the other backends are still measured."""
+    t0 = time.perf_counter()
+    try:
+        seg = make()
+    except (FtadaptError, ImportError, OSError, RuntimeError) as exc:
+        return f"not available: {exc}"
+    try:
+        with seg:
+            row = {"backend": seg.backend, "providers": list(seg.providers),
+                   "setup_s": round(time.perf_counter() - t0, 2)}
+            problem = extra(seg, row) if extra is not None else None
+            if problem:
+                return f"not available: {problem}"
+            row.update(time_segmenter(seg, frames, warmup=warmup, runs=runs))
+    except (FtadaptError, OSError, RuntimeError) as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    print(json.dumps({label: row}), flush=True)
+    return row
+
+
+def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "deeplabv2-r101",
+                        working_size: tuple[int, int] = (1024, 512), frame_size: tuple[int, int] = (2048, 1024),
+                        precision: str = "fp32", warmup: int = 3, runs: int = 20, cpu_runs: int = 3,
+                        engine_cache: str | Path | None = None, workdir: str | Path | None = None,
+                        cuda_graph: bool = True) -> dict[str, Any]:
+    """Latency of each backend on one model; see the module docstring.
+
+    ``model_path``: an exported .onnx to time; None exports a random-init one-member ``model`` at ``working_size`` and
+    ``precision`` first (into ``workdir``, reused when present). ``frame_size`` is (W, H); ``cpu_runs`` timed calls
+    for the (slow) CPU backend, ``runs`` for the GPU ones. Returns a JSON-serialisable dict.
+    """
+    with tempfile.TemporaryDirectory(prefix="ftadapt-gpu-runtime-") as tmp:
+        work = Path(workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        path = Path(model_path) if model_path else export_random_model(work, model, working_size, precision)
+        export_s = time.perf_counter() - t0
+        frames = random_frames(frame_size)
+        h_w = (frame_size[1], frame_size[0])
+        cache = Path(engine_cache) if engine_cache else work / "engines"
+
+        def cuda_only(seg: Segmenter, row: dict) -> str | None:
+            if seg.providers[0] != "CUDAExecutionProvider":
+                return f"ONNX Runtime gave {', '.join(seg.providers)} (needs onnxruntime-gpu with its CUDA and cuDNN)"
+            return None
+
+        def engine_info(seg: Segmenter, row: dict) -> None:
+            info = seg.describe()
+            row.update(tensorrt=info["tensorrt"], engine=info["engine"], static_profile=info["static_profile"])
+
+        results: dict[str, Any] = {
+            "onnxruntime-cpu": _measure("onnxruntime-cpu", lambda: Segmenter(path, "onnxruntime", device="cpu"),
+                                        frames, 1, cpu_runs),
+            "onnxruntime-cuda": _measure("onnxruntime-cuda", lambda: Segmenter(path, "onnxruntime", device=0),
+                                         frames, warmup, runs, cuda_only),
+            "tensorrt": _measure("tensorrt", lambda: Segmenter(path, "tensorrt", engine_cache=cache, max_size=h_w,
+                                                               min_size=h_w), frames, warmup, runs, engine_info),
+        }
+        if cuda_graph and isinstance(results["tensorrt"], dict):
+            results["tensorrt-cuda-graph"] = _measure(
+                "tensorrt-cuda-graph", lambda: Segmenter(path, "tensorrt", engine_cache=cache, max_size=h_w,
+                                                         min_size=h_w, cuda_graph=True), frames, warmup, runs)
+    return {"benchmark": "gpu_runtime", "model": str(model_path) if model_path else model,
+            "weights": "given model" if model_path else WEIGHTS_NOTE, "precision": precision,
+            "working_size": list(working_size), "frame_size": list(frame_size), "export_or_reuse_s": round(export_s, 2),
+            "machine": {**machine(), **_gpu()}, "results": results,
+            "timing": "wall clock per Segmenter call (host frame in, host int32 label map out), after warm-up"}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.gpu_runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", type=Path, default=None, help="an exported .onnx [export a random one]")
+    parser.add_argument("--model", default="deeplabv2-r101")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cpu-runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args(argv)
+    report = measure_runtime_gpu(args.model_path, model=args.model, precision=args.precision, runs=args.runs,
+                                 cpu_runs=args.cpu_runs, workdir=args.workdir)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        write_text_atomic(args.json_out, text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

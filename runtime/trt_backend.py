@@ -1,0 +1,222 @@
+"""The TensorRT backend: one engine, one execution context, one CUDA stream, buffers allocated once.
+
+Execution follows ``reference/deploy.md`` §1.5–1.6 and §7.2: I/O tensors by name (``num_io_tensors``,
+``get_tensor_name``, ``get_tensor_mode``), ``set_input_shape`` when the frame shape changes, device addresses bound
+once with ``set_tensor_address``, ``execute_async_v3`` on a non-default stream, and page-locked host buffers plus
+device buffers sized for the largest profile shape at start-up, so no frame allocates (the host buffer of ``probs``,
+19× the label map, only when probabilities are first asked for). The optional CUDA graph replays the enqueue for
+static profiles.
+
+CUDA context: the device's *primary* context is retained (once per device and process, and kept, as
+``pycuda.autoprimaryctx`` does) and pushed around every call — what ``autoprimaryctx`` does at import, but for the
+requested device and on whichever thread calls (a pushed context is per thread). Never ``pycuda.autoinit``: it
+creates a second context that clashes with TensorRT, torch and any other user of the primary one. The caller
+serialises calls (``Segmenter`` holds a lock).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ftadapt.artifact import ArtifactInfo
+from ftadapt.errors import UsageError
+from ftadapt.runtime.cuda_graph import CudaGraph, cuda_runtime
+from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
+from ftadapt.runtime.onnx_file import ModelFile
+from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt, numpy_dtype
+from ftadapt.runtime.trt_engine import BUILDER_SETTINGS, DEFAULT_WORKSPACE_MB, load_or_build
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+
+def buffer_bytes(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> dict[str, int]:
+    """Bytes to allocate per tensor for its largest shape; a dimension still unknown (-1) is an error."""
+    sizes = {}
+    for name, shape in shapes.items():
+        if any(d < 0 for d in shape):
+            raise EngineError(f"the engine cannot tell the size of {name!r} at the largest input (shape {shape}); "
+                              "its output shape depends on the data, which the runtime does not support")
+        sizes[name] = math.prod(shape) * np.dtype(dtypes[name]).itemsize
+    return sizes
+
+
+def gpu_identity(cuda: ModuleType, device: int) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of a CUDA device, for the engine-cache key."""
+    dev = cuda.Device(device)
+    major, minor = dev.compute_capability()
+    return dev.name(), f"{major}.{minor}"
+
+
+_PRIMARY_CONTEXTS: dict[int, Any] = {}
+
+
+def primary_context(cuda: ModuleType, device: int) -> Any:
+    """The retained primary context of ``device``; retained once and never released, like ``autoprimaryctx``."""
+    if device not in _PRIMARY_CONTEXTS:
+        _PRIMARY_CONTEXTS[device] = cuda.Device(device).retain_primary_context()
+    return _PRIMARY_CONTEXTS[device]
+
+
+def _tensors(trt: ModuleType, engine: trt.ICudaEngine) -> tuple[list[str], list[str]]:
+    """(input names, output names) of the engine, in its I/O order."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    return inputs, [n for n in names if n not in inputs]
+
+
+class TrtBackend:
+    """Runs an exported model with TensorRT on one GPU (see the module docstring). Not thread-safe by itself."""
+
+    name = "tensorrt"
+
+    def __init__(self, model: ModelFile, info: ArtifactInfo, *, device: int, profile: ShapeProfile,
+                 cache: EngineCache, build: bool = True, stream: object = None, cuda_graph: bool = False,
+                 workspace_mb: int = DEFAULT_WORKSPACE_MB) -> None:
+        trt, cuda = import_tensorrt(), import_pycuda()
+        if cuda_graph and not profile.static:
+            raise UsageError("cuda_graph=True needs a static profile: max_batch=1 and min_size equal to max_size")
+        if cuda_graph:
+            cuda_runtime()  # fail now, not at the second frame, when cuda-bindings is missing
+        if stream is not None and not isinstance(stream, cuda.Stream):
+            raise UsageError(f"stream must be a pycuda.driver.Stream (the runtime copies with pycuda), got "
+                             f"{type(stream).__name__}")
+        self._trt, self._cuda, self.profile = trt, cuda, profile
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
+        self._graph: Any = None
+        self._device_mem: dict[str, Any] = {}
+        self._host: dict[str, np.ndarray] = {}
+        self._runtime: trt.Runtime | None = None
+        self._stream: Any = stream
+        self._own_stream = stream is None
+        self._want_graph = cuda_graph
+        self._ctx = primary_context(cuda, device)
+        self._ctx.push()
+        try:
+            gpu, capability = gpu_identity(cuda, device)
+            key = EngineKey(model_sha256=model.sha256(), tensorrt=trt.__version__, gpu=gpu,
+                            compute_capability=capability, precision=info.precision, profile=profile,
+                            builder=BUILDER_SETTINGS)
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self._engine, self.report = load_or_build(trt, self._runtime, self._logger, model, key, cache,
+                                                      build=build, workspace_mb=workspace_mb)
+            self._setup()
+        except BaseException:
+            self._release()  # free what was allocated while the context is still current
+            raise
+        finally:
+            cuda.Context.pop()
+        self.providers = ("TensorRT",)
+        self.outputs = tuple(self._outputs)
+        self.notes = self.report.notes
+        self.description = {"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": capability,
+                            "engine": self.report.to_dict(), "static_profile": profile.static,
+                            "cuda_graph": cuda_graph}
+
+    def _setup(self) -> None:
+        """Check the engine's I/O against the contract, size and allocate every buffer once, bind the addresses."""
+        trt, cuda, engine = self._trt, self._cuda, self._engine
+        inputs, self._outputs = _tensors(trt, engine)
+        self._dtypes = {n: numpy_dtype(trt, engine.get_tensor_dtype(n)) for n in inputs + self._outputs}
+        if inputs != ["image"] or self._dtypes["image"] != np.uint8:
+            raise EngineError(f"the engine's inputs are {inputs}; expected one uint8 'image' (re-export the model)")
+        if "labels" not in self._outputs or self._dtypes["labels"] not in (np.int32, np.uint8):
+            raise EngineError(f"the engine's outputs are {self._outputs}; expected an int32 'labels' (re-export)")
+        self._context = engine.create_execution_context()
+        self._set_shape(self.profile.max)
+        shapes = {"image": self.profile.max, **{n: self._shapes[n] for n in self._outputs}}
+        self._nbytes = buffer_bytes(shapes, self._dtypes)
+        for name, nbytes in self._nbytes.items():
+            self._device_mem[name] = cuda.mem_alloc(max(nbytes, 1))
+            if not self._context.set_tensor_address(name, int(self._device_mem[name])):
+                raise EngineError(f"TensorRT refused the device address of {name!r}")
+        for name in ("image", "labels"):  # other outputs (probs: C× the labels) get host memory when first asked for
+            self._host_buffer(name)
+        if self._own_stream:
+            self._stream = cuda.Stream()
+
+    def _host_buffer(self, name: str) -> np.ndarray:
+        """The page-locked host buffer of ``name``, sized for the largest shape and allocated on first use."""
+        if name not in self._host:
+            dtype = self._dtypes[name]
+            self._host[name] = self._cuda.pagelocked_empty(self._nbytes[name] // dtype.itemsize, dtype)
+        return self._host[name]
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if not self._context.set_input_shape("image", shape):
+            raise UsageError(f"input shape {shape} is outside the engine's profile {self.profile.to_dict()}")
+        self._shape = tuple(shape)
+        self._shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in self._outputs}
+
+    def _enqueue(self) -> None:
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise EngineError("TensorRT failed to enqueue the engine (its messages are above)")
+
+    def _run_graph_or_enqueue(self) -> None:
+        if self._graph is not None:
+            self._graph.launch()
+            return
+        self._enqueue()
+        if self._want_graph:  # the first enqueue ran outside capture; capture it now, replay from the next call
+            self._want_graph = False
+            self._stream.synchronize()
+            try:
+                self._graph = CudaGraph(self._stream.handle, self._enqueue)
+            except EngineError as exc:  # an engine with uncapturable work: keep enqueueing
+                self.description["cuda_graph"] = f"off: capture failed ({exc})"
+                warnings.warn(f"CUDA graph capture failed, running without it: {exc}", RuntimeWarning, stacklevel=4)
+
+    def run(self, batch: np.ndarray, outputs: tuple[str, ...] = ("labels",)) -> dict[str, np.ndarray]:
+        """Shape: uint8 N×H×W×3 within the profile → {name: array} for the requested outputs."""
+        cuda = self._cuda
+        self._ctx.push()
+        try:
+            if batch.shape != self._shape:
+                self._set_shape(batch.shape)
+            host_in = self._host["image"][: batch.size]
+            host_in[...] = batch.reshape(-1)
+            cuda.memcpy_htod_async(self._device_mem["image"], host_in, self._stream)
+            self._run_graph_or_enqueue()
+            views = {}
+            for name in outputs:
+                shape = self._shapes[name]
+                views[name] = self._host_buffer(name)[: math.prod(shape)]
+                cuda.memcpy_dtoh_async(views[name], self._device_mem[name], self._stream)
+            self._stream.synchronize()
+            return {name: view.reshape(self._shapes[name]).copy() for name, view in views.items()}
+        finally:
+            cuda.Context.pop()
+
+    def _release(self) -> None:
+        """Free what this backend created, newest first, while its CUDA context is current (CUDA frees need it)."""
+        if self._graph is not None:
+            self._graph.close()
+        self._graph = self._context = self._engine = self._runtime = None
+        for mem in self._device_mem.values():
+            mem.free()
+        for host in self._host.values():
+            free = getattr(host.base, "free", None)  # pycuda's HostAllocation behind a page-locked array
+            if free is not None:
+                free()
+        self._device_mem, self._host = {}, {}
+        if self._own_stream:
+            self._stream = None
+
+    def close(self) -> None:
+        if self._ctx is None:
+            return
+        self._ctx.push()
+        try:
+            self._release()
+        finally:
+            self._cuda.Context.pop()
+            self._ctx = None
+
+
+__all__ = ["TrtBackend", "buffer_bytes", "gpu_identity"]

@@ -1,0 +1,235 @@
+"""The Segmenter on ONNX Runtime's CPU provider with tiny contract-honouring models (``tests/onnx_models.py``):
+labels against hand-computed values, frame validation messages, metadata and contract checks, providers, threads,
+thread safety, and the torch-free ONNX reader."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from ftadapt.artifact import ArtifactError
+from ftadapt.errors import UsageError
+from ftadapt.labels import PALETTE
+from ftadapt.runtime import BackendUnavailable, Segmenter, backends
+from ftadapt.runtime.onnx_file import read_model_file
+
+from onnx_models import build_model, expected_labels
+
+CPU = {"backend": "onnxruntime", "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_model(tmp_path_factory.mktemp("models") / "toy.onnx", with_probs=True)
+
+
+@pytest.fixture(scope="module")
+def seg(model):
+    with Segmenter(model, **CPU) as s:
+        yield s
+
+
+def _frame(h=5, w=7, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_labels_by_hand(seg):
+    frame = np.zeros((2, 3, 3), dtype=np.uint8)
+    frame[0, 0] = (200, 10, 10)   # red wins → class 0
+    frame[0, 1] = (0, 90, 20)     # green → 1
+    frame[0, 2] = (5, 5, 250)     # blue → 2
+    frame[1, :] = (7, 7, 7)       # a tie → the first channel, class 0
+    labels = seg(frame)
+    assert labels.dtype == np.int32 and labels.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_batches_probs_and_sizes(seg):
+    frames = np.stack([_frame(seed=i) for i in range(3)])
+    np.testing.assert_array_equal(seg.predict_batch(frames), expected_labels(frames))
+    np.testing.assert_array_equal(seg.predict_batch(list(frames)), expected_labels(frames))
+    labels, probs = seg(frames[0], probs=True)
+    assert probs.shape == (19, 5, 7) and np.allclose(probs.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(0), labels)
+    big = _frame(33, 65)  # any size: the graph's input is dynamic
+    np.testing.assert_array_equal(seg(big), expected_labels(big))
+
+
+def test_metadata_classes_palette_and_colorize(seg):
+    assert seg.classes[0] == "road" and len(seg.classes) == 19 and seg.metadata.precision == "fp32"
+    assert seg.palette.shape == (19, 3) and seg.palette[13].tolist() == list(PALETTE[13])
+    colours = seg.colorize(np.array([[0, 13], [255, 40]], dtype=np.int32))
+    assert colours.tolist() == [[list(PALETTE[0]), list(PALETTE[13])], [[0, 0, 0], [0, 0, 0]]]
+    with pytest.raises(UsageError, match="integer label map"):
+        seg.colorize(np.zeros((2, 2), dtype=np.float32))
+
+
+def test_backend_and_providers_are_reported(seg):
+    assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",)
+    info = seg.describe()
+    assert info["execution_device"] == "cpu" and info["members"] == ["toy"]
+    assert info["notes"] == []  # the backend was named, so nothing was passed over
+    assert "backend='onnxruntime'" in repr(seg)
+
+
+@pytest.mark.parametrize("frame, message", [
+    (None, "frame is None; expected a uint8 RGB array of shape"),
+    ([[1, 2, 3]], "frame is a list"),
+    (np.zeros((4, 4, 3), np.float32), r"dtype float32.*\(frame \* 255\)"),
+    (np.zeros((4, 4), np.uint8), "single-channel"),
+    (np.zeros((2, 4, 4, 3), np.uint8), "a batch; pass one"),
+    (np.zeros((4, 4, 4), np.uint8), r"4 channels.*drop alpha"),
+    (np.zeros((0, 4, 3), np.uint8), "is empty"),
+    (np.zeros((4, 4, 3, 1, 1), np.uint8), "expected a uint8 RGB array"),
+])
+def test_bad_frames_are_value_errors_that_say_what_was_expected(seg, frame, message):
+    with pytest.raises(ValueError, match=message) as info:
+        seg(frame)
+    assert isinstance(info.value, UsageError)
+
+
+def test_bad_batches(seg):
+    with pytest.raises(UsageError, match=r"frames\[1\] is 6×7 but frames\[0\] is 5×7"):
+        seg.predict_batch([_frame(), _frame(6, 7)])
+    with pytest.raises(UsageError, match="frames is empty"):
+        seg.predict_batch([])
+    with pytest.raises(UsageError, match=r"frames\[1\] has dtype int64"):
+        seg.predict_batch([_frame(), _frame().astype(np.int64)])
+    with pytest.raises(UsageError, match="the batch is empty"):
+        seg.predict_batch(np.zeros((0, 4, 4, 3), np.uint8))
+
+
+def test_non_contiguous_frames_are_copied(seg):
+    base = _frame(10, 14)
+    view = base[::2, ::2]
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(seg(view), expected_labels(view))
+    bgr_view = base[..., ::-1]
+    np.testing.assert_array_equal(seg(bgr_view), expected_labels(bgr_view))
+
+
+def test_max_size_limits_frames(model):
+    with Segmenter(model, max_size=(4, 6), **CPU) as small:
+        assert small(_frame(4, 6)).shape == (4, 6)
+        with pytest.raises(UsageError, match="5×7 \\(H×W\\), larger than max_size 4×6"):
+            small(_frame())
+
+
+def test_threads_and_thread_safety(model):
+    with Segmenter(model, threads=1, max_batch=2, **CPU) as seg:
+        assert seg._impl._session.get_session_options().intra_op_num_threads == 1
+        frames = [_frame(9, 11, seed=i) for i in range(8)]
+        results: dict[int, np.ndarray] = {}
+
+        def work(i):
+            results[i] = seg(frames[i])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(np.array_equal(results[i], expected_labels(frames[i])) for i in range(8))
+        np.testing.assert_array_equal(seg.predict_batch(frames[:5]), expected_labels(np.stack(frames[:5])))
+    with pytest.raises(UsageError, match="threads=0"):
+        Segmenter(model, threads=0, **CPU)
+
+
+def test_close_is_idempotent_and_final(model):
+    seg = Segmenter(model, **CPU)
+    seg.close()
+    seg.close()
+    assert "closed" in repr(seg)
+    with pytest.raises(UsageError, match="Segmenter is closed"):
+        seg(_frame())
+
+
+def test_no_probs_output(tmp_path):
+    with Segmenter(build_model(tmp_path / "m.onnx"), **CPU) as seg, \
+            pytest.raises(UsageError, match="no 'probs' output; export it with `ftadapt export --probs`"):
+        seg(_frame(), probs=True)
+
+
+def test_external_data_model(tmp_path):
+    path = build_model(tmp_path / "ext.onnx", external_data=True)
+    info = read_model_file(path)
+    assert [p.name for p in info.data_files] == ["ext.onnx.data"]
+    with Segmenter(path, **CPU) as seg:
+        frame = _frame()
+        np.testing.assert_array_equal(seg(frame), expected_labels(frame))
+    digest = info.sha256()
+    (tmp_path / "ext.onnx.data").write_bytes((tmp_path / "ext.onnx.data").read_bytes()[::-1])
+    assert read_model_file(path).sha256() != digest  # the data file is part of the engine-cache key
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(ArtifactError, match="missing beside it"):
+        Segmenter(path, **CPU)
+
+
+def test_onnx_reader_sees_io_and_metadata(model, tmp_path):
+    info = read_model_file(model)
+    (tmp_path / "renamed.onnx").write_bytes(model.read_bytes())
+    assert read_model_file(tmp_path / "renamed.onnx").sha256() == info.sha256()  # the name is not in the key
+    assert [(t.name, t.dtype, t.dims) for t in info.inputs] == [("image", "uint8", ("N", "H", "W", 3))]
+    assert [(t.name, t.dtype) for t in info.outputs] == [("labels", "int32"), ("probs", "float32")]
+    assert info.metadata["ftadapt.precision"] == '"fp32"' and info.data_files == ()
+
+
+def test_model_file_errors(tmp_path):
+    from onnx import TensorProto
+
+    with pytest.raises(UsageError, match="no ONNX model at"):
+        Segmenter(tmp_path / "missing.onnx", **CPU)
+    with pytest.raises(UsageError, match="is a folder"):
+        Segmenter(tmp_path, **CPU)
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 40)
+    with pytest.raises(ArtifactError, match="not a valid ONNX file"):
+        Segmenter(tmp_path / "junk.onnx", **CPU)
+    good = build_model(tmp_path / "good.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ArtifactError, match="not a valid ONNX file"):
+        Segmenter(tmp_path / "cut.onnx", **CPU)
+    with pytest.raises(ArtifactError, match="not written by `ftadapt export`"):
+        Segmenter(build_model(tmp_path / "bare.onnx", metadata={}), **CPU)
+    with pytest.raises(ArtifactError, match="one input 'image', uint8"):
+        Segmenter(build_model(tmp_path / "f.onnx", input_dtype=TensorProto.FLOAT), **CPU)
+    with pytest.raises(ArtifactError, match="one input 'image'"):
+        Segmenter(build_model(tmp_path / "n.onnx", input_name="frame"), **CPU)
+    with pytest.raises(ArtifactError, match="needs 'labels', int32"):
+        Segmenter(build_model(tmp_path / "l.onnx", label_dtype=TensorProto.INT64), **CPU)
+
+
+def test_argument_errors(model):
+    with pytest.raises(UsageError, match="backend='trt'"):
+        Segmenter(model, backend="trt")
+    with pytest.raises(UsageError, match="device='gpu0'"):
+        Segmenter(model, device="gpu0")
+    with pytest.raises(UsageError, match="TensorRT backend only"):
+        Segmenter(model, cuda_graph=True, **CPU)
+    with pytest.raises(UsageError, match="max_size"):
+        Segmenter(model, max_size=(0, 3), **CPU)
+
+
+def test_missing_onnxruntime_names_the_package(model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendUnavailable, match="pip install onnxruntime-gpu"):
+        Segmenter(model, **CPU)
+
+
+@pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="on a GPU machine CUDA may really be obtained")
+def test_requested_providers_that_are_not_obtained_are_reported(model):
+    with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider"):
+        seg = Segmenter(model, backend="onnxruntime", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with seg:
+        assert seg.providers == ("CPUExecutionProvider",) and "CUDAExecutionProvider" in seg.notes[-1]
+        frame = _frame()
+        np.testing.assert_array_equal(seg(frame), expected_labels(frame))
+
+
+def test_auto_without_gpu_uses_the_cpu(model):
+    if backends.cuda_device_count()[0] > 0:
+        pytest.skip("this machine has a GPU")
+    with Segmenter(model) as seg:
+        assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",)
+        assert any(n.startswith("TensorRT skipped") for n in seg.notes)
+        assert any(n.startswith("ONNX Runtime CUDA skipped") for n in seg.notes)

@@ -1,0 +1,142 @@
+"""``ftadapt predict`` and ``ftadapt build-engine``, and the runtime benchmarks' helpers, on a CPU with toy models."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ftadapt.bench import gpu_runtime
+from ftadapt.bench.gpu_runtime import measure_runtime_gpu
+from ftadapt.bench.runtime_latency import latency_stats
+from ftadapt.cli import main
+from ftadapt.labels import PALETTE
+from ftadapt.runtime import backends
+
+from onnx_models import build_model, expected_labels
+
+
+def _run(argv) -> int:
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = {"frankfurt_000000_000294_leftImg8bit": rng.integers(0, 256, (6, 10, 3), dtype=np.uint8),
+              "sub/b": rng.integers(0, 256, (8, 4, 3), dtype=np.uint8)}
+    for name, frame in frames.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame).save(tmp_path / "in" / f"{name}.png")
+    return tmp_path / "in", frames
+
+
+def test_predict_writes_label_pngs_and_overlays(tmp_path, inputs, capsys):
+    folder, frames = inputs
+    model = build_model(tmp_path / "toy.onnx")
+    code = _run(["predict", "--model", model, folder, "--out", tmp_path / "out", "--backend", "onnxruntime",
+                 "--device", "cpu", "--alpha", "1", "--json", tmp_path / "summary.json"])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == 2 and summary["providers"] == ["CPUExecutionProvider"] and summary["fps"] > 0
+    for name, frame in frames.items():
+        labels = Image.open(tmp_path / "out" / f"{name}.png")
+        assert labels.mode == "P"  # pixel values are the class ids, the palette only colours them
+        np.testing.assert_array_equal(np.asarray(labels), expected_labels(frame))
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_color.png"))  # alpha 1: pure palette colours
+        np.testing.assert_array_equal(overlay, np.asarray(PALETTE, np.uint8)[expected_labels(frame)])
+    assert "2 frames in" in capsys.readouterr().out
+
+
+def test_predict_input_errors(tmp_path, inputs, capsys):
+    folder, _ = inputs
+    model = build_model(tmp_path / "toy.onnx")
+    base = ["predict", "--model", model, "--out", tmp_path / "out", "--backend", "onnxruntime", "--device", "cpu"]
+    assert _run([*base, tmp_path / "nothing.png"]) == 2
+    assert "nothing.png does not exist" in capsys.readouterr().err
+    (tmp_path / "dup").mkdir()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "dup" / "sub.png")
+    (tmp_path / "other").mkdir()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "other" / "sub.png")
+    assert _run([*base, tmp_path / "dup", tmp_path / "other"]) == 2
+    assert "would both be written as sub.png" in capsys.readouterr().err
+    assert _run([*base, "--max-size", "4x4", folder]) == 2
+    assert "larger than max_size 4×4" in capsys.readouterr().err
+    assert _run([*base, "--max-size", "4by4", folder]) == 2
+    assert "expected HxW" in capsys.readouterr().err
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
+    monkey = pytest.MonkeyPatch()
+    monkey.setitem(sys.modules, "cv2", None)
+    try:
+        assert _run([*base, tmp_path / "clip.mp4"]) == 2
+    finally:
+        monkey.undo()
+    assert "pip install opencv-python-headless" in capsys.readouterr().err
+
+
+def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
+    frames = [np.full((4, 6, 3), (10 * i, 200, 5), np.uint8) for i in range(5)]  # BGR as OpenCV returns them
+
+    class Capture:
+        def __init__(self, path):
+            self.left = list(frames)
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return len(frames)
+
+        def read(self):
+            return (True, self.left.pop(0)) if self.left else (False, None)
+
+        def release(self):
+            pass
+
+    cv2 = types.SimpleNamespace(VideoCapture=Capture, CAP_PROP_FRAME_COUNT=7, COLOR_BGR2RGB=4,
+                                cvtColor=lambda f, code: f[..., ::-1])
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    (tmp_path / "drive.mp4").write_bytes(b"\0")
+    model = build_model(tmp_path / "toy.onnx")
+    assert _run(["predict", "--model", model, tmp_path / "drive.mp4", "--out", tmp_path / "out", "--every", "2",
+                 "--device", "cpu"]) == 0
+    written = sorted(p.name for p in (tmp_path / "out" / "drive").glob("*.png"))
+    assert written == ["drive_000000.png", "drive_000000_color.png", "drive_000002.png", "drive_000002_color.png",
+                       "drive_000004.png", "drive_000004_color.png"]
+    labels = np.asarray(Image.open(tmp_path / "out" / "drive" / "drive_000004.png"))
+    np.testing.assert_array_equal(labels, expected_labels(frames[4][..., ::-1]))  # RGB: green (200) wins
+
+
+def test_build_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    model = build_model(tmp_path / "toy.onnx")
+    assert _run(["build-engine", model, "--cache", tmp_path / "engines", "--max-size", "64x128"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'ftadapt[trt]'" in err and "backend='onnxruntime'" in err
+    assert not (tmp_path / "engines").exists()
+
+
+def test_latency_stats_by_hand():
+    stats = latency_stats([0.010, 0.020, 0.030, 0.040])
+    assert stats["p50_ms"] == 25.0 and stats["mean_ms"] == 25.0 and stats["fps"] == 40.0
+    assert stats["p90_ms"] == pytest.approx(37.0) and stats["runs"] == 4
+
+
+@pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="checks the report of a machine without a GPU")
+def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_runtime, "_gpu", lambda: {"gpu": "none"})  # spares the torch import
+    model = build_model(tmp_path / "toy.onnx")
+    report = measure_runtime_gpu(model, frame_size=(16, 8), warmup=1, runs=2, cpu_runs=2, workdir=tmp_path / "w")
+    cpu = report["results"]["onnxruntime-cpu"]
+    assert cpu["providers"] == ["CPUExecutionProvider"] and cpu["runs"] == 2 and cpu["p50_ms"] > 0
+    assert report["results"]["onnxruntime-cuda"].startswith("not available: ONNX Runtime gave CPUExecutionProvider")
+    assert report["results"]["tensorrt"].startswith("not available: ")
+    assert "tensorrt-cuda-graph" not in report["results"]
+    json.dumps(report)  # serialisable for the GPU script's report
