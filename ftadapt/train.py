@@ -3,12 +3,15 @@
 Per step i: set the learning rates (warm-up + poly, heads 10×); one G forward on the source batch, its losses, one
 backward; one G forward on the target batch, its losses, one backward (D frozen); the discriminator losses on the
 detached predictions of those same forwards, one backward; a finite check of every loss and gradient norm; one SGD
-step for G and one Adam step for D. Nothing else runs G. A run folder holds ``config.json`` (the resolved config),
-``metrics.jsonl``, ``tb/`` and ``checkpoints/step_NNNNNN`` folders with a ``last`` link to the newest.
+step for G and one Adam step for D. Nothing else runs G. That step is :class:`TrainStep`, which ``ftadapt bench
+train-step`` times. A run folder holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``tb/`` and
+``checkpoints/step_NNNNNN`` folders with a ``last`` link to the newest. Under ``torchrun`` the same loop trains
+data-parallel (``ftadapt.distributed``); rank 0 writes the run folder.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import signal
@@ -28,11 +31,13 @@ from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.gta5 import GTA5
 from ftadapt.data.loader import endless_batches
 from ftadapt.data.synthia import SYNTHIA
-from ftadapt.errors import CheckpointError, DatasetError, FtadaptError, UsageError
+from ftadapt.distributed import SINGLE, DistEnv, distributed
+from ftadapt.errors import CheckpointError, FtadaptError, UsageError
+from ftadapt.evaluate_checkpoint import require_usable
 from ftadapt.losses import upsample_logits
-from ftadapt.methods import DomainOutput, StepContext, create_method
+from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.convert import load_init_weights
-from ftadapt.models.deeplab import optim_param_groups
+from ftadapt.models.deeplab import DeepLabV2, optim_param_groups
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
 from ftadapt.runlog import (LAST, ORACLE_BEST, RunLog, checkpoint_path, link_checkpoint, prepare_run_dir,
@@ -84,10 +89,21 @@ class StopRequest:
 
 
 def train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None, out: str | Path,
-          init: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+          init: str | Path | None = None, resume: bool = False, progress: bool = True,
+          sync_bn: bool = False) -> TrainResult:
     """Train ``cfg.method`` on ``source`` (labelled) → ``target`` (unlabelled Cityscapes train) into the run folder
-    ``out``; with ``resume``, continue the run in ``out`` from its last checkpoint, bit-for-bit on the CPU."""
-    out = Path(out)
+    ``out``; with ``resume``, continue the run in ``out`` from its last checkpoint, bit-for-bit on the CPU.
+
+    Under ``torchrun`` (several processes) this is data-parallel training, see ``ftadapt.distributed``; ``sync_bn``
+    then normalises with BatchNorm statistics over all ranks' images instead of each rank's own (the reference).
+    """
+    with distributed(cfg.device) as dist_env:
+        return _train(cfg, source=source, target=target, out=Path(out), init=init, resume=resume,
+                      progress=progress and dist_env.is_main, dist_env=dist_env, sync_bn=sync_bn)
+
+
+def _train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None, out: Path, init: str | Path | None,
+           resume: bool, progress: bool, dist_env: DistEnv, sync_bn: bool) -> TrainResult:
     method = create_method(cfg.method, cfg.loss)
     previous = prepare_run_dir(out, cfg, resume=resume)
     if init is not None and not Path(init).exists():
@@ -98,54 +114,42 @@ def train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None, 
     disc = FCDiscriminator(model.config.num_classes) if method.uses_discriminator else None
     init_report = load_init_weights(model, init) if init is not None and previous is None else None
     data = _open_datasets(cfg, source, target, needs_target=method.uses_target,
-                          doctor=cfg.check_data and previous is None, progress=progress)
-    device = _device(cfg.device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format).train()
-    opt_g = torch.optim.SGD(optim_param_groups(model, cfg.optim.lr), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                            weight_decay=cfg.optim.weight_decay)
-    opt_d = None
-    if disc is not None:
-        disc.to(device, memory_format=memory_format).train()
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.d_lr, betas=cfg.optim.d_betas,
-                                 weight_decay=cfg.optim.d_weight_decay)
+                          doctor=cfg.check_data and previous is None and dist_env.is_main, progress=progress)
+    device = dist_env.device(cfg.device)
+    step_fn = TrainStep(cfg, method, model, disc, device, dist_env=dist_env, sync_bn=sync_bn)
     start, oracle = 0, None
     if previous is not None:
-        start, oracle = _restore(previous, model, disc, opt_g, opt_d)
-    else:
+        start, oracle = _restore(previous, step_fn, dist_env)
+    dist_env.barrier()  # every rank has checked the run folder before rank 0 writes into it
+    if previous is None and dist_env.is_main:
         write_run_config(out, cfg)
     stop = cfg.stop_at or cfg.steps
     if start >= stop:
         return TrainResult(out, start, previous, oracle=oracle)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
-    g_params = [p for group in opt_g.param_groups for p in group["params"]]
-    target_hw = (cfg.data.target_size[1], cfg.data.target_size[0])
     provenance = {"method": cfg.method, "config_hash": config_hash(cfg), "source": f"{source[0]}:{source[1]}",
                   "target": f"{target[0]}:{target[1]}" if target else None,
                   "init": init_report or (str(init) if init else None)}
-
-    def forward(batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
-        image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        label = batch["label"].to(device, non_blocking=True) if "label" in batch else None
-        with autocast:
-            out_ = model(image)
-        size_hw = tuple(label.shape[-2:]) if label is not None else size_hw
-        return DomainOutput(tuple(upsample_logits(x.float(), size_hw) for x in out_.logits), out_.features, label)
+    if dist_env.enabled:
+        provenance["distributed"] = {"world_size": dist_env.world_size, "sync_bn": sync_bn}
 
     def checkpoint(step: int, metrics: dict) -> Path:
         path = checkpoint_path(out, step)
+        if not dist_env.is_main:
+            return path
         save_checkpoint(path, model_state=model.state_dict(), model_config=model.config,
                         meta={**provenance, "step": step, "steps": cfg.steps, "metrics": metrics, "oracle": oracle},
-                        train_state=_train_state(step, disc, opt_g, opt_d, oracle),
+                        train_state=_train_state(step, step_fn, oracle, dist_env),
                         extra_config={"train": config_to_dict(cfg)})
         link_checkpoint(path, LAST)
         return path
 
-    log = RunLog(out, start_step=start, total_steps=stop, tensorboard=cfg.tensorboard, progress=progress)
+    log = (RunLog(out, start_step=start, total_steps=stop, tensorboard=cfg.tensorboard, progress=progress)
+           if dist_env.is_main else _SilentLog())
     batches = [endless_batches(ds, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                               seed=cfg.seed + k, start_step=start) for k, ds in enumerate((data.source, data.target))
-               if ds is not None]
+                               seed=cfg.seed + k, start_step=start, rank=dist_env.rank,
+                               world_size=dist_env.world_size)
+               for k, ds in enumerate((data.source, data.target)) if ds is not None]
     saved, stopper, data_seconds, t0 = previous, StopRequest(), 0.0, time.perf_counter()
     pending: _Readback | None = None
     try:
@@ -154,69 +158,38 @@ def train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None, 
                 stack.enter_context(b)
             for i in range(start, stop):
                 step = i + 1
-                ctx = StepContext(i, cfg.steps, model, model.config.heads, model.config.head_rule, disc)
-                _set_lr(opt_g, cfg.optim.lr, i, cfg)
-                opt_g.zero_grad(set_to_none=True)
-                if disc is not None:
-                    _set_lr(opt_d, cfg.optim.d_lr, i, cfg)
-                    opt_d.zero_grad(set_to_none=True)
-                    disc.requires_grad_(False)  # G's adversarial term must not train D
                 tick = time.perf_counter()
                 src_batch = next(batches[0])
                 tgt_batch = next(batches[1]) if method.uses_target else None
                 data_seconds += time.perf_counter() - tick
-
-                src = forward(src_batch, None)
-                with autocast:
-                    losses = method.source_losses(ctx, src)
-                _backward(losses)
-                tgt = None
-                if tgt_batch is not None:
-                    tgt = forward(tgt_batch, target_hw)
-                    with autocast:
-                        target_losses = method.target_losses(ctx, tgt)
-                    _backward(target_losses)
-                    losses.update(target_losses)
-                if disc is not None:
-                    disc.requires_grad_(True)
-                    with autocast:  # reads only detached predictions of the forwards above
-                        d_losses = method.discriminator_losses(ctx, src, tgt)
-                    _backward(d_losses)
-                    losses.update(d_losses)
-
-                values = {f"loss/{k}": v for k, v in losses.items()}
-                values["grad_norm/G"] = _grad_norm(g_params)
-                if disc is not None:
-                    values["grad_norm/D"] = _grad_norm(disc.parameters())
+                result = step_fn(i, src_batch, tgt_batch)
                 # The finite check reads each step's values one step late, so the GPU never waits for the host; a
                 # step that is logged, evaluated or saved is checked at once, so no checkpoint holds a bad update.
-                readback = _Readback.start(step, values)
                 if pending is not None:
                     pending.numbers(saved)
-                pending = readback
-                stopping = stopper.signal  # a signal arriving from here on is seen at the next step
+                pending = result.readback
                 log_due = step % cfg.log_every == 0 or step == stop
                 eval_due = cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == stop)
+                # A signal arriving from here on is seen at the next step; several ranks agree where they sync.
+                stopping = stopper.signal if not dist_env.enabled else (
+                    dist_env.agree_stop(stopper.signal, device) if log_due else None)
                 save_due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop or eval_due \
                     or stopping
                 numbers = None
                 if log_due or save_due:
-                    numbers, pending = readback.numbers(saved), None
-                opt_g.step()
-                if opt_d is not None:
-                    opt_d.step()
+                    numbers, pending = result.readback.numbers(saved), None
                 log.advance()
 
                 metrics: dict = {}
                 if log_due:
                     elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
-                    metrics = {**numbers, "lr": opt_g.param_groups[0]["lr"],
-                               "feat_norm/src": _mean_norm(src.features),
+                    metrics = {**numbers, "lr": step_fn.opt_g.param_groups[0]["lr"],
+                               "feat_norm/src": _mean_norm(result.src.features),
                                "time/data_share": data_seconds / max(elapsed, 1e-9)}
-                    if tgt is not None:
-                        metrics["feat_norm/tgt"] = _mean_norm(tgt.features)
+                    if result.tgt is not None:
+                        metrics["feat_norm/tgt"] = _mean_norm(result.tgt.features)
                     data_seconds = 0.0
-                if eval_due:
+                if eval_due and dist_env.is_main:
                     miou = _evaluate(model, data.val, cfg, device)
                     metrics["eval/miou_oracle"] = miou
                     if oracle is None or miou > oracle["miou"]:
@@ -232,7 +205,118 @@ def train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None, 
                     return TrainResult(out, step, saved, stopping, oracle)
     finally:
         log.close()
+    dist_env.barrier()  # the last checkpoint is written before any rank reports it
     return TrainResult(out, stop, saved, None, oracle)
+
+
+@dataclass
+class StepResult:
+    """One step's outputs: its losses and gradient norms on their way to the host, and both domains' forwards."""
+
+    readback: _Readback
+    src: DomainOutput
+    tgt: DomainOutput | None
+
+
+class TrainStep:
+    """One training step of G (and D): what ``train`` runs per step and ``ftadapt bench train-step`` times.
+
+    Builds the optimizers (and the DDP wrappers when several processes run) around ``model`` and ``disc`` and puts
+    them on ``device``. A call ``step(i, src_batch, tgt_batch)`` sets the learning rates of step ``i`` (warm-up + poly,
+    heads 10×); runs one G forward on the source batch, its losses, one backward; one G forward on the target batch,
+    its losses, one backward (D frozen); the discriminator losses on the detached predictions of those same forwards,
+    one backward; queues every loss and gradient norm for the host; and applies one SGD step to G and one Adam step
+    to D. Nothing in it waits for the GPU. Under DDP all of G's backward passes but the last run under ``no_sync``, so
+    its gradients are all-reduced once per step.
+    """
+
+    def __init__(self, cfg: TrainConfig, method: Method, model: DeepLabV2, disc: nn.Module | None,
+                 device: torch.device, *, dist_env: DistEnv = SINGLE, sync_bn: bool = False,
+                 compile_model: bool = False) -> None:
+        self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.device = device
+        model.to(device, memory_format=self.memory_format).train()
+        # fused: one kernel per update on CUDA; on the CPU one pass over memory (Adam on D: 6× faster than per-tensor).
+        self.opt_g = torch.optim.SGD(optim_param_groups(model, cfg.optim.lr), lr=cfg.optim.lr,
+                                     momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, fused=True)
+        self.opt_d = None
+        if disc is not None:
+            disc.to(device, memory_format=self.memory_format).train()
+            self.opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.d_lr, betas=cfg.optim.d_betas,
+                                          weight_decay=cfg.optim.d_weight_decay, fused=True)
+        self.g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
+        if sync_bn and dist_env.enabled and device.type != "cuda":
+            raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
+        net: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn and dist_env.enabled else model
+        net = torch.compile(net) if compile_model else net
+        # G's last backward of a step need not reach every head (norm-only's target term reads only the features).
+        self.g_net = dist_env.data_parallel(net, device, find_unused_parameters=True)
+        self.d_net = dist_env.data_parallel(disc, device) if disc is not None else None
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        self.target_hw = (cfg.data.target_size[1], cfg.data.target_size[0])
+
+    def _forward(self, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
+        image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        label = batch["label"].to(self.device, non_blocking=True) if "label" in batch else None
+        with self.autocast:
+            out = self.g_net(image)
+        size_hw = tuple(label.shape[-2:]) if label is not None else size_hw
+        return DomainOutput(tuple(upsample_logits(x.float(), size_hw) for x in out.logits), out.features, label)
+
+    def __call__(self, i: int, src_batch: dict, tgt_batch: dict | None) -> StepResult:
+        cfg, method, disc = self.cfg, self.method, self.disc
+        ctx = StepContext(i, cfg.steps, self.model, self.model.config.heads, self.model.config.head_rule, disc)
+        _set_lr(self.opt_g, cfg.optim.lr, i, cfg)
+        self.opt_g.zero_grad(set_to_none=True)
+        if disc is not None:
+            _set_lr(self.opt_d, cfg.optim.d_lr, i, cfg)
+            self.opt_d.zero_grad(set_to_none=True)
+            disc.requires_grad_(False)  # G's adversarial term must not train D
+        with self.dist.no_sync(self.g_net, skip=tgt_batch is not None):
+            src = self._forward(src_batch, None)
+            with self.autocast:
+                losses = method.source_losses(ctx, src)
+            _backward(losses)
+        tgt = None
+        if tgt_batch is not None:
+            tgt = self._forward(tgt_batch, self.target_hw)
+            with self.autocast:
+                target_losses = method.target_losses(ctx, tgt)
+            _backward(target_losses)
+            losses.update(target_losses)
+        if disc is not None:
+            disc.requires_grad_(True)
+            with self.autocast:  # reads only detached predictions of the forwards above
+                d_losses = method.discriminator_losses(dataclasses.replace(ctx, discriminator=self.d_net), src, tgt)
+            _backward(d_losses)
+            losses.update(d_losses)
+
+        values = {f"loss/{k}": v for k, v in losses.items()}
+        values["grad_norm/G"] = _grad_norm(self.g_params)
+        if disc is not None:
+            values["grad_norm/D"] = _grad_norm(disc.parameters())
+        readback = _Readback.start(i + 1, values, self.dist)
+        self.opt_g.step()
+        if self.opt_d is not None:
+            self.opt_d.step()
+        return StepResult(readback, src, tgt)
+
+
+class _SilentLog:
+    """The RunLog of ranks other than 0: they write and print nothing."""
+
+    def advance(self) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _backward(losses: dict[str, Tensor]) -> None:
@@ -253,7 +337,8 @@ def _grad_norm(params) -> Tensor:
 @dataclass
 class _Readback:
     """A step's losses and gradient norms on their way to the host: the copy is queued right behind them (pinned,
-    non-blocking on CUDA), and ``numbers`` waits only for that copy, not for the work queued after it."""
+    non-blocking on CUDA), and ``numbers`` waits only for that copy, not for the work queued after it. Under DDP the
+    values are the means over ranks (gradient norms are equal anyway), so every rank stops at the same bad step."""
 
     step: int
     names: list[str]
@@ -261,8 +346,8 @@ class _Readback:
     event: torch.cuda.Event | None
 
     @classmethod
-    def start(cls, step: int, values: dict[str, Tensor]) -> _Readback:
-        stacked = torch.stack([v.detach().float() for v in values.values()])
+    def start(cls, step: int, values: dict[str, Tensor], dist_env: DistEnv = SINGLE) -> _Readback:
+        stacked = dist_env.mean_(torch.stack([v.detach().float() for v in values.values()]))
         if stacked.device.type != "cuda":
             return cls(step, list(values), stacked, None)
         host = torch.empty(stacked.shape, pin_memory=True)
@@ -301,15 +386,6 @@ def _evaluate(model: nn.Module, dataset, cfg: TrainConfig, device: torch.device)
     return 100.0 * result.miou
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device={name!r} but CUDA is not available; use --set device=cpu (or auto)")
-    return device
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -340,25 +416,31 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _train_state(step: int, disc: nn.Module | None, opt_g, opt_d, oracle: dict | None) -> dict:
+def _train_state(step: int, step_fn: TrainStep, oracle: dict | None, dist_env: DistEnv) -> dict:
     """Everything besides the model weights that a bit-for-bit resume needs. The data position is the step: the
-    loaders are pure functions of (seed, step)."""
-    state = {"step": step, "optimizer": opt_g.state_dict(), "rng": _rng_state(), "oracle": oracle or {}}
-    if disc is not None:
-        state.update(discriminator=disc.state_dict(), optimizer_d=opt_d.state_dict())
+    loaders are pure functions of (seed, step, rank, world size)."""
+    state = {"step": step, "optimizer": step_fn.opt_g.state_dict(), "rng": _rng_state(), "oracle": oracle or {},
+             "world_size": dist_env.world_size}
+    if step_fn.disc is not None:
+        state.update(discriminator=step_fn.disc.state_dict(), optimizer_d=step_fn.opt_d.state_dict())
     return state
 
 
-def _restore(path: Path, model: nn.Module, disc: nn.Module | None, opt_g, opt_d) -> tuple[int, dict | None]:
+def _restore(path: Path, step_fn: TrainStep, dist_env: DistEnv) -> tuple[int, dict | None]:
     ckpt = load_checkpoint(path, with_train_state=True)
     state = ckpt.train_state
-    model.load_state_dict(ckpt.state_dict)
-    opt_g.load_state_dict(state["optimizer"])
-    if disc is not None:
+    world_size = int(state.get("world_size", 1))
+    if world_size != dist_env.world_size:
+        raise UsageError(f"--resume: {path} was written by a run of {world_size} process(es) and the data order "
+                         f"depends on it; resume with {world_size} (torchrun --nproc-per-node {world_size}), not "
+                         f"{dist_env.world_size}")
+    step_fn.model.load_state_dict(ckpt.state_dict)
+    step_fn.opt_g.load_state_dict(state["optimizer"])
+    if step_fn.disc is not None:
         if "discriminator" not in state:
             raise CheckpointError(f"{path} has no discriminator state; it was not written by an adversarial run")
-        disc.load_state_dict(state["discriminator"])
-        opt_d.load_state_dict(state["optimizer_d"])
+        step_fn.disc.load_state_dict(state["discriminator"])
+        step_fn.opt_d.load_state_dict(state["optimizer_d"])
     _set_rng_state(state["rng"])
     return int(state["step"]), state["oracle"] or None
 
@@ -382,10 +464,11 @@ def _open_datasets(cfg: TrainConfig, source: DatasetSpec, target: DatasetSpec | 
     if target is not None and target[0] != "cityscapes":
         raise UsageError(f"--target {target[0]}:{target[1]}: the unlabelled target must be cityscapes:ROOT")
     if doctor:
-        _doctor(kind, root, None, progress)
+        skip = " (or skip this check with --set check_data=false)"
+        require_usable(kind, root, None, progress=progress, skip_hint=skip)
         if target is not None and (needs_target or cfg.eval_every):
             splits = ["train"] * needs_target + [cfg.eval.split] * (cfg.eval_every > 0)
-            _doctor("cityscapes", target[1], splits, progress)
+            require_usable("cityscapes", target[1], splits, progress=progress, skip_hint=skip)
     src = SOURCES[kind](root, size=cfg.data.source_size, augment=cfg.data.augment)
     tgt = val = None
     if needs_target:
@@ -396,16 +479,5 @@ def _open_datasets(cfg: TrainConfig, source: DatasetSpec, target: DatasetSpec | 
     return _Datasets(src, tgt, val)
 
 
-def _doctor(kind: str, root: Path, splits: list[str] | None, progress: bool) -> None:
-    from ftadapt.data.check import check_dataset
-
-    report = check_dataset(kind, root, splits=splits, progress=progress)
-    if not report.usable:
-        problems = [p for s in report.splits for p in s.problems if p.severity == "error"][:3]
-        empty = [s.split or kind for s in report.splits if s.n_images == 0]
-        found = "; ".join([f"{p.kind} {p.path}: {p.detail}" for p in problems] + [f"{e}: no images" for e in empty])
-        raise DatasetError(f"{kind}:{root} fails the dataset doctor ({found}); `ftadapt data check --dataset {kind} "
-                           f"--root {root}` lists every problem (or skip this check with --set check_data=false)")
-
-
-__all__ = ["train", "resolve_config", "TrainResult", "TrainingDiverged", "StopRequest", "DatasetSpec"]
+__all__ = ["train", "resolve_config", "TrainResult", "TrainingDiverged", "StopRequest", "DatasetSpec", "TrainStep",
+           "StepResult"]

@@ -84,11 +84,8 @@ def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, meth
     assert records[0]["lr"] == pytest.approx(2.5e-4) and records[1]["lr"] == pytest.approx(2.5e-4 * 0.5 ** 0.9)
 
 
-def test_bf16_autocast_channels_last_and_multi_heads_with_self_guidance(synthetic, tmp_path, monkeypatch):
-    import ftadapt.train
-
-    monkeypatch.setattr(ftadapt.train, "create_model", lambda name: create_model(name, heads="multi", aspp="reduced"))
-    _run(synthetic, tmp_path / "run", "maxsquare-norm", amp="bf16", channels_last=True,
+def test_bf16_autocast_channels_last_and_multi_heads_with_self_guidance(synthetic, tmp_path):
+    _run(synthetic, tmp_path / "run", "maxsquare-norm", model="tiny-multi", amp="bf16", channels_last=True,
          **{"loss.self_guidance": True, "loss.guidance_threshold": 0.0, "loss.iw_ratio": 0.2})
     record = read_metrics(tmp_path / "run")[-1]
     assert {"loss/guidance", "loss/maxsquare", "loss/norm_tgt"} <= record.keys()

@@ -5,10 +5,15 @@ Everything random is a pure function of ``(seed, global step)``: epoch ``e`` vis
 ``(seed, t)`` — shared by all its samples, so a batch of randomly rescaled images stacks — and sample ``j`` of it the
 mirror seed ``(seed, t, j)``. The dataset receives the keys ``(index, sample_seed, scale)``. Starting at
 ``start_step`` therefore yields exactly the batches a fresh run yields from that step on, whatever ``num_workers``.
+
+Data-parallel training (``ftadapt.distributed``): rank ``r`` of ``world_size`` processes takes the batches of stream
+positions ``t·world_size + r`` at step ``t``. The ranks split one process's batch stream round-robin — different
+batches on every rank, no repeats within an epoch across ranks — and a resume continues it.
 """
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,9 +42,13 @@ class EndlessBatchSampler:
         seed: run seed.
         start_step: first global step to yield.
         drop_last: skip each epoch's last incomplete batch (otherwise it is yielded, smaller).
+        rank, world_size: this process's share of the stream: step t yields the keys of position t·world_size + rank.
     """
 
-    def __init__(self, n: int, *, batch_size: int, seed: int, start_step: int = 0, drop_last: bool = True) -> None:
+    def __init__(self, n: int, *, batch_size: int, seed: int, start_step: int = 0, drop_last: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise UsageError(f"rank {rank} is not within world_size {world_size}")
         if batch_size < 1:
             raise UsageError(f"batch_size must be ≥ 1, got {batch_size}")
         if n < (batch_size if drop_last else 1):
@@ -47,6 +56,7 @@ class EndlessBatchSampler:
         if seed < 0 or start_step < 0:
             raise UsageError(f"seed and start_step must be ≥ 0, got {seed} and {start_step}")
         self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.int64)
 
@@ -57,7 +67,8 @@ class EndlessBatchSampler:
         return self._order
 
     def keys(self, step: int) -> list[tuple[int, int, float]]:
-        """The ``(index, sample_seed, scale)`` keys of global step ``step``."""
+        """The ``(index, sample_seed, scale)`` keys of stream position ``step`` (= the global step of a single
+        process)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         indices = self._permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size].tolist()
         scale = draw_scale(np.random.default_rng(derive_seed(self.seed, _BATCH, step)))
@@ -66,7 +77,7 @@ class EndlessBatchSampler:
     def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
         step = self.start_step
         while True:
-            yield self.keys(step)
+            yield self.keys(step * self.world_size + self.rank)
             step += 1
 
 
@@ -88,7 +99,14 @@ def collate_samples(samples: list[dict]) -> dict:
 def _seed_worker(worker_id: int) -> None:
     """Seed a worker's global RNGs from its torch seed (derived from the loader's generator, seeded by the run seed and
     start step), so library randomness repeats too; one intra-op thread per worker avoids oversubscribing the CPUs.
-    The samples themselves never use these RNGs."""
+    The samples themselves never use these RNGs.
+
+    Workers ignore SIGINT and SIGTERM: Ctrl-C, ``kill -- -PGID``, torchrun and batch schedulers signal the whole
+    process group, and a worker that died with it would fail the main process's next batch before the training loop
+    could finish its step and write a checkpoint. The workers still exit when the loader is closed or the main
+    process dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -102,9 +120,9 @@ class EndlessBatches:
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, start_step: int = 0,
-                 pin_memory: bool | None = None, drop_last: bool = True) -> None:
+                 pin_memory: bool | None = None, drop_last: bool = True, rank: int = 0, world_size: int = 1) -> None:
         self.sampler = EndlessBatchSampler(len(dataset), batch_size=batch_size, seed=seed, start_step=start_step,
-                                           drop_last=drop_last)
+                                           drop_last=drop_last, rank=rank, world_size=world_size)
         self.step = start_step
         self.loader = DataLoader(
             dataset,
@@ -114,7 +132,7 @@ class EndlessBatches:
             pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
             persistent_workers=num_workers > 0,
             worker_init_fn=_seed_worker if num_workers > 0 else None,
-            generator=torch.Generator().manual_seed(derive_seed(seed, start_step)),
+            generator=torch.Generator().manual_seed(derive_seed(seed, start_step * world_size + rank)),
         )
         self._iterator: Iterator[dict] | None = None
 
@@ -140,12 +158,14 @@ class EndlessBatches:
 
 
 def endless_batches(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, start_step: int = 0,
-                    pin_memory: bool | None = None, drop_last: bool = True) -> EndlessBatches:
-    """Batches of ``dataset`` forever, reproducible from ``(seed, step)`` and resumable at ``start_step``.
+                    pin_memory: bool | None = None, drop_last: bool = True, rank: int = 0,
+                    world_size: int = 1) -> EndlessBatches:
+    """Batches of ``dataset`` forever, reproducible from ``(seed, step)`` and resumable at ``start_step``; with
+    ``world_size`` > 1, this ``rank``'s share of them (see the module docstring).
 
     ``pin_memory`` defaults to True when CUDA is available. Batches are dicts as made by ``collate_samples``.
     Give the source and target loaders different seeds (e.g. ``derive_seed(run_seed, 0)`` and ``(run_seed, 1)``):
     with one seed both domains would draw the same scale and mirror at every step.
     """
     return EndlessBatches(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed, start_step=start_step,
-                          pin_memory=pin_memory, drop_last=drop_last)
+                          pin_memory=pin_memory, drop_last=drop_last, rank=rank, world_size=world_size)

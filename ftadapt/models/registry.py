@@ -44,3 +44,4 @@ register_model("deeplabv2-r50", ModelConfig(blocks=DEPTH_BLOCKS[50]))
 register_model("deeplabv2-r101-multi-reduced", ModelConfig(blocks=DEPTH_BLOCKS[101], aspp="reduced", heads="multi"))
 # Tests and the CPU demo: one block per layer, base width 8 (layer4: 256 channels), same keys and geometry.
 register_model("tiny", ModelConfig(blocks=(1, 1, 1, 1), width=8))
+register_model("tiny-multi", ModelConfig(blocks=(1, 1, 1, 1), width=8, aspp="reduced", heads="multi"))

@@ -1,0 +1,261 @@
+"""One run on whatever NVIDIA GPU is here, at most ``--budget-s`` seconds (default 300), one JSON file.
+
+    python -m ftadapt.bench.gpu [--out DIR] [--budget-s 300] [--compile] [--skip ITEM ...]
+    bench/gpu_check.sh                 # installs the project without network, runs this, writes $OUT or ./gpu-results
+    python -m ftadapt.bench.gpu --device cpu --tiny --out /tmp/g   # the same script, seconds, on a CPU (tests)
+
+Items, in order (each one guarded: a failure is recorded and the next one runs; an item that does not fit in the
+time left is skipped with a note; ``gpu_bench.json`` is rewritten after every item, so a killed run keeps its
+results):
+
+1. ``train_bf16_channels_last``: clan-norm training steps/s at the paper's sizes (DeepLab-v2 R101, source 1280×720,
+   target 1024×512, batch 1) — the real ``TrainStep`` with bf16 autocast, channels_last, cuDNN benchmark, fused
+   optimizers, in-memory batches — and the peak memory. The target: ≥ 28 steps/s on one H100.
+2. ``train_fp32_channels_last``: the same in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
+3. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
+   resized to the protocol, CLAN augmentation, several workers per domain): steps/s end to end and the share of time
+   spent waiting for data.
+4. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
+5. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
+6. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
+   the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
+7. ``train_bf16_compile`` (only with ``--compile``): item 1 with ``torch.compile`` on G.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftadapt import __version__
+from ftadapt.bench.train_step import bench_train_step
+from ftadapt.fsutil import write_text_atomic
+
+TARGET_BF16_STEPS_PER_S = 28.0  # one H100: 100k steps in under an hour
+PAPER = {"model": "deeplabv2-r101", "source_size": (1280, 720), "target_size": (1024, 512)}
+RAW_SIZES = ((1914, 1052), (2048, 1024))  # GTA5 and Cityscapes files, before the protocol resize
+TINY = {"model": "tiny", "source_size": (160, 96), "target_size": (128, 64)}
+RESULT_FILE = "gpu_bench.json"
+
+
+@dataclass
+class Item:
+    """One measurement: ``run(seconds_left)`` returns its result dict; skipped when less than ``needs_s`` is left."""
+
+    name: str
+    needs_s: float
+    run: Callable[[float], dict[str, Any]]
+
+
+def _nvidia_smi() -> dict[str, Any]:
+    query = "name,driver_version,memory.total,power.limit,clocks.max.sm,pstate"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"nvidia_smi": f"not available: {exc}"}
+    return {"nvidia_smi": [dict(zip(query.split(","), (v.strip() for v in line.split(",")))) for line in out]}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """GPU, driver, CUDA, cuDNN, torch and host facts."""
+    env: dict[str, Any] = {"ftadapt": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                           "platform": platform.platform(), "cpu_count": os.cpu_count(), "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
+                   gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
+                   cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                   tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        env.update(_nvidia_smi())
+    return env
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _train_item(name: str, sizes: dict, device: torch.device, *, amp: str, channels_last: bool,
+                measure_s: float, warmup: int, data: str = "memory", workers: int = 0,
+                raw_sizes: tuple | None = None, compile_model: bool = False) -> Item:
+    def run(left_s: float) -> dict[str, Any]:
+        return bench_train_step(method="clan-norm", **sizes, steps=100_000, warmup=warmup, amp=amp,
+                                channels_last=channels_last, device=str(device), data=data, num_workers=workers,
+                                raw_sizes=raw_sizes, compile_model=compile_model,
+                                max_seconds=min(measure_s, max(1.0, left_s / 3)), progress=False)
+
+    setup_s = 90.0 if compile_model else 40.0 if data == "synthetic" and raw_sizes else 20.0
+    return Item(name, needs_s=measure_s + setup_s, run=run)
+
+
+def _runtime_item(out: Path, tiny: bool) -> Item:
+    def run(left_s: float) -> dict[str, Any]:
+        try:
+            from ftadapt.bench.gpu_runtime import measure_runtime_gpu
+        except ImportError as exc:
+            return {"skipped": f"ftadapt.bench.gpu_runtime is not available ({exc})"}
+        options: dict[str, Any] = {"workdir": out / "work", "cpu_runs": 2, "runs": 20}
+        if tiny:
+            options.update(model="tiny", working_size=(128, 64), frame_size=(256, 128))
+        return measure_runtime_gpu(**options)
+
+    return Item("runtime", needs_s=30.0 if tiny else 120.0, run=run)
+
+
+def export_parity(work: Path, device: torch.device, *, model: str, working_size: tuple[int, int],
+                  frame_size: tuple[int, int], frames: int = 2) -> dict[str, Any]:
+    """ONNX Runtime (CPU) vs the same graph in PyTorch on ``device`` (fp32, TF32 off), random-init ``model``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ftadapt.bench.runtime_latency import export_random_model
+    from ftadapt.export.ensemble import load_ensemble
+    from ftadapt.export.graph import build_graph
+    from ftadapt.export.verify import verification_frames
+
+    t0 = time.perf_counter()
+    path = export_random_model(work, model, working_size)  # shared with the runtime item (reused when present)
+    graph = build_graph(load_ensemble([str(work / f"{model}-random")]), working_size=working_size).to(device)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = verification_frames([frame_size], per_size=frames)[0]
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            probs = graph.fused_probs(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    (labels,) = session.run(["labels"], {"image": batch})
+    chosen = np.take_along_axis(probs, labels[:, None].astype(np.int64), axis=1)[:, 0]
+    differ = labels != probs.argmax(axis=1)
+    ties = differ & (probs.max(axis=1) - chosen <= 1e-4)
+    return {"reference": f"pytorch fp32 on {device} (TF32 off)", "runtime": "onnxruntime CPUExecutionProvider",
+            "model": f"{model} random-init (weights do not matter for parity)", "frames": frames,
+            "frame_size": list(frame_size), "identical_labels": float(1 - differ.mean()),
+            "label_agreement_ties_excused": float(1 - (differ & ~ties).mean()),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) -> list[Item]:
+    """The items of one run, most important first."""
+    sizes, measure, warmup = (TINY, 3.0, 1) if tiny else (PAPER, 15.0, 6)
+    workers = 1 if tiny else max(1, min(6, ((os.cpu_count() or 2) - 2) // 2))
+    work = out / "work"
+    items = [
+        _train_item("train_bf16_channels_last", sizes, device, amp="bf16", channels_last=True, measure_s=measure,
+                    warmup=warmup),
+        _train_item("train_fp32_channels_last", sizes, device, amp="off", channels_last=True, measure_s=measure,
+                    warmup=warmup),
+        _train_item("train_bf16_loader", sizes, device, amp="bf16", channels_last=True, measure_s=measure,
+                    warmup=warmup + 4, data="synthetic", workers=workers, raw_sizes=None if tiny else RAW_SIZES),
+        _train_item("train_bf16_contiguous", sizes, device, amp="bf16", channels_last=False, measure_s=measure,
+                    warmup=warmup),
+        _runtime_item(out, tiny),
+        Item("export_parity", needs_s=10.0 if tiny else 30.0,
+             run=lambda left: export_parity(work, device, model=sizes["model"],
+                                            working_size=(128, 64) if tiny else (1024, 512),
+                                            frame_size=(256, 128) if tiny else (2048, 1024))),
+    ]
+    if compile_model:
+        items.append(_train_item("train_bf16_compile", sizes, device, amp="bf16", channels_last=True,
+                                 measure_s=measure, warmup=warmup, compile_model=True))
+    return items
+
+
+def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
+            compile_model: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the items that fit in ``budget_s`` seconds, writing ``out/gpu_bench.json`` after each; return the report."""
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        report = {"benchmark": "gpu", "error": "no CUDA device visible to torch",
+                  "environment": {**environment(torch.device("cpu")), **_nvidia_smi()}}
+        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n")
+        return report
+    report: dict[str, Any] = {
+        "benchmark": "gpu", "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "budget_s": budget_s, "mode": "tiny" if tiny else "paper sizes", "environment": environment(dev),
+        "target": {"train_bf16_channels_last_steps_per_s": TARGET_BF16_STEPS_PER_S, "on": "one H100"},
+        "results": {}, "errors": {}, "skipped": {}, "item_seconds": {}}
+    for item in plan(out, dev, tiny=tiny, compile_model=compile_model):
+        left = budget_s - (time.monotonic() - started)
+        if item.name in skip:
+            report["skipped"][item.name] = "--skip"
+            continue
+        if left < item.needs_s:
+            report["skipped"][item.name] = f"time budget: {left:.0f} s left, the item needs about {item.needs_s:.0f} s"
+            continue
+        print(f"[gpu-bench] {item.name} ({left:.0f} s left)", flush=True)
+        t0 = time.monotonic()
+        try:
+            result = item.run(left)
+        except Exception as exc:  # noqa: BLE001 — one failure must not lose the other measurements
+            report["errors"][item.name] = f"{type(exc).__name__}: {exc}\n" + "".join(
+                traceback.format_exception(exc, limit=-4))
+            print(f"[gpu-bench] {item.name} failed: {type(exc).__name__}: {exc}", flush=True)
+        else:
+            report["results"][item.name] = result
+            print(json.dumps({item.name: _headline(result)}), flush=True)
+        report["item_seconds"][item.name] = round(time.monotonic() - t0, 1)
+        _release(dev)
+        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    report["summary"] = _summary(report)
+    report["total_s"] = round(time.monotonic() - started, 1)
+    write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("steps_per_s", "compute_steps_per_s", "data_share", "peak_memory_mib", "timed_steps",
+            "identical_labels", "label_agreement_ties_excused", "skipped")
+    return {k: result[k] for k in keys if k in result} or {"keys": sorted(result)}
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    train = {name: {"steps_per_s": round(r["steps_per_s"], 3), "peak_memory_mib": round(r["peak_memory_mib"])}
+             for name, r in report["results"].items() if name.startswith("train_")}
+    summary: dict[str, Any] = {"train": train, "errors": sorted(report["errors"]), "skipped": sorted(report["skipped"])}
+    bf16 = report["results"].get("train_bf16_channels_last")
+    if bf16 and report["mode"] == "paper sizes":
+        summary["bf16_vs_target"] = (f"{bf16['steps_per_s']:.2f} steps/s vs target {TARGET_BF16_STEPS_PER_S} on one "
+                                     f"H100 (this GPU: {report['environment'].get('gpu', '?')})")
+        summary["meets_target"] = bf16["steps_per_s"] >= TARGET_BF16_STEPS_PER_S
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.gpu", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help=f"folder for {RESULT_FILE} [$OUT or ./gpu-results]")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget of the whole run")
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (a structural dry run)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny model at tiny sizes (a quick check)")
+    parser.add_argument("--compile", dest="compile_model", action="store_true",
+                        help="also time torch.compile (compilation takes a minute or more)")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="ITEM", help="items to leave out")
+    args = parser.parse_args(argv)
+    out = args.out or Path(os.environ.get("OUT") or "gpu-results")
+    report = run_all(out, budget_s=args.budget_s, device=args.device, tiny=args.tiny,
+                     compile_model=args.compile_model, skip=tuple(args.skip))
+    print(json.dumps(report.get("summary", report), indent=2, default=str), flush=True)
+    print(f"[gpu-bench] wrote {out / RESULT_FILE}", flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Training-step throughput: ``ftadapt bench train-step`` (and ``bench_train_step`` for scripts) prints JSON.
+
+It times the real step — ``ftadapt.train.TrainStep``, the object the training loop calls, with the same optimizers,
+DDP-free single process, autocast, channels_last and cuDNN settings — on one of two inputs:
+
+- ``data="memory"``: one fixed source batch (random image, random labels) and one target batch at the protocol sizes,
+  kept in (pinned) host memory and copied to the device every step as the loop does. No decoding, no random rescale:
+  this is the compute of a step.
+- ``data="synthetic"``: a small synthetic dataset (6 frames per domain) written into a temporary folder — at the
+  protocol sizes, or at ``raw_sizes`` (e.g. GTA5's 1914×1052 and Cityscapes' 2048×1024, so that decoding and the
+  protocol resize cost what they cost on the real data) — and read through the real loaders (``endless_batches``,
+  CLAN augmentation including the ×1.1 / ×0.8 rescale) with ``num_workers`` each. ``data_share`` is then the
+  fraction of the wall time the loop waited for a batch, as ``time/data_share`` in a run's metrics.
+
+After ``warmup`` steps (cuDNN autotuning, allocator growth) it runs ``steps`` timed steps (stopping early after
+``max_seconds``), synchronising the device only at both ends. Reported: steps/s over the wall time, steps/s with the
+data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over
+the timed steps; CPU: the process's peak RSS, everything it ever held included), and the last step's losses.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ftadapt.config import build_config
+from ftadapt.data.loader import endless_batches
+from ftadapt.distributed import SINGLE
+from ftadapt.errors import UsageError
+from ftadapt.labels import NUM_CLASSES
+from ftadapt.methods import create_method
+from ftadapt.models.discriminator import FCDiscriminator
+from ftadapt.models.registry import create_model
+from ftadapt.train import TrainStep
+
+DATA_MODES = ("memory", "synthetic")
+
+
+def _memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int) -> dict:
+    """One batch of size 1 as the loader would give it: BGR − mean scale image, trainIds 0–18 with some 255."""
+    w, h = size
+    g = torch.Generator().manual_seed(seed)
+    batch = {"image": torch.randn(1, 3, h, w, generator=g) * 60.0}
+    if labelled:
+        label = torch.randint(0, NUM_CLASSES, (1, h, w), generator=g)
+        label[:, : h // 10] = 255
+        batch["label"] = label
+    if pin:
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return batch
+
+
+class _Repeat:
+    """An endless iterator of the same batch (the ``memory`` input)."""
+
+    def __init__(self, batch: dict) -> None:
+        self.batch = batch
+
+    def __next__(self) -> dict:
+        return self.batch
+
+
+@contextlib.contextmanager
+def _synthetic_batches(source_size: tuple[int, int], target_size: tuple[int, int], num_workers: int, seed: int,
+                       raw_sizes: tuple[tuple[int, int], tuple[int, int]]):
+    """Real loaders over a synthetic set written at ``raw_sizes`` and loaded at the protocol sizes."""
+    from ftadapt.data.cityscapes import Cityscapes
+    from ftadapt.data.gta5 import GTA5
+    from ftadapt.data.synthetic import write_synthetic
+
+    with tempfile.TemporaryDirectory(prefix="ftadapt-bench-") as tmp:
+        layout = write_synthetic(Path(tmp) / "data", n_source=6, n_target_train=6, n_target_val=1,
+                                 source_size=raw_sizes[0], target_size=raw_sizes[1], seed=seed)
+        src = GTA5(layout.gta5_root, size=source_size, augment=True)
+        tgt = Cityscapes(layout.cityscapes_root, split="train", size=target_size, augment=True, with_labels=False)
+        with endless_batches(src, batch_size=1, num_workers=num_workers, seed=seed) as s, \
+                endless_batches(tgt, batch_size=1, num_workers=num_workers, seed=seed + 1) as t:
+            yield s, t
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_size: tuple[int, int] = (160, 96),
+                     target_size: tuple[int, int] = (128, 64), steps: int = 10, warmup: int = 2, amp: str = "off",
+                     channels_last: bool = False, device: str = "auto", data: str = "memory", num_workers: int = 2,
+                     compile_model: bool = False, cudnn_benchmark: bool = True, max_seconds: float | None = None,
+                     threads: int | None = None, raw_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
+                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones; see the module
+    docstring. Sizes are (W, H); ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
+    Returns a JSON-ready dict."""
+    if data not in DATA_MODES:
+        raise UsageError(f"data={data!r}: expected one of {', '.join(DATA_MODES)}")
+    if steps < 1 or warmup < 0:
+        raise UsageError(f"steps={steps}, warmup={warmup}: need at least one timed step and warmup ≥ 0")
+    cfg = build_config({"method": method, "model": model, "steps": warmup + steps + 1, "amp": amp,
+                        "channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "device": device,
+                        "data.source_size": source_size, "data.target_size": target_size, "seed": seed,
+                        "data.num_workers": num_workers})
+    dev = SINGLE.device(cfg.device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    torch.manual_seed(cfg.seed)
+    spec = create_method(cfg.method, cfg.loss)
+    net = create_model(cfg.model)
+    spec.check_model(net.config.heads)
+    disc = FCDiscriminator(net.config.num_classes) if spec.uses_discriminator else None
+    t_build = time.perf_counter()
+    step_fn = TrainStep(cfg, spec, net, disc, dev, compile_model=compile_model)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    build_s = time.perf_counter() - t_build
+
+    if data == "memory":
+        pin = dev.type == "cuda"
+        inputs = contextlib.nullcontext((_Repeat(_memory_batches(source_size, True, pin, seed)),
+                                         _Repeat(_memory_batches(target_size, False, pin, seed + 1))))
+    else:
+        raw = raw_sizes or (source_size, target_size)
+        inputs = _synthetic_batches(source_size, target_size, num_workers, seed, raw)
+    data_s = warmup_s = 0.0
+    timed = 0
+    with inputs as (src_iter, tgt_iter):
+        pending = None
+        bar = tqdm(total=warmup + steps, disable=not progress, unit="step", desc=f"{method} {model}", file=sys.stderr)
+        start = time.perf_counter()
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(dev)
+                warmup_s = time.perf_counter() - start
+                data_s, start = 0.0, time.perf_counter()
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+            tick = time.perf_counter()
+            src_batch = next(src_iter)
+            tgt_batch = next(tgt_iter) if spec.uses_target else None
+            data_s += time.perf_counter() - tick
+            result = step_fn(i, src_batch, tgt_batch)
+            if pending is not None:  # the loop's one-step-late finite check: the host runs at most a step ahead
+                pending.numbers(None)
+            pending = result.readback
+            bar.update(1)
+            if i >= warmup:
+                timed += 1
+                if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                    break
+        numbers = pending.numbers(None)
+        _sync(dev)
+        wall_s = time.perf_counter() - start
+        bar.close()
+    compute_s = wall_s - data_s
+    report: dict[str, Any] = {
+        "benchmark": "train_step", "method": method, "model": model, "source_size": list(source_size),
+        "target_size": list(target_size), "batch_size": 1, "amp": amp, "channels_last": channels_last,
+        "compile": compile_model, "cudnn_benchmark": cudnn_benchmark, "data": data,
+        "num_workers": num_workers if data == "synthetic" else 0, "device": str(dev),
+        "raw_sizes": [list(x) for x in raw] if data == "synthetic" else None,
+        "warmup_steps": warmup, "warmup_s": round(warmup_s, 3), "build_s": round(build_s, 3), "timed_steps": timed,
+        "wall_s": round(wall_s, 3), "steps_per_s": timed / wall_s, "compute_steps_per_s": timed / max(compute_s, 1e-9),
+        "step_ms": 1000.0 * wall_s / timed, "data_share": data_s / wall_s,
+        "losses": dict(numbers),
+    }
+    report.update(_memory_report(dev))
+    report["machine"] = _machine(dev)
+    return report
+
+
+def _memory_report(dev: torch.device) -> dict[str, Any]:
+    if dev.type == "cuda":
+        return {"peak_memory_mib": torch.cuda.max_memory_allocated(dev) / 2**20,
+                "peak_reserved_mib": torch.cuda.max_memory_reserved(dev) / 2**20,
+                "peak_memory_kind": "torch.cuda.max_memory_allocated over the timed steps"}
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"peak_memory_mib": rss_kib / 1024, "peak_memory_kind": "peak RSS of the whole process (ru_maxrss)"}
+
+
+def _machine(dev: torch.device) -> dict[str, Any]:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
+            platform.machine(), "torch_threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), tf32_conv=torch.backends.cudnn.allow_tf32,
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+    return info
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Two lines for people."""
+    w, h = report["source_size"]
+    tw, th = report["target_size"]
+    return (f"{report['method']} {report['model']} {w}x{h}/{tw}x{th} amp={report['amp']} "
+            f"channels_last={report['channels_last']} on {report['device']} ({report['data']} data): "
+            f"{report['steps_per_s']:.3f} steps/s ({report['step_ms']:.1f} ms/step, compute "
+            f"{report['compute_steps_per_s']:.3f} steps/s, data share {100 * report['data_share']:.1f} %)\n"
+            f"peak memory {report['peak_memory_mib']:.0f} MiB ({report['peak_memory_kind']}); "
+            f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
+
+
+__all__ = ["bench_train_step", "format_report", "DATA_MODES"]

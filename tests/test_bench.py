@@ -1,0 +1,99 @@
+"""``ftadapt bench train-step`` times the real training step, and the GPU script keeps every measurement it can get
+(a failing item is recorded, one that does not fit the time budget is skipped), shown on the CPU in its quick mode."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ftadapt.bench.gpu as gpu
+from ftadapt.bench import gpu_runtime
+from ftadapt.bench.train_step import bench_train_step
+from ftadapt.cli import main
+from ftadapt.errors import UsageError
+from ftadapt.train import TrainStep
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_step_bench_times_the_real_step_on_memory_batches(monkeypatch):
+    calls = []
+    real = TrainStep.__call__
+    monkeypatch.setattr(TrainStep, "__call__", lambda self, i, s, t: calls.append(i) or real(self, i, s, t))
+    report = bench_train_step(method="clan-norm", model="tiny", steps=3, warmup=1, device="cpu", progress=False)
+    assert calls == [0, 1, 2, 3]  # one warm-up, three timed, each through TrainStep
+    assert (report["timed_steps"], report["data"], report["device"], report["amp"]) == (3, "memory", "cpu", "off")
+    assert report["steps_per_s"] == pytest.approx(3 / report["wall_s"], rel=0.01)
+    assert report["compute_steps_per_s"] >= report["steps_per_s"] > 0 and 0 <= report["data_share"] < 0.05
+    assert report["peak_memory_mib"] > 50 and "RSS" in report["peak_memory_kind"]
+    assert set(report["losses"]) == {"loss/seg", "loss/norm_src", "loss/norm_tgt", "loss/adv", "loss/weight",
+                                     "loss/d_src", "loss/d_tgt", "grad_norm/G", "grad_norm/D"}
+    json.dumps(report, allow_nan=False)
+
+
+def test_train_step_bench_through_the_real_loaders_reports_the_data_share():
+    report = bench_train_step(method="source-only", model="tiny-multi", steps=2, warmup=0, device="cpu",
+                              data="synthetic", num_workers=0, amp="bf16", channels_last=True, progress=False)
+    assert report["data"] == "synthetic" and report["timed_steps"] == 2
+    assert 0 < report["data_share"] < 1 and report["compute_steps_per_s"] > report["steps_per_s"]
+    assert set(report["losses"]) == {"loss/seg", "grad_norm/G"}
+
+
+def test_cli_prints_json_and_refuses_bad_input(tmp_path, capsys):
+    main(["bench", "train-step", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
+          "--method", "norm-only", "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["method"] == "norm-only" and printed == json.loads((tmp_path / "r.json").read_text())
+    assert "steps/s" in captured.err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "train-step", "--model", "resnet", "--device", "cpu"])
+    assert exc.value.code == 2 and "unknown model 'resnet'" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="data='disk'"):
+        bench_train_step(data="disk")
+
+
+def test_gpu_script_records_failures_and_skips_what_does_not_fit(tmp_path, monkeypatch):
+    def boom(left):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    items = [gpu.Item("train_a", 0.0, lambda left: {"steps_per_s": 2.0, "peak_memory_mib": 10.0}),
+             gpu.Item("train_b", 0.0, boom),
+             gpu.Item("too_long", 1e9, lambda left: pytest.fail("must be skipped")),
+             gpu.Item("left_out", 0.0, lambda left: pytest.fail("must be skipped"))]
+    monkeypatch.setattr(gpu, "plan", lambda out, dev, tiny, compile_model: items)
+    report = gpu.run_all(tmp_path, budget_s=60, device="cpu", skip=("left_out",))
+    assert report["results"] == {"train_a": {"steps_per_s": 2.0, "peak_memory_mib": 10.0}}
+    assert report["errors"]["train_b"].startswith("RuntimeError: CUDA out of memory (simulated)")
+    assert "time budget" in report["skipped"]["too_long"] and report["skipped"]["left_out"] == "--skip"
+    assert report["summary"]["train"] == {"train_a": {"steps_per_s": 2.0, "peak_memory_mib": 10}}
+    assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["errors"].keys() == {"train_b"}
+
+
+def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(gpu_runtime, "measure_runtime_gpu", lambda **kw: seen.update(kw) or {"results": {}})
+    report = gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--budget-s", "120", "--skip",
+                       "train_fp32_channels_last", "train_bf16_loader", "train_bf16_contiguous", "export_parity"])
+    bf16 = report["results"]["train_bf16_channels_last"]
+    assert (bf16["amp"], bf16["channels_last"], bf16["model"], bf16["method"]) == ("bf16", True, "tiny", "clan-norm")
+    assert bf16["steps_per_s"] > 0 and bf16["timed_steps"] >= 1
+    assert seen["model"] == "tiny" and report["results"]["runtime"] == {"results": {}}
+    assert report["environment"]["torch"] == torch.__version__ and not report["errors"]
+    assert "meets_target" not in report["summary"]  # the target is for the paper's sizes on a GPU
+    assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["results"].keys() == {"train_bf16_channels_last",
+                                                                                     "runtime"}
+
+
+def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    report = gpu.run_all(tmp_path, device="cuda")
+    assert report["error"] == "no CUDA device visible to torch"
+    assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["error"] == report["error"]
