@@ -12,7 +12,6 @@ both give the same confusion matrix. Prints JSON.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -24,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ftadapt.evaluate_dir import default_workers, evaluate_pred_dir, match_frames
-from ftadapt.fsutil import atomic_path, write_text_atomic
+from ftadapt.bench.report import emit_report
+from ftadapt.fsutil import atomic_path
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_LUT, NUM_CLASSES
 
@@ -143,10 +143,7 @@ def main(n: int, workers: int, repeat: int, naive_n: int | None, seed: int, cach
         if naive_n == n:
             # generated predictions never hold 255, so the naive 19×19 histogram is the whole count
             report["naive_agrees"] = bool(np.array_equal(hist, result.confusion.matrix))
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if json_out:
-        write_text_atomic(json_out, text + "\n")
+    emit_report(report, json_out)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from ftadapt.evaluate import ConfusionMatrix
 from ftadapt.export.ensemble import Ensemble, load_ensemble
 from ftadapt.export.graph import build_graph, parse_size
 from ftadapt.export.onnx_export import export_onnx
-from ftadapt.fsutil import write_text_atomic
+from ftadapt.bench.report import emit_report
 from ftadapt.labels import cityscapes_to_trainid
 from ftadapt.models.registry import create_model
 
@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(report["latency"]), flush=True)
     if "preprocess" not in args.skip:
         report["preprocess"] = bench_preprocess(args.working_size, args.frames, args.checkpoint)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        write_text_atomic(args.json_out, text + "\n")
+    emit_report(report, args.json_out)
     return report
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
 from ftadapt.errors import FtadaptError
-from ftadapt.fsutil import write_text_atomic
+from ftadapt.bench.report import emit_report
 from ftadapt.runtime import Segmenter
 
 
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     report = measure_runtime_gpu(args.model_path, model=args.model, precision=args.precision, runs=args.runs,
                                  cpu_runs=args.cpu_runs, workdir=args.workdir)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        write_text_atomic(args.json_out, text + "\n")
+    emit_report(report, args.json_out)
     return report
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ftadapt.fsutil import write_text_atomic
+from ftadapt.bench.report import emit_report
 from ftadapt.runtime import Segmenter
 
 DEFAULT_RUNS = {"tiny": 30, "deeplabv2-r101": 5}
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(rows[-1]), flush=True)
     report = {"benchmark": "runtime_latency", "weights": WEIGHTS_NOTE, "machine": machine(), "results": rows,
               "timing": "wall clock per Segmenter call (numpy frame in, int32 label map out), after warm-up"}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        write_text_atomic(args.json_out, text + "\n")
+    emit_report(report, args.json_out)
     return report
 
 

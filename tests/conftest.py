@@ -1,7 +1,22 @@
-"""Shared fixtures: one small synthetic two-domain dataset per test session."""
+"""Shared fixtures: one torch thread for the whole suite, one small synthetic two-domain dataset per session."""
 from __future__ import annotations
 
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The suite's tensors are tiny: intra-op threads gain nothing and, on a shared 2-core machine, their
+    spin-waiting makes steps several times slower."""
+    try:
+        import torch
+    except ImportError:  # the base install: torch-free tests still run
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,6 @@ from ftadapt.errors import UsageError
 from ftadapt.train import TrainStep
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_train_step_bench_times_the_real_step_on_memory_batches(monkeypatch):
     calls = []

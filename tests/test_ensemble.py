@@ -14,14 +14,6 @@ from ftadapt.errors import CheckpointError, UsageError
 from ftadapt.models.registry import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: OpenMP threads only add synchronisation cost (seconds when the CPUs are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_member(seed: int, **config) -> nn.Module:
     """A tiny DeepLab whose predictions vary over the image with realistic logit scales: Kaiming convs, random BN

@@ -38,8 +38,6 @@ SIZES = [(96, 40), (50, 70)]  # verification sizes, both unlike the working size
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Two tiny members (CLAN layout, 0.7; multi/reduced, 0.3) exported as FP32 (+probs) and FP16 (external data)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation cost
     root = tmp_path_factory.mktemp("export")
     clan = make_member(root / "clan", 0, method="clan", miou=44.5)
     multi = make_member(root / "maxsquare", 1, method="maxsquare", miou=None, heads="multi", aspp="reduced")
@@ -55,7 +53,6 @@ def exported(tmp_path_factory):
                                        working_size=WORKING, verify_sizes=SIZES, progress=False)
     yield {"root": root, "ensemble": ensemble, "fp32": fp32, "fp16": fp16, "cli_output": result.output,
            "cli_json": json.loads((root / "fp32.json").read_text())}
-    torch.set_num_threads(before)
 
 
 def run(path, image):

@@ -23,14 +23,6 @@ from ftadapt.runlog import read_metrics
 from ftadapt.train import TrainingDiverged, resolve_config, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core box their spin-waiting costs 5×."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SMALL = {"model": "tiny", "steps": 2, "data.source_size": "160x96", "data.target_size": "128x64",
          "data.num_workers": 0, "log_every": 1, "tensorboard": False}
