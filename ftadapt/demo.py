@@ -143,6 +143,6 @@ def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
                f"{stats['fps']:.1f} frames/s")
     deployed = evaluate_pred_dir(pred_dir, layout.cityscapes_root / "gtFine" / "val", progress=False)
     click.echo(f"   mIoU: PyTorch FP32 ensemble {pytorch_miou:.2f}, deployed FP16 graph {deployed.miou * 100:.2f} "
-               f"(delta {deployed.miou * 100 - pytorch_miou:+.2f})")
+               f"(delta {round(deployed.miou * 100 - pytorch_miou, 2) + 0.0:+.2f})")  # + 0.0: no "-0.00"
     return {"backend": seg.backend, "providers": list(seg.providers), "latency": stats,
             "deployed_miou": deployed.miou * 100}

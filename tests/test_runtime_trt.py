@@ -24,7 +24,7 @@ import fake_trt
 from onnx_models import build_model, expected_labels
 from trt_surface import load_api
 
-API_11 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tensorrt-11.4-python-api.txt"
+API_11 = Path(__file__).resolve().parent / "data" / "tensorrt-11.4-python-api.txt"
 
 
 def _key(**changes) -> EngineKey:
