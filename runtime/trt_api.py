@@ -2,7 +2,7 @@
 
 TensorRT's builder is not installable from PyPI and pycuda compiles against a CUDA toolkit, so both live in the
 ``trt`` extra and are imported only here, on first use (``reference/deploy.md`` §0). Supported: TensorRT 10.12+
-(strong typing supersedes ``BuilderFlag.FP16``) and 11.x (strong typing is the only mode); ftadapt never sets a
+(strong typing supersedes the FP16 builder flag) and 11.x (strong typing is the only mode); ftadapt never sets a
 precision flag, so one code path serves both (§1.3).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def check_version(text: str) -> tuple[int, int]:
     if version < MIN_VERSION:
         raise BackendUnavailable(
             f"TensorRT {text} is too old: ftadapt needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer (strongly typed "
-            f"FP16 engines without BuilderFlag.FP16); upgrade it, {INSTALL_HINT}")
+            f"FP16 engines without the FP16 builder flag); upgrade it, {INSTALL_HINT}")
     if version >= NEXT_UNSUPPORTED:
         raise BackendUnavailable(
             f"TensorRT {text} is newer than the versions ftadapt was checked against (10.12–11.x); install TensorRT "
