@@ -237,7 +237,8 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", with_train_s
         raise CheckpointError(f"{path} is a file, not a checkpoint folder. Import official .pth weights first with "
                               f"`ftadapt convert --from KIND {path} --out DIR` (see `ftadapt convert --help`)")
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint folder at {path}")
+        raise CheckpointError(f"no checkpoint folder at {path}: pass a checkpoint folder written by `ftadapt "
+                              "train` (RUN/checkpoints/step_NNNNNN) or by `ftadapt convert`")
     absent = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if absent:
         raise CheckpointError(f"checkpoint folder {path} lacks {', '.join(absent)} (a complete one holds "
