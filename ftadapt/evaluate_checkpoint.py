@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from ftadapt.checkpoint import META_FILE, MODEL_FILE, load_model
+from ftadapt.data.check import require_usable
 from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.transforms import resize_label
-from ftadapt.errors import DatasetError, UsageError
+from ftadapt.errors import UsageError
 from ftadapt.evaluate import EvalResult
 from ftadapt.evaluate_model import evaluate_dataset
 from ftadapt.models.deeplab import HEAD_RULES
@@ -32,21 +33,6 @@ from ftadapt.protocol import CITYSCAPES_SIZE
 from ftadapt.runlog import latest_checkpoint
 
 PROTOCOLS = ("adaptsegnet", "maxsquare")
-
-
-def require_usable(kind: str, root: str | os.PathLike, splits: list[str] | None, *, progress: bool = True,
-                   skip_hint: str = "") -> None:
-    """Run the dataset doctor on ``root`` and raise a DatasetError naming its first problems unless it is usable;
-    ``skip_hint`` ends the message (e.g. how to skip the check)."""
-    from ftadapt.data.check import check_dataset
-
-    report = check_dataset(kind, root, splits=splits, progress=progress)
-    if not report.usable:
-        problems = [p for s in report.splits for p in s.problems if p.severity == "error"][:3]
-        empty = [s.split or kind for s in report.splits if s.n_images == 0]
-        found = "; ".join([f"{p.kind} {p.path}: {p.detail}" for p in problems] + [f"{e}: no images" for e in empty])
-        raise DatasetError(f"{kind}:{root} fails the dataset doctor ({found}); `ftadapt data check --dataset {kind} "
-                           f"--root {root}` lists every problem{skip_hint}")
 
 
 class InputSizeLabels:
@@ -102,4 +88,4 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, 
     return result
 
 
-__all__ = ["evaluate_checkpoint", "require_usable", "InputSizeLabels", "PROTOCOLS"]
+__all__ = ["evaluate_checkpoint", "InputSizeLabels", "PROTOCOLS"]

@@ -33,7 +33,7 @@ from ftadapt.data.loader import endless_batches
 from ftadapt.data.synthia import SYNTHIA
 from ftadapt.distributed import SINGLE, DistEnv, distributed
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
-from ftadapt.evaluate_checkpoint import require_usable
+from ftadapt.data.check import require_usable
 from ftadapt.losses import upsample_logits
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.convert import load_init_weights

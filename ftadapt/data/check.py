@@ -237,3 +237,16 @@ def format_report(report: CheckReport) -> str:
         lines += ["", f"problems{where} ({counts}); first {len(s.problems)} of {total}:"]
         lines += [f"  {p.severity:<8}{p.kind:<20}{p.path}: {p.detail}" for p in s.problems]
     return "\n".join(lines)
+
+
+def require_usable(kind: str, root: str | os.PathLike, splits: list[str] | None, *, progress: bool = True,
+                   skip_hint: str = "") -> None:
+    """Run the dataset doctor on ``root`` and raise a DatasetError naming its first problems unless it is usable;
+    ``skip_hint`` ends the message (e.g. how to skip the check)."""
+    report = check_dataset(kind, root, splits=splits, progress=progress)
+    if not report.usable:
+        problems = [p for s in report.splits for p in s.problems if p.severity == "error"][:3]
+        empty = [s.split or kind for s in report.splits if s.n_images == 0]
+        found = "; ".join([f"{p.kind} {p.path}: {p.detail}" for p in problems] + [f"{e}: no images" for e in empty])
+        raise DatasetError(f"{kind}:{root} fails the dataset doctor ({found}); `ftadapt data check --dataset {kind} "
+                           f"--root {root}` lists every problem{skip_hint}")
