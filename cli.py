@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ftadapt import __version__
-from ftadapt.config import METHODS as TRAIN_METHODS  # torch-free
+from ftadapt.config import COMPILE_MODES, METHODS as TRAIN_METHODS  # torch-free
 from ftadapt.errors import FtadaptError
 
 
@@ -553,7 +553,11 @@ def bench() -> None:
               help="Untimed steps first (cuDNN autotuning, allocator growth).")
 @click.option("--amp", type=click.Choice(["off", "bf16"]), default="off", show_default=True)
 @click.option("--channels-last", is_flag=True, help="channels_last memory format for G and D.")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile G (compile time is in the warm-up).")
+@click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), default="off", show_default=True,
+              help="torch.compile G, one graph per input shape; reduce-overhead replays CUDA graphs (compilation "
+                   "is in the warm-up).")
+@click.option("--profile", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Profile this many more steps: device-busy share, kernel launches, kernel time by category.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--data", type=click.Choice(["memory", "synthetic"]), default="memory", show_default=True,
               help="memory: fixed batches in host memory (compute only); synthetic: a synthetic dataset through the "
@@ -565,7 +569,8 @@ def bench() -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Also write the report to this file (it is always printed to stdout).")
 def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], target_size: tuple[int, int],
-                         steps: int, warmup: int, amp: str, channels_last: bool, compile_model: bool, device: str,
+                         steps: int, warmup: int, amp: str, channels_last: bool, compile_mode: str, profile: int,
+                         device: str,
                          data: str, workers: int, threads: int | None, json_out: str | None) -> None:
     """Steps/s, peak memory and data-loading share of the real training step (ftadapt.train.TrainStep).
 
@@ -577,7 +582,8 @@ def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], 
 
     report = bench_train_step(method=method, model=model, source_size=source_size, target_size=target_size,
                               steps=steps, warmup=warmup, amp=amp, channels_last=channels_last, device=device,
-                              data=data, num_workers=workers, compile_model=compile_model, threads=threads)
+                              data=data, num_workers=workers, compile=compile_mode, profile=profile,
+                              threads=threads)
     click.echo(format_report(report), err=True)
     click.echo(json.dumps(report, indent=2))
     if json_out not in (None, "-"):

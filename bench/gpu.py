@@ -1,6 +1,6 @@
 """One run on whatever NVIDIA GPU is here, at most ``--budget-s`` seconds (default 300), one JSON file.
 
-    python -m ftadapt.bench.gpu [--out DIR] [--budget-s 300] [--compile] [--skip ITEM ...]
+    python -m ftadapt.bench.gpu [--out DIR] [--budget-s 300] [--compile] [--only ITEM ...] [--skip ITEM ...]
     bench/gpu_check.sh                 # installs the project without network, runs this, writes $OUT or ./gpu-results
     python -m ftadapt.bench.gpu --device cpu --tiny --out /tmp/g   # the same script, seconds, on a CPU (tests)
 
@@ -10,16 +10,19 @@ results):
 
 1. ``train_bf16_channels_last``: clan-norm training steps/s at the paper's sizes (DeepLab-v2 R101, source 1280×720,
    target 1024×512, batch 1) — the real ``TrainStep`` with bf16 autocast, channels_last, cuDNN benchmark, fused
-   optimizers, in-memory batches — and the peak memory. The target: ≥ 28 steps/s on one H100.
-2. ``train_fp32_channels_last``: the same in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
-3. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
-   resized to the protocol, CLAN augmentation, several workers per domain): steps/s end to end and the share of time
-   spent waiting for data.
-4. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
-5. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
-6. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
+   optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a few more steps
+   (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28 steps/s on one H100.
+2. ``train_bf16_cudagraphs`` and 3. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
+   config key at "reduce-overhead" (torch.compile + CUDA graphs) and "default"; compilation (one graph per input
+   shape) is in ``warmup_s``; both profiled.
+4. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
+5. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
+   resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
+   steps/s end to end and the share of time spent waiting for data.
+6. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
+7. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
+8. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
    the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
-7. ``train_bf16_compile`` (only with ``--compile``): item 1 with ``torch.compile`` on G.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ import torch
 
 from ftadapt import __version__
 from ftadapt.bench.train_step import bench_train_step
+from ftadapt.errors import UsageError
 from ftadapt.fsutil import write_text_atomic
 
 TARGET_BF16_STEPS_PER_S = 28.0  # one H100: 100k steps in under an hour
@@ -91,14 +95,13 @@ def _release(device: torch.device) -> None:
 
 def _train_item(name: str, sizes: dict, device: torch.device, *, amp: str, channels_last: bool,
                 measure_s: float, warmup: int, data: str = "memory", workers: int = 0,
-                raw_sizes: tuple | None = None, compile_model: bool = False) -> Item:
+                raw_sizes: tuple | None = None, compile: str = "off", profile: int = 0, setup_s: float = 20.0) -> Item:
     def run(left_s: float) -> dict[str, Any]:
         return bench_train_step(method="clan-norm", **sizes, steps=100_000, warmup=warmup, amp=amp,
                                 channels_last=channels_last, device=str(device), data=data, num_workers=workers,
-                                raw_sizes=raw_sizes, compile_model=compile_model,
-                                max_seconds=min(measure_s, max(1.0, left_s / 3)), progress=False)
+                                raw_sizes=raw_sizes, compile=compile, profile=profile,
+                                max_seconds=min(measure_s, max(1.0, (left_s - setup_s) / 2)), progress=False)
 
-    setup_s = 90.0 if compile_model else 40.0 if data == "synthetic" and raw_sizes else 20.0
     return Item(name, needs_s=measure_s + setup_s, run=run)
 
 
@@ -152,16 +155,23 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
 
 def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) -> list[Item]:
     """The items of one run, most important first."""
-    sizes, measure, warmup = (TINY, 3.0, 1) if tiny else (PAPER, 15.0, 6)
+    sizes, measure, warmup, profile = (TINY, 3.0, 1, 2) if tiny else (PAPER, 15.0, 6, 3)
     workers = 1 if tiny else max(1, min(6, ((os.cpu_count() or 2) - 2) // 2))
+    compile_s = 30.0 if tiny else 240.0  # compiling R101's forward + backward for two input shapes
     work = out / "work"
-    items = [
-        _train_item("train_bf16_channels_last", sizes, device, amp="bf16", channels_last=True, measure_s=measure,
-                    warmup=warmup),
+    bf16 = {"amp": "bf16", "channels_last": True, "measure_s": measure, "warmup": warmup}
+    items = [_train_item("train_bf16_channels_last", sizes, device, **bf16, profile=profile)]
+    if compile_model:
+        items += [_train_item("train_bf16_cudagraphs", sizes, device, **bf16, compile="reduce-overhead",
+                              profile=profile, setup_s=compile_s),
+                  _train_item("train_bf16_compile", sizes, device, **bf16, compile="default", profile=profile,
+                              setup_s=compile_s)]
+    items += [
         _train_item("train_fp32_channels_last", sizes, device, amp="off", channels_last=True, measure_s=measure,
                     warmup=warmup),
         _train_item("train_bf16_loader", sizes, device, amp="bf16", channels_last=True, measure_s=measure,
-                    warmup=warmup + 4, data="synthetic", workers=workers, raw_sizes=None if tiny else RAW_SIZES),
+                    warmup=warmup, data="synthetic", workers=workers, raw_sizes=None if tiny else RAW_SIZES,
+                    setup_s=10.0 if tiny else 60.0),
         _train_item("train_bf16_contiguous", sizes, device, amp="bf16", channels_last=False, measure_s=measure,
                     warmup=warmup),
         _runtime_item(out, tiny),
@@ -170,15 +180,13 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
                                             working_size=(128, 64) if tiny else (1024, 512),
                                             frame_size=(256, 128) if tiny else (2048, 1024))),
     ]
-    if compile_model:
-        items.append(_train_item("train_bf16_compile", sizes, device, amp="bf16", channels_last=True,
-                                 measure_s=measure, warmup=warmup, compile_model=True))
     return items
 
 
 def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
-            compile_model: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run the items that fit in ``budget_s`` seconds, writing ``out/gpu_bench.json`` after each; return the report."""
+            compile_model: bool = False, skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the items that fit in ``budget_s`` seconds (all, or ``only`` these, minus ``skip``), writing
+    ``out/gpu_bench.json`` after each; return the report."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -192,10 +200,16 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
         "budget_s": budget_s, "mode": "tiny" if tiny else "paper sizes", "environment": environment(dev),
         "target": {"train_bf16_channels_last_steps_per_s": TARGET_BF16_STEPS_PER_S, "on": "one H100"},
         "results": {}, "errors": {}, "skipped": {}, "item_seconds": {}}
-    for item in plan(out, dev, tiny=tiny, compile_model=compile_model):
+    items = plan(out, dev, tiny=tiny, compile_model=compile_model)
+    unknown = sorted(set(only) - {item.name for item in items})
+    if unknown:
+        raise UsageError(f"--only {' '.join(unknown)}: no such item in this run; items: "
+                         f"{', '.join(item.name for item in items)} (train_bf16_cudagraphs and train_bf16_compile "
+                         "need --compile)")
+    for item in items:
         left = budget_s - (time.monotonic() - started)
-        if item.name in skip:
-            report["skipped"][item.name] = "--skip"
+        if item.name in skip or (only and item.name not in only):
+            report["skipped"][item.name] = "--skip" if item.name in skip else "not in --only"
             continue
         if left < item.needs_s:
             report["skipped"][item.name] = f"time budget: {left:.0f} s left, the item needs about {item.needs_s:.0f} s"
@@ -221,20 +235,28 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("steps_per_s", "compute_steps_per_s", "data_share", "peak_memory_mib", "timed_steps",
-            "identical_labels", "label_agreement_ties_excused", "skipped")
-    return {k: result[k] for k in keys if k in result} or {"keys": sorted(result)}
+    keys = ("steps_per_s", "compute_steps_per_s", "data_share", "peak_memory_mib", "timed_steps", "warmup_s",
+            "model_tflops_achieved", "identical_labels", "label_agreement_ties_excused", "skipped")
+    headline = {k: result[k] for k in keys if k in result}
+    device_profile = (result.get("profile") or {}).get("device")
+    if device_profile:
+        headline["busy_share"] = device_profile["busy_share"]
+        headline["kernels_per_step"] = device_profile["kernels_per_step"]
+    return headline or {"keys": sorted(result)}
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     train = {name: {"steps_per_s": round(r["steps_per_s"], 3), "peak_memory_mib": round(r["peak_memory_mib"])}
              for name, r in report["results"].items() if name.startswith("train_")}
     summary: dict[str, Any] = {"train": train, "errors": sorted(report["errors"]), "skipped": sorted(report["skipped"])}
-    bf16 = report["results"].get("train_bf16_channels_last")
+    # The target is for a bf16 step at the paper's sizes on in-memory batches, with whichever execution mode is fastest.
+    bf16 = {name: train[name]["steps_per_s"] for name in ("train_bf16_channels_last", "train_bf16_cudagraphs",
+                                                          "train_bf16_compile") if name in train}
     if bf16 and report["mode"] == "paper sizes":
-        summary["bf16_vs_target"] = (f"{bf16['steps_per_s']:.2f} steps/s vs target {TARGET_BF16_STEPS_PER_S} on one "
+        best = max(bf16, key=bf16.get)
+        summary["bf16_vs_target"] = (f"{best}: {bf16[best]:.2f} steps/s vs target {TARGET_BF16_STEPS_PER_S} on one "
                                      f"H100 (this GPU: {report['environment'].get('gpu', '?')})")
-        summary["meets_target"] = bf16["steps_per_s"] >= TARGET_BF16_STEPS_PER_S
+        summary["meets_target"] = bf16[best] >= TARGET_BF16_STEPS_PER_S
     return summary
 
 
@@ -246,12 +268,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (a structural dry run)")
     parser.add_argument("--tiny", action="store_true", help="the tiny model at tiny sizes (a quick check)")
     parser.add_argument("--compile", dest="compile_model", action="store_true",
-                        help="also time torch.compile (compilation takes a minute or more)")
+                        help="also time torch.compile with and without CUDA graphs (minutes of compilation)")
+    parser.add_argument("--only", nargs="*", default=[], metavar="ITEM", help="run only these items")
     parser.add_argument("--skip", nargs="*", default=[], metavar="ITEM", help="items to leave out")
     args = parser.parse_args(argv)
     out = args.out or Path(os.environ.get("OUT") or "gpu-results")
-    report = run_all(out, budget_s=args.budget_s, device=args.device, tiny=args.tiny,
-                     compile_model=args.compile_model, skip=tuple(args.skip))
+    try:
+        report = run_all(out, budget_s=args.budget_s, device=args.device, tiny=args.tiny,
+                         compile_model=args.compile_model, skip=tuple(args.skip), only=tuple(args.only))
+    except UsageError as exc:
+        parser.error(str(exc))
     print(json.dumps(report.get("summary", report), indent=2, default=str), flush=True)
     print(f"[gpu-bench] wrote {out / RESULT_FILE}", flush=True)
     return report

@@ -12,10 +12,14 @@ DDP-free single process, autocast, channels_last and cuDNN settings — on one o
   CLAN augmentation including the ×1.1 / ×0.8 rescale) with ``num_workers`` each. ``data_share`` is then the
   fraction of the wall time the loop waited for a batch, as ``time/data_share`` in a run's metrics.
 
-After ``warmup`` steps (cuDNN autotuning, allocator growth) it runs ``steps`` timed steps (stopping early after
-``max_seconds``), synchronising the device only at both ends. Reported: steps/s over the wall time, steps/s with the
-data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over
-the timed steps; CPU: the process's peak RSS, everything it ever held included), and the last step's losses.
+After ``warmup`` steps (cuDNN autotuning, allocator growth, torch.compile) it runs ``steps`` timed steps (stopping
+early after ``max_seconds``), synchronising the device only at both ends. With ``data="synthetic"`` the warm-up first
+runs one step at each of CLAN's rescaled input sizes (×1.1, ×0.8, ×1), so that no autotuning or compilation of a new
+shape lands in the timed steps. Reported: steps/s over the wall time, steps/s with the data waits taken out
+(``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over the timed steps; CPU:
+the process's peak RSS, everything it ever held included), G's FLOPs and unfused memory traffic per step with the
+rates they imply (``step_profile.model_cost``), and the last step's losses. ``profile`` > 0 then profiles that many
+more steps (``step_profile.profile_steps``: device-busy share, launches, kernel time by category, top kernels).
 """
 from __future__ import annotations
 
@@ -31,24 +35,29 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ftadapt.bench.step_profile import model_cost, profile_steps
 from ftadapt.config import build_config
 from ftadapt.data.loader import endless_batches
+from ftadapt.data.transforms import scaled_size
 from ftadapt.distributed import SINGLE
 from ftadapt.errors import UsageError
 from ftadapt.labels import NUM_CLASSES
 from ftadapt.methods import create_method
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
+from ftadapt.protocol import RANDOM_SCALES
 from ftadapt.train import TrainStep
 
 DATA_MODES = ("memory", "synthetic")
 
 
-def _memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int) -> dict:
-    """One batch of size 1 as the loader would give it: BGR − mean scale image, trainIds 0–18 with some 255."""
+def _memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int, scale: float = 1.0) -> dict:
+    """One batch of size 1 as the loader would give it: BGR − mean scale image (rescaled by ``scale``), trainIds 0–18
+    with some 255 at the nominal ``size`` (labels are never rescaled)."""
     w, h = size
+    sw, sh = scaled_size(size, scale)
     g = torch.Generator().manual_seed(seed)
-    batch = {"image": torch.randn(1, 3, h, w, generator=g) * 60.0}
+    batch = {"image": torch.randn(1, 3, sh, sw, generator=g) * 60.0}
     if labelled:
         label = torch.randint(0, NUM_CLASSES, (1, h, w), generator=g)
         label[:, : h // 10] = 255
@@ -94,17 +103,21 @@ def _sync(device: torch.device) -> None:
 def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_size: tuple[int, int] = (160, 96),
                      target_size: tuple[int, int] = (128, 64), steps: int = 10, warmup: int = 2, amp: str = "off",
                      channels_last: bool = False, device: str = "auto", data: str = "memory", num_workers: int = 2,
-                     compile_model: bool = False, cudnn_benchmark: bool = True, max_seconds: float | None = None,
+                     compile: str = "off", cudnn_benchmark: bool = True, max_seconds: float | None = None,
                      threads: int | None = None, raw_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
-                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones; see the module
-    docstring. Sizes are (W, H); ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
+                     profile: int = 0, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones, then profile
+    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile`` is the ``compile`` config key (off,
+    default, reduce-overhead); ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
     Returns a JSON-ready dict."""
     if data not in DATA_MODES:
         raise UsageError(f"data={data!r}: expected one of {', '.join(DATA_MODES)}")
-    if steps < 1 or warmup < 0:
-        raise UsageError(f"steps={steps}, warmup={warmup}: need at least one timed step and warmup ≥ 0")
-    cfg = build_config({"method": method, "model": model, "steps": warmup + steps + 1, "amp": amp,
+    if steps < 1 or warmup < 0 or profile < 0:
+        raise UsageError(f"steps={steps}, warmup={warmup}, profile={profile}: need at least one timed step, "
+                         "warmup ≥ 0 and profile ≥ 0")
+    shape_warmup = [scale for _, scale in RANDOM_SCALES] + [1.0] if data == "synthetic" else []
+    cfg = build_config({"method": method, "model": model, "steps": len(shape_warmup) + warmup + steps + profile + 1,
+                        "amp": amp, "compile": compile,
                         "channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "device": device,
                         "data.source_size": source_size, "data.target_size": target_size, "seed": seed,
                         "data.num_workers": num_workers})
@@ -117,14 +130,22 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     net = create_model(cfg.model)
     spec.check_model(net.config.heads)
     disc = FCDiscriminator(net.config.num_classes) if spec.uses_discriminator else None
+    counters_before = _compile_counters() if compile != "off" else {}
     t_build = time.perf_counter()
-    step_fn = TrainStep(cfg, spec, net, disc, dev, compile_model=compile_model)
+    step_fn = TrainStep(cfg, spec, net, disc, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     build_s = time.perf_counter() - t_build
+    pin = dev.type == "cuda"
+    t_shapes = time.perf_counter()
+    for i, scale in enumerate(shape_warmup):  # every rescaled shape autotuned / compiled before the timing
+        step_fn(i, _memory_batches(source_size, True, pin, seed, scale),
+                _memory_batches(target_size, False, pin, seed + 1, scale) if spec.uses_target else None)
+    _sync(dev)
+    shape_warmup_s = time.perf_counter() - t_shapes
+    first = len(shape_warmup)
 
     if data == "memory":
-        pin = dev.type == "cuda"
         inputs = contextlib.nullcontext((_Repeat(_memory_batches(source_size, True, pin, seed)),
                                          _Repeat(_memory_batches(target_size, False, pin, seed + 1))))
     else:
@@ -147,7 +168,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
             src_batch = next(src_iter)
             tgt_batch = next(tgt_iter) if spec.uses_target else None
             data_s += time.perf_counter() - tick
-            result = step_fn(i, src_batch, tgt_batch)
+            result = step_fn(first + i, src_batch, tgt_batch)
             if pending is not None:  # the loop's one-step-late finite check: the host runs at most a step ahead
                 pending.numbers(None)
             pending = result.readback
@@ -160,21 +181,58 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
         _sync(dev)
         wall_s = time.perf_counter() - start
         bar.close()
+        memory = _memory_report(dev)
+        breakdown = None
+        if profile:
+            def run_step(i: int) -> None:
+                step_fn(i, next(src_iter), next(tgt_iter) if spec.uses_target else None).readback.numbers(None)
+
+            breakdown = profile_steps(run_step, first + warmup + timed, profile, dev)
     compute_s = wall_s - data_s
+    cost = model_cost(model, [source_size] + [target_size] * spec.uses_target,
+                      torch.bfloat16 if amp == "bf16" else torch.float32)
+    flops, traffic = cost["flops"], cost["bytes"]
     report: dict[str, Any] = {
         "benchmark": "train_step", "method": method, "model": model, "source_size": list(source_size),
         "target_size": list(target_size), "batch_size": 1, "amp": amp, "channels_last": channels_last,
-        "compile": compile_model, "cudnn_benchmark": cudnn_benchmark, "data": data,
+        "compile": compile, "cudnn_benchmark": cudnn_benchmark, "data": data,
         "num_workers": num_workers if data == "synthetic" else 0, "device": str(dev),
         "raw_sizes": [list(x) for x in raw] if data == "synthetic" else None,
-        "warmup_steps": warmup, "warmup_s": round(warmup_s, 3), "build_s": round(build_s, 3), "timed_steps": timed,
+        "warmup_steps": warmup, "warmup_s": round(warmup_s, 3), "shape_warmup_s": round(shape_warmup_s, 3),
+        "build_s": round(build_s, 3), "timed_steps": timed,
         "wall_s": round(wall_s, 3), "steps_per_s": timed / wall_s, "compute_steps_per_s": timed / max(compute_s, 1e-9),
         "step_ms": 1000.0 * wall_s / timed, "data_share": data_s / wall_s,
+        "model_tflop_per_step": flops / 1e12, "model_tflops_achieved": flops * timed / wall_s / 1e12,
+        "model_unfused_gb_per_step": traffic / 1e9, "model_unfused_gbps_achieved": traffic * timed / wall_s / 1e9,
+        "model_cost_note": "G forward + backward, both domains, nominal sizes (no rescale): conv/matmul FLOPs and the "
+                           "bytes its operators read + write when each is its own kernel (bf16 with amp, else fp32); "
+                           "discriminator and losses (a few per cent) not counted",
         "losses": dict(numbers),
     }
-    report.update(_memory_report(dev))
+    report.update(memory)
+    if breakdown is not None:
+        report["profile"] = breakdown
+    if compile != "off":
+        after = _compile_counters()
+        report["compile_counters"] = {k: n - counters_before.get(k, 0) for k, n in after.items()
+                                      if n != counters_before.get(k, 0)}
     report["machine"] = _machine(dev)
     return report
+
+
+_COMPILE_COUNTERS = {"stats": ("unique_graphs", "calls_captured"), "frames": ("total", "ok"),
+                     "inductor": ("cudagraph_skips", "cudagraph_recorded_non_static_inputs", "fxgraph_cache_hit",
+                                  "fxgraph_cache_miss"), "graph_break": ()}
+
+
+def _compile_counters() -> dict[str, int]:
+    """What torch.compile has done in this process so far: graphs compiled (one per input shape), graph breaks, and
+    whether CUDA graphs were skipped (``cudagraph_skips``) — the figures that say whether a compiled timing means
+    anything. Take the difference of two calls for one benchmark."""
+    from torch._dynamo.utils import counters
+
+    return {f"{group}.{key}": n for group, keys in _COMPILE_COUNTERS.items()
+            for key, n in counters[group].items() if not keys or key in keys}
 
 
 def _memory_report(dev: torch.device) -> dict[str, Any]:
@@ -206,7 +264,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['steps_per_s']:.3f} steps/s ({report['step_ms']:.1f} ms/step, compute "
             f"{report['compute_steps_per_s']:.3f} steps/s, data share {100 * report['data_share']:.1f} %)\n"
             f"peak memory {report['peak_memory_mib']:.0f} MiB ({report['peak_memory_kind']}); "
-            f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
+            f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up; "
+            f"G {report['model_tflop_per_step']:.3g} TFLOP and {report['model_unfused_gb_per_step']:.3g} GB "
+            f"(unfused) per step → {report['model_tflops_achieved']:.3g} TFLOP/s, "
+            f"{report['model_unfused_gbps_achieved']:.3g} GB/s")
 
 
 __all__ = ["bench_train_step", "format_report", "DATA_MODES"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from ftadapt.errors import UsageError
 
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
 
 
@@ -90,6 +91,7 @@ class TrainConfig:
     amp: str = "off"  # "off" or "bf16" (autocast)
     channels_last: bool = False
     cudnn_benchmark: bool = True
+    compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
     checkpoint_every: int = 2000
     log_every: int = 10
     eval_every: int = 0
@@ -106,6 +108,7 @@ class TrainConfig:
             ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
             ("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
             ("amp", self.amp in ("off", "bf16"), "'off' or 'bf16'"),
+            ("compile", self.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
             ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
             ("steps", self.steps > 0, "a positive number of steps"),
             ("data.batch_size", self.data.batch_size > 0, "positive"),
@@ -120,9 +123,9 @@ class TrainConfig:
 
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
-RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "checkpoint_every", "log_every",
-                            "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers", "eval.split",
-                            "eval.size", "eval.flip"})
+RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "checkpoint_every",
+                            "log_every", "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers",
+                            "eval.split", "eval.size", "eval.flip"})
 
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.

@@ -231,8 +231,7 @@ class TrainStep:
     """
 
     def __init__(self, cfg: TrainConfig, method: Method, model: DeepLabV2, disc: nn.Module | None,
-                 device: torch.device, *, dist_env: DistEnv = SINGLE, sync_bn: bool = False,
-                 compile_model: bool = False) -> None:
+                 device: torch.device, *, dist_env: DistEnv = SINGLE, sync_bn: bool = False) -> None:
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.device = device
@@ -248,8 +247,11 @@ class TrainStep:
         self.g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
         if sync_bn and dist_env.enabled and device.type != "cuda":
             raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
+        if cfg.compile != "off" and dist_env.enabled:
+            raise UsageError(f"compile={cfg.compile} with several processes is not supported yet; train with "
+                             "--set compile=off under torchrun")
         net: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn and dist_env.enabled else model
-        net = torch.compile(net) if compile_model else net
+        net = _compiled(net, cfg.compile)
         # G's last backward of a step need not reach every head (norm-only's target term reads only the features).
         self.g_net = dist_env.data_parallel(net, device, find_unused_parameters=True)
         self.d_net = dist_env.data_parallel(disc, device) if disc is not None else None
@@ -267,6 +269,8 @@ class TrainStep:
     def __call__(self, i: int, src_batch: dict, tgt_batch: dict | None) -> StepResult:
         cfg, method, disc = self.cfg, self.method, self.disc
         ctx = StepContext(i, cfg.steps, self.model, self.model.config.heads, self.model.config.head_rule, disc)
+        if cfg.compile == "reduce-overhead":  # the previous step's CUDA-graph outputs are dead from here on
+            torch.compiler.cudagraph_mark_step_begin()
         _set_lr(self.opt_g, cfg.optim.lr, i, cfg)
         self.opt_g.zero_grad(set_to_none=True)
         if disc is not None:
@@ -301,6 +305,15 @@ class TrainStep:
         if self.opt_d is not None:
             self.opt_d.step()
         return StepResult(readback, src, tgt)
+
+
+def _compiled(net: nn.Module, mode: str) -> nn.Module:
+    """``net`` under torch.compile, one static graph per input shape (CLAN's random scale gives three per domain;
+    automatic dynamic shapes would recompile the whole network symbolically, which takes longer than training
+    minutes). "reduce-overhead" replays each graph's forward and backward as CUDA graphs."""
+    if mode == "off":
+        return net
+    return torch.compile(net, dynamic=False, mode=None if mode == "default" else mode)
 
 
 class _SilentLog:

@@ -31,12 +31,20 @@ def test_train_step_bench_times_the_real_step_on_memory_batches(monkeypatch):
     json.dumps(report, allow_nan=False)
 
 
-def test_train_step_bench_through_the_real_loaders_reports_the_data_share():
+def test_train_step_bench_through_the_real_loaders_reports_the_data_share(monkeypatch):
+    shapes = []
+    real = TrainStep.__call__
+    monkeypatch.setattr(TrainStep, "__call__", lambda self, i, s, t: shapes.append(
+        (i, tuple(s["image"].shape[-2:]), tuple(s["label"].shape[-2:]))) or real(self, i, s, t))
     report = bench_train_step(method="source-only", model="tiny-multi", steps=2, warmup=0, device="cpu",
                               data="synthetic", num_workers=0, amp="bf16", channels_last=True, progress=False)
     assert report["data"] == "synthetic" and report["timed_steps"] == 2
     assert 0 < report["data_share"] < 1 and report["compute_steps_per_s"] > report["steps_per_s"]
     assert set(report["losses"]) == {"loss/seg", "grad_norm/G"}
+    # Before the timing, one step at each of CLAN's rescaled sizes (160×96 ×1.1, ×0.8, ×1; labels stay nominal),
+    # so that no cuDNN autotuning or compilation of a new shape is timed.
+    assert shapes[:3] == [(0, (105, 176), (96, 160)), (1, (76, 128), (96, 160)), (2, (96, 160), (96, 160))]
+    assert [i for i, _, _ in shapes] == [0, 1, 2, 3, 4] and report["shape_warmup_s"] > 0
 
 
 def test_cli_prints_json_and_refuses_bad_input(tmp_path, capsys):
@@ -83,6 +91,28 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     assert "meets_target" not in report["summary"]  # the target is for the paper's sizes on a GPU
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["results"].keys() == {"train_bf16_channels_last",
                                                                                      "runtime"}
+
+
+def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_items(tmp_path, capsys):
+    names = [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True, compile_model=True)]
+    assert names[:3] == ["train_bf16_channels_last", "train_bf16_cudagraphs", "train_bf16_compile"]
+    assert "train_bf16_cudagraphs" not in [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True,
+                                                                           compile_model=False)]
+    with pytest.raises(SystemExit) as exc:
+        gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--only", "train_bf16_cudagraphs"])
+    assert exc.value.code == 2 and "need --compile" in capsys.readouterr().err
+
+
+def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():
+    results = {"train_bf16_channels_last": {"steps_per_s": 9.0, "peak_memory_mib": 4800.0},
+               "train_bf16_cudagraphs": {"steps_per_s": 30.0, "peak_memory_mib": 5200.0},
+               "train_fp32_channels_last": {"steps_per_s": 40.0, "peak_memory_mib": 7900.0}}
+    report = {"results": results, "errors": {}, "skipped": {}, "mode": "paper sizes",
+              "environment": {"gpu": "NVIDIA H100 80GB HBM3"}}
+    summary = gpu._summary(report)
+    assert summary["meets_target"] is True and summary["bf16_vs_target"].startswith("train_bf16_cudagraphs: 30.00")
+    results["train_bf16_cudagraphs"]["steps_per_s"] = 20.0
+    assert gpu._summary(report)["meets_target"] is False
 
 
 def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):

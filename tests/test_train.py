@@ -105,6 +105,32 @@ def _assert_same(a, b, where="state"):
         assert a == b, where
 
 
+def test_compile_key_compiles_g_per_shape_and_marks_cuda_graph_steps(synthetic, tmp_path, monkeypatch):
+    # Plumbing only (compiling even the tiny model takes minutes on this CPU; the GPU script times the real thing):
+    # G is compiled once with static shapes in the requested mode, and every reduce-overhead step starts a new
+    # CUDA-graph step so the previous step's graph outputs may be overwritten.
+    compiled, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(kw) or net)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    result = _run(synthetic, tmp_path / "run", method="norm-only", compile="reduce-overhead")
+    assert compiled == [{"dynamic": False, "mode": "reduce-overhead"}] and len(marks) == 2 and result.step == 2
+    compiled.clear()
+    _run(synthetic, tmp_path / "run2", method="source-only", compile="default")
+    assert compiled == [{"dynamic": False, "mode": None}] and len(marks) == 2
+
+
+def test_compile_under_several_processes_is_refused(monkeypatch):
+    from ftadapt.config import build_config
+    from ftadapt.distributed import DistEnv
+    from ftadapt.methods import create_method
+    from ftadapt.train import TrainStep
+
+    cfg = build_config({"method": "source-only", "model": "tiny", "compile": "default", "device": "cpu"})
+    with pytest.raises(UsageError, match="compile=default with several processes is not supported"):
+        TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), None, torch.device("cpu"),
+                  dist_env=DistEnv(rank=0, world_size=2))
+
+
 def test_resume_after_a_crash_is_bit_for_bit(synthetic, tmp_path, monkeypatch):
     options = {"steps": 4, "checkpoint_every": 2, "method": "clan-norm"}
     _run(synthetic, tmp_path / "straight", **options)
