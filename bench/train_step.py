@@ -105,10 +105,11 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
                      channels_last: bool = False, device: str = "auto", data: str = "memory", num_workers: int = 2,
                      compile: str = "off", cudnn_benchmark: bool = True, max_seconds: float | None = None,
                      threads: int | None = None, raw_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
-                     profile: int = 0, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                     profile: int = 0, channel_multiple: int = 0, seed: int = 0,
+                     progress: bool = True) -> dict[str, Any]:
     """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones, then profile
-    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile`` is the ``compile`` config key (off,
-    default, reduce-overhead); ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
+    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile`` and ``channel_multiple`` are the config
+    keys of those names; ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
     Returns a JSON-ready dict."""
     if data not in DATA_MODES:
         raise UsageError(f"data={data!r}: expected one of {', '.join(DATA_MODES)}")
@@ -117,7 +118,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
                          "warmup ≥ 0 and profile ≥ 0")
     shape_warmup = [scale for _, scale in RANDOM_SCALES] + [1.0] if data == "synthetic" else []
     cfg = build_config({"method": method, "model": model, "steps": len(shape_warmup) + warmup + steps + profile + 1,
-                        "amp": amp, "compile": compile,
+                        "amp": amp, "compile": compile, "channel_multiple": channel_multiple,
                         "channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "device": device,
                         "data.source_size": source_size, "data.target_size": target_size, "seed": seed,
                         "data.num_workers": num_workers})
@@ -195,7 +196,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     report: dict[str, Any] = {
         "benchmark": "train_step", "method": method, "model": model, "source_size": list(source_size),
         "target_size": list(target_size), "batch_size": 1, "amp": amp, "channels_last": channels_last,
-        "compile": compile, "cudnn_benchmark": cudnn_benchmark, "data": data,
+        "compile": compile, "channel_multiple": channel_multiple, "cudnn_benchmark": cudnn_benchmark, "data": data,
         "num_workers": num_workers if data == "synthetic" else 0, "device": str(dev),
         "raw_sizes": [list(x) for x in raw] if data == "synthetic" else None,
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3), "shape_warmup_s": round(shape_warmup_s, 3),

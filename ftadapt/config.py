@@ -92,7 +92,9 @@ class TrainConfig:
     channels_last: bool = False
     cudnn_benchmark: bool = True
     compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
+    channel_multiple: int = 0  # > 1: run the 19-class head convs and D's 1-channel conv zero-padded to a multiple of it
     checkpoint_every: int = 2000
+    keep_checkpoints: int = 0  # > 0: keep only the newest K checkpoints (plus last / oracle_best); 0 keeps every one
     log_every: int = 10
     eval_every: int = 0
     check_data: bool = True  # run the dataset doctor on the roots before a fresh run (it reads every label once)
@@ -113,6 +115,8 @@ class TrainConfig:
             ("steps", self.steps > 0, "a positive number of steps"),
             ("data.batch_size", self.data.batch_size > 0, "positive"),
             ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
+            ("keep_checkpoints", self.keep_checkpoints >= 0, "≥ 0 (0: keep every checkpoint)"),
+            ("channel_multiple", self.channel_multiple >= 0, "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
             ("log_every", self.log_every > 0, "positive"),
             ("stop_at", 0 <= self.stop_at <= self.steps, f"between 0 (off) and steps ({self.steps})"),
             ("optim.warmup_steps", self.optim.warmup_steps >= 0, "≥ 0"),
@@ -123,8 +127,9 @@ class TrainConfig:
 
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
-RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "checkpoint_every",
-                            "log_every", "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers",
+RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "channel_multiple",
+                            "checkpoint_every",
+                            "keep_checkpoints", "log_every", "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers",
                             "eval.split", "eval.size", "eval.flip"})
 
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are

@@ -3,7 +3,8 @@
 - ``config.json``: the resolved :class:`TrainConfig` (``--config`` reads it back);
 - ``metrics.jsonl``: one JSON object per logged step, and the same scalars as TensorBoard events under ``tb/``;
 - ``checkpoints/step_NNNNNN``: checkpoint folders, with the links ``last`` (newest) and ``oracle_best`` (best
-  periodic evaluation on target val, a selection on labels: "oracle").
+  periodic evaluation on target val, a selection on labels: "oracle"); with ``keep_checkpoints`` = K > 0 only the K
+  newest (and the two linked ones) are kept.
 
 On resume the logs are cut back to the checkpoint's step, so each step appears once.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
@@ -122,6 +124,23 @@ def link_checkpoint(checkpoint: Path, name: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(checkpoint.name, target_is_directory=True)
     tmp.replace(link)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``step_*`` checkpoints of a run, never the ones ``last`` or
+    ``oracle_best`` point to; return the deleted folders. Each is first renamed to a hidden name (atomic), so an
+    interrupted deletion never leaves a half-deleted ``step_*`` folder behind."""
+    folder = Path(run_dir) / CHECKPOINTS
+    protected = {(folder / name).resolve() for name in (LAST, ORACLE_BEST) if (folder / name).is_dir()}
+    steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.is_symlink())
+    doomed = [p for p in steps[:max(0, len(steps) - keep)] if p.resolve() not in protected]
+    for leftover in folder.glob(".deleting-step_*"):  # a deletion that was interrupted earlier
+        shutil.rmtree(leftover)
+    for path in doomed:
+        trash = path.with_name(f".deleting-{path.name}")
+        path.replace(trash)
+        shutil.rmtree(trash)
+    return doomed
 
 
 def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool) -> Path | None:

@@ -36,12 +36,13 @@ from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.data.check import require_usable
 from ftadapt.losses import upsample_logits
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
+from ftadapt.models.aligned import set_channel_multiple
 from ftadapt.models.convert import load_init_weights
 from ftadapt.models.deeplab import DeepLabV2, optim_param_groups
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
 from ftadapt.runlog import (LAST, ORACLE_BEST, RunLog, checkpoint_path, link_checkpoint, prepare_run_dir,
-                            resolve_config, write_run_config)
+                            prune_checkpoints, resolve_config, write_run_config)
 from ftadapt.schedules import warmup_poly_lr
 
 SOURCES = {"gta5": GTA5, "synthia": SYNTHIA}
@@ -200,6 +201,8 @@ def _train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None,
                     saved = checkpoint(step, metrics)
                     if oracle is not None and oracle["step"] == step:
                         link_checkpoint(saved, ORACLE_BEST)
+                    if cfg.keep_checkpoints and dist_env.is_main:
+                        prune_checkpoints(out, cfg.keep_checkpoints)
                 if stopping:
                     log.message(f"{stopping}: stopped after step {step}; checkpoint {saved}; continue with --resume")
                     return TrainResult(out, step, saved, stopping, oracle)
@@ -235,6 +238,7 @@ class TrainStep:
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.device = device
+        set_channel_multiple(cfg.channel_multiple, model, disc)
         model.to(device, memory_format=self.memory_format).train()
         # fused: one kernel per update on CUDA; on the CPU one pass over memory (Adam on D: 6× faster than per-tensor).
         self.opt_g = torch.optim.SGD(optim_param_groups(model, cfg.optim.lr), lr=cfg.optim.lr,

@@ -82,7 +82,8 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(gpu_runtime, "measure_runtime_gpu", lambda **kw: seen.update(kw) or {"results": {}})
     report = gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--budget-s", "120", "--skip",
-                       "train_fp32_channels_last", "train_bf16_loader", "train_bf16_contiguous", "export_parity"])
+                       "train_bf16_aligned", "train_fp32_channels_last", "train_bf16_loader",
+                       "train_bf16_contiguous", "export_parity"])
     bf16 = report["results"]["train_bf16_channels_last"]
     assert (bf16["amp"], bf16["channels_last"], bf16["model"], bf16["method"]) == ("bf16", True, "tiny", "clan-norm")
     assert bf16["steps_per_s"] > 0 and bf16["timed_steps"] >= 1
@@ -95,7 +96,8 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
 
 def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_items(tmp_path, capsys):
     names = [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True, compile_model=True)]
-    assert names[:3] == ["train_bf16_channels_last", "train_bf16_cudagraphs", "train_bf16_compile"]
+    assert names[:4] == ["train_bf16_channels_last", "train_bf16_aligned", "train_bf16_cudagraphs",
+                         "train_bf16_compile"]
     assert "train_bf16_cudagraphs" not in [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True,
                                                                            compile_model=False)]
     with pytest.raises(SystemExit) as exc:

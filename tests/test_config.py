@@ -65,6 +65,7 @@ def test_unknown_key_suggests_close_matches():
     ("data.source_size=160", "expected 2 numbers"),
     ("method=dann", "method='dann' is invalid: expected one of source-only"),
     ("amp=fp8", "amp='fp8' is invalid"),
+    ("keep_checkpoints=-1", "keep_checkpoints=-1 is invalid"),
     ("compile=max", "compile='max' is invalid: expected one of off, default, reduce-overhead"),
     ("preset=fast", "unknown preset 'fast'; valid presets: paper, paper-code"),
     ("stop_at=-1", "stop_at=-1 is invalid"),

@@ -13,6 +13,7 @@ from torch import nn
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import (DeepLabV2, ModelConfig, combine_heads, count_parameters, deeplab_v2,
                                     optim_param_groups)
+from ftadapt.models.aligned import set_channel_multiple
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model, list_models, model_config, register_model
 
@@ -270,6 +271,39 @@ def test_discriminator_is_leaky_convs_then_logits():
     expected = F.conv2d(expected, d.classifier.weight, d.classifier.bias, stride=2, padding=1)
     with torch.no_grad():
         assert torch.allclose(d(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels_last):
+    # The 19-class heads and D's 1-channel classifier run zero-padded to 8 channels: same logits, same gradients of
+    # the real weights, same state-dict keys and shapes (a speed option only).
+    torch.manual_seed(0)
+    model, disc = create_model("tiny"), FCDiscriminator(19)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model, disc = model.to(memory_format=fmt), disc.to(memory_format=fmt)
+    x = torch.randn(1, 3, 96, 128).contiguous(memory_format=fmt)
+    keys = {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())}
+
+    def run(multiple):
+        set_channel_multiple(multiple, model, disc)
+        model.zero_grad(set_to_none=True)
+        disc.zero_grad(set_to_none=True)
+        out = model(x)
+        prob = torch.softmax(F.interpolate(out.logits[0] + out.logits[1], size=(96, 128), mode="bilinear",
+                                           align_corners=True), dim=1)
+        d_out = disc(prob)
+        (d_out.square().sum() + out.logits[1].square().mean()).backward()
+        grads = [p.grad.clone() for p in (*model.layer5.parameters(), *model.layer6.parameters(),
+                                          *disc.classifier.parameters(), model.conv1.weight)]
+        return [*out.logits, d_out], grads
+
+    plain, plain_grads = run(0)
+    padded, padded_grads = run(8)
+    assert model.layer5.channel_multiple == 8 and disc.channel_multiple == 8
+    assert padded[0].shape == (1, 19, 13, 17) and padded[-1].shape[1] == 1
+    for a, b in zip(plain + plain_grads, padded + padded_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())} == keys
 
 
 def test_import_ftadapt_stays_torch_free_and_load_model_is_lazy():

@@ -19,7 +19,7 @@ from ftadapt.cli import main
 from ftadapt.errors import UsageError
 from ftadapt.methods.segmentation import FeatureNorm, Segmentation
 from ftadapt.models.registry import create_model
-from ftadapt.runlog import read_metrics
+from ftadapt.runlog import prune_checkpoints, read_metrics
 from ftadapt.train import TrainingDiverged, resolve_config, train
 
 
@@ -119,11 +119,31 @@ def test_compile_key_compiles_g_per_shape_and_marks_cuda_graph_steps(synthetic, 
     assert compiled == [{"dynamic": False, "mode": None}] and len(marks) == 2
 
 
-def test_compile_under_several_processes_is_refused(monkeypatch):
+def test_keep_checkpoints_keeps_the_newest_and_the_linked_ones(synthetic, tmp_path):
+    out = tmp_path / "run"
+    _run(synthetic, out, method="source-only", steps=5, checkpoint_every=1, keep_checkpoints=2, eval_every=1,
+         **{"eval.size": "128x64"})
+    folder = out / "checkpoints"
+    best = (folder / "oracle_best").resolve().name
+    kept = {p.name for p in folder.glob("step_*")}
+    assert kept == {"step_000004", "step_000005", best} and (folder / "last").resolve().name == "step_000005"
+    (folder / ".deleting-step_000001").mkdir()  # left by an interrupted deletion
+    deleted = prune_checkpoints(out, 1)
+    assert {p.name for p in deleted} == kept - {"step_000005", best}
+    assert {p.name for p in folder.glob("*step_*")} == {"step_000005", best}
+
+
+def test_step_options_reach_the_modules_and_compile_under_several_processes_is_refused():
     from ftadapt.config import build_config
     from ftadapt.distributed import DistEnv
     from ftadapt.methods import create_method
+    from ftadapt.models.discriminator import FCDiscriminator
     from ftadapt.train import TrainStep
+
+    cfg = build_config({"method": "clan", "model": "tiny", "channel_multiple": 8, "device": "cpu"})
+    model, disc = create_model("tiny"), FCDiscriminator(19)
+    TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, torch.device("cpu"))
+    assert (model.layer5.channel_multiple, model.layer6.channel_multiple, disc.channel_multiple) == (8, 8, 8)
 
     cfg = build_config({"method": "source-only", "model": "tiny", "compile": "default", "device": "cpu"})
     with pytest.raises(UsageError, match="compile=default with several processes is not supported"):

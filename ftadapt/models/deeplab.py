@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 from torch import Tensor, nn
 
 from ftadapt.errors import UsageError
+from ftadapt.models.aligned import aligned_conv
 
 ASPP_DILATIONS = (6, 12, 18, 24)
 ASPP_BRANCHES = {"full": 4, "reduced": 2}  # "reduced": AdaptSegNet/MaxSquare sum only the 6- and 12-dilation branches
@@ -146,6 +147,8 @@ class ASPP(nn.Module):
 
     All four branches are parameters (so official checkpoints load strictly), but ``branches=2`` sums only the first
     two, as the AdaptSegNet/MaxSquare code does; the unused branches are frozen so optimizers and DDP skip them.
+    ``channel_multiple`` > 1 runs each branch with its class channels zero-padded to that multiple
+    (``models.aligned``; same values, a speed option set by the trainer, not part of the state).
     """
 
     def __init__(self, inplanes: int, num_classes: int, branches: int) -> None:
@@ -153,14 +156,15 @@ class ASPP(nn.Module):
         self.conv2d_list = nn.ModuleList(
             nn.Conv2d(inplanes, num_classes, 3, padding=d, dilation=d, bias=True) for d in ASPP_DILATIONS)
         self.branches = branches
+        self.channel_multiple = 0
         for conv in self.conv2d_list[branches:]:
             conv.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×inplanes×h×w → N×num_classes×h×w."""
-        out = self.conv2d_list[0](x)
+        out = aligned_conv(self.conv2d_list[0], x, self.channel_multiple)
         for conv in self.conv2d_list[1:self.branches]:
-            out = out + conv(x)
+            out = out + aligned_conv(conv, x, self.channel_multiple)
         return out
 
 
