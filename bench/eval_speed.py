@@ -13,7 +13,6 @@ both give the same confusion matrix. Prints JSON.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ftadapt.evaluate_dir import default_workers, evaluate_pred_dir, match_frames
-from ftadapt.bench.report import emit_report
+from ftadapt.bench.report import emit_report, host_info
 from ftadapt.fsutil import atomic_path
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_LUT, NUM_CLASSES
@@ -125,7 +124,7 @@ def main(n: int, workers: int, repeat: int, naive_n: int | None, seed: int, cach
         runs.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
     report = {"benchmark": "eval_speed", "size": list(SIZE), "workers": workers, "cores": default_workers(),
-              "cpu": platform.processor() or platform.machine(),
+              "machine": host_info(),
               # other processes on the machine inflate wall times: the 1-minute load average tells how busy it was
               "loadavg_1min": {"before": load_before, "after": os.getloadavg()[0]},
               "ftadapt": {**_rate(n, min(runs)), "runs": runs, "cpu_seconds": cpu_seconds},

@@ -33,7 +33,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import subprocess
 import time
 import traceback
@@ -44,7 +43,7 @@ from typing import Any
 
 import torch
 
-from ftadapt import __version__
+from ftadapt.bench.report import host_info, torch_info
 from ftadapt.bench.train_step import bench_train_step
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import write_text_atomic
@@ -79,14 +78,8 @@ def _nvidia_smi() -> dict[str, Any]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """GPU, driver, CUDA, cuDNN, torch and host facts."""
-    env: dict[str, Any] = {"ftadapt": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                           "platform": platform.platform(), "cpu_count": os.cpu_count(), "device": str(device)}
+    env = {**host_info(), **torch_info(device), "device": str(device)}
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
-                   gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
-                   cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                   tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
         env.update(_nvidia_smi())
     return env
 

@@ -21,21 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
+from ftadapt.bench.report import emit_report, torch_info
 from ftadapt.errors import FtadaptError
-from ftadapt.bench.report import emit_report
 from ftadapt.runtime import Segmenter
-
-
-def _gpu() -> dict[str, Any]:
-    """What torch (present on the GPU machine, not needed by the runtime) says about the GPU."""
-    try:
-        import torch
-    except ImportError:
-        return {"gpu": "unknown (torch not installed)"}
-    if not torch.cuda.is_available():
-        return {"gpu": "none visible to torch"}
-    return {"gpu": torch.cuda.get_device_name(0), "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-            "cuda": torch.version.cuda, "torch": torch.__version__}
 
 
 def _measure(label: str, make: Any, frames: list, warmup: int, runs: int, extra: Any = None) -> dict[str, Any] | str:
@@ -105,7 +93,7 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
     return {"benchmark": "gpu_runtime", "model": str(model_path) if model_path else model,
             "weights": "given model" if model_path else WEIGHTS_NOTE, "precision": precision,
             "working_size": list(working_size), "frame_size": list(frame_size), "export_or_reuse_s": round(export_s, 2),
-            "machine": {**machine(), **_gpu()}, "results": results,
+            "machine": {**machine(), **torch_info("cuda")}, "results": results,
             "timing": "wall clock per Segmenter call (host frame in, host int32 label map out), after warm-up"}
 
 

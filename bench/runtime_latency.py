@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ftadapt.bench.report import emit_report
+from ftadapt.bench.report import emit_report, host_info
 from ftadapt.runtime import Segmenter
 
 DEFAULT_RUNS = {"tiny": 30, "deeplabv2-r101": 5}
@@ -98,10 +96,7 @@ def bench_model(work: Path, model: str, *, working_size: tuple[int, int], frame_
 def machine() -> dict[str, Any]:
     import onnxruntime
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}  # other work skews the figures
+    return host_info(numpy=np.__version__, onnxruntime=onnxruntime.__version__)
 
 
 def _size(text: str) -> tuple[int, int]:

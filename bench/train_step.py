@@ -24,7 +24,6 @@ more steps (``step_profile.profile_steps``: device-busy share, launches, kernel 
 from __future__ import annotations
 
 import contextlib
-import platform
 import resource
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ftadapt.bench.report import host_info, torch_info
 from ftadapt.bench.step_profile import model_cost, profile_steps
 from ftadapt.config import build_config
 from ftadapt.data.loader import endless_batches
@@ -217,7 +217,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
         after = _compile_counters()
         report["compile_counters"] = {k: n - counters_before.get(k, 0) for k, n in after.items()
                                       if n != counters_before.get(k, 0)}
-    report["machine"] = _machine(dev)
+    report["machine"] = {**host_info(), **torch_info(dev)}
     return report
 
 
@@ -243,17 +243,6 @@ def _memory_report(dev: torch.device) -> dict[str, Any]:
                 "peak_memory_kind": "torch.cuda.max_memory_allocated over the timed steps"}
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"peak_memory_mib": rss_kib / 1024, "peak_memory_kind": "peak RSS of the whole process (ru_maxrss)"}
-
-
-def _machine(dev: torch.device) -> dict[str, Any]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-            platform.machine(), "torch_threads": torch.get_num_threads()}
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        info.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), tf32_conv=torch.backends.cudnn.allow_tf32,
-                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
-    return info
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -128,9 +128,8 @@ class TrainConfig:
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
 RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "channel_multiple",
-                            "checkpoint_every",
-                            "keep_checkpoints", "log_every", "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers",
-                            "eval.split", "eval.size", "eval.flip"})
+                            "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "check_data",
+                            "tensorboard", "stop_at", "data.num_workers", "eval.split", "eval.size", "eval.flip"})
 
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.

@@ -131,7 +131,7 @@ def test_latency_stats_by_hand():
 
 @pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="checks the report of a machine without a GPU")
 def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_runtime, "_gpu", lambda: {"gpu": "none"})  # spares the torch import
+    monkeypatch.setattr(gpu_runtime, "torch_info", lambda device: {"gpu": "none"})  # spares the torch import
     model = build_model(tmp_path / "toy.onnx")
     report = measure_runtime_gpu(model, frame_size=(16, 8), warmup=1, runs=2, cpu_runs=2, workdir=tmp_path / "w")
     cpu = report["results"]["onnxruntime-cpu"]
