@@ -185,8 +185,11 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
         memory = _memory_report(dev)
         breakdown = None
         if profile:
-            def run_step(i: int) -> None:
-                step_fn(i, next(src_iter), next(tgt_iter) if spec.uses_target else None).readback.numbers(None)
+            def run_step(i: int) -> None:  # as timed: the host waits for a step's losses one step later
+                nonlocal pending
+                result = step_fn(i, next(src_iter), next(tgt_iter) if spec.uses_target else None)
+                pending.numbers(None)
+                pending = result.readback
 
             breakdown = profile_steps(run_step, first + warmup + timed, profile, dev)
     compute_s = wall_s - data_s
