@@ -557,7 +557,7 @@ def bench() -> None:
               help="torch.compile G, one graph per input shape; reduce-overhead replays CUDA graphs (compilation "
                    "is in the warm-up).")
 @click.option("--channel-multiple", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Run the 19-class head convs and D's 1-channel conv zero-padded to a multiple of this (0: off).")
+              help="Run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of this (0: off).")
 @click.option("--profile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Profile this many more steps: device-busy share, kernel launches, kernel time by category.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -12,8 +12,8 @@ results):
    target 1024×512, batch 1) — the real ``TrainStep`` with bf16 autocast, channels_last, cuDNN benchmark, fused
    optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a few more steps
    (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28 steps/s on one H100.
-2. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the 19-class head convs and D's 1-channel conv
-   zero-padded to 8-channel multiples for tensor-core alignment; same values), profiled.
+2. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
+   heads, discriminator — zero-padded to 8-channel multiples for tensor-core alignment; same values), profiled.
 3. ``train_bf16_cudagraphs`` and 4. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
    config key at "reduce-overhead" (torch.compile + CUDA graphs) and "default"; compilation (one graph per input
    shape) is in ``warmup_s``; both profiled.

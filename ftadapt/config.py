@@ -92,7 +92,7 @@ class TrainConfig:
     channels_last: bool = False
     cudnn_benchmark: bool = True
     compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
-    channel_multiple: int = 0  # > 1: run the 19-class head convs and D's 1-channel conv zero-padded to a multiple of it
+    channel_multiple: int = 0  # > 1: run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of it
     checkpoint_every: int = 2000
     keep_checkpoints: int = 0  # > 0: keep only the newest K checkpoints (plus last / oracle_best); 0 keeps every one
     log_every: int = 10

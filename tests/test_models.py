@@ -274,9 +274,10 @@ def test_discriminator_is_leaky_convs_then_logits():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels_last):
-    # The 19-class heads and D's 1-channel classifier run zero-padded to 8 channels: same logits, same gradients of
-    # the real weights, same state-dict keys and shapes (a speed option only).
+def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels_last, monkeypatch):
+    # The 3-channel stem, the 19-class heads, D's 19-channel input conv and 1-channel classifier run zero-padded to
+    # 8-channel multiples: same logits, same gradients of the real weights (and, through D's input, of the heads),
+    # same state-dict keys and shapes (a speed option only).
     torch.manual_seed(0)
     model, disc = create_model("tiny"), FCDiscriminator(19)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -294,12 +295,17 @@ def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels
         d_out = disc(prob)
         (d_out.square().sum() + out.logits[1].square().mean()).backward()
         grads = [p.grad.clone() for p in (*model.layer5.parameters(), *model.layer6.parameters(),
-                                          *disc.classifier.parameters(), model.conv1.weight)]
+                                          *disc.conv1.parameters(), *disc.classifier.parameters(), model.conv1.weight)]
         return [*out.logits, d_out], grads
 
     plain, plain_grads = run(0)
+    weights = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda x, w, *a, **k: weights.append(tuple(w.shape[:2])) or conv2d(x, w, *a, **k))
     padded, padded_grads = run(8)
-    assert model.layer5.channel_multiple == 8 and disc.channel_multiple == 8
+    # stem 3 → 8 inputs, heads 19 → 24 outputs (2 × 4 branches), D 19 → 24 inputs and 1 → 8 outputs
+    assert {(8, 8), (24, 256), (64, 24), (8, 512)} <= set(weights) and weights.count((24, 256)) == 8
+    assert (model.channel_multiple, model.layer5.channel_multiple, disc.channel_multiple) == (8, 8, 8)
     assert padded[0].shape == (1, 19, 13, 17) and padded[-1].shape[1] == 1
     for a, b in zip(plain + plain_grads, padded + padded_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -183,6 +183,7 @@ class DeepLabV2(nn.Module):
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.channel_multiple = 0  # > 1: the 3-channel stem conv runs zero-padded (models.aligned; a speed option)
         self._inplanes = w
         self.layer1 = self._make_layer(w, config.blocks[0], stride=1, dilation=1)
         self.layer2 = self._make_layer(2 * w, config.blocks[1], stride=2, dilation=1)
@@ -232,7 +233,7 @@ class DeepLabV2(nn.Module):
     def forward(self, x: Tensor) -> SegOutput:
         """Shape: x N×3×H×W (BGR, mean-subtracted) → logits each N×num_classes×h×w and features N×32·width×h×w,
         h = ⌈(⌈(⌈H/2⌉ − 1)/2⌉ + 1)/2⌉ (ceil-mode pooling), e.g. 512×1024 → 65×129, 720×1280 → 91×161."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(aligned_conv(self.conv1, x, self.channel_multiple))))
         x = self.layer2(self.layer1(x))
         x3 = self.layer3(x)
         x4 = self.layer4(x3)

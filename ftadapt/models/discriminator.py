@@ -11,8 +11,9 @@ class FCDiscriminator(nn.Module):
 
     Reads the softmax of full-resolution segmentation logits and returns raw domain logits (no sigmoid) at 1/32 of the
     input size: 512×1024 → 16×32, 720×1280 → 22×40. Key names ``conv1``…``conv4``, ``classifier`` are the official
-    ones; default PyTorch init, as in the reference. ``channel_multiple`` > 1 runs the 1-channel classifier zero-padded
-    to that many channels (``models.aligned``; same values, a speed option set by the trainer).
+    ones; default PyTorch init, as in the reference. ``channel_multiple`` > 1 runs the 19-channel first conv and the
+    1-channel classifier zero-padded to multiples of it (``models.aligned``; same values, a speed option set by the
+    trainer).
     """
 
     def __init__(self, num_classes: int = 19, ndf: int = 64) -> None:
@@ -27,6 +28,7 @@ class FCDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×num_classes×H×W → N×1×⌊H/32⌋×⌊W/32⌋ (each conv halves with floor)."""
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+        x = self.leaky_relu(aligned_conv(self.conv1, x, self.channel_multiple))
+        for conv in (self.conv2, self.conv3, self.conv4):
             x = self.leaky_relu(conv(x))
         return aligned_conv(self.classifier, x, self.channel_multiple)
