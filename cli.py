@@ -556,6 +556,8 @@ def bench() -> None:
 @click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), default="off", show_default=True,
               help="torch.compile G, one graph per input shape; reduce-overhead replays CUDA graphs (compilation "
                    "is in the warm-up).")
+@click.option("--cuda-graphs", is_flag=True,
+              help="Replay G's forward + backward as CUDA graphs, one pair per input shape (capture in the warm-up).")
 @click.option("--channel-multiple", type=click.IntRange(min=0), default=0, show_default=True,
               help="Run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of this (0: off).")
 @click.option("--profile", type=click.IntRange(min=0), default=0, show_default=True,
@@ -572,7 +574,7 @@ def bench() -> None:
               help="Also write the report to this file (it is always printed to stdout).")
 def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], target_size: tuple[int, int],
                          steps: int, warmup: int, amp: str, channels_last: bool, compile_mode: str,
-                         channel_multiple: int, profile: int, device: str,
+                         cuda_graphs: bool, channel_multiple: int, profile: int, device: str,
                          data: str, workers: int, threads: int | None, json_out: str | None) -> None:
     """Steps/s, peak memory and data-loading share of the real training step (ftadapt.train.TrainStep).
 
@@ -584,7 +586,8 @@ def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], 
 
     report = bench_train_step(method=method, model=model, source_size=source_size, target_size=target_size,
                               steps=steps, warmup=warmup, amp=amp, channels_last=channels_last, device=device,
-                              data=data, num_workers=workers, compile=compile_mode, profile=profile,
+                              data=data, num_workers=workers, compile=compile_mode, cuda_graphs=cuda_graphs,
+                              profile=profile,
                               channel_multiple=channel_multiple, threads=threads)
     click.echo(format_report(report), err=True)
     click.echo(json.dumps(report, indent=2))

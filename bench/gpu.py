@@ -12,18 +12,24 @@ results):
    target 1024×512, batch 1) — the real ``TrainStep`` with bf16 autocast, channels_last, cuDNN benchmark, fused
    optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a few more steps
    (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28 steps/s on one H100.
-2. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
+2. ``cuda_graphs_parity``: the tiny model trained a few steps (clan-norm, fp32 with TF32 off, two input shapes per
+   domain) eagerly twice and with the ``cuda_graphs`` config key once, from the same initialisation and batches: the
+   largest relative difference of any weight or statistic, graphed vs eager beside eager vs eager (cuDNN's own
+   nondeterminism), and whether the graphed run is within it.
+3. ``train_bf16_graphed``: item 1 with ``cuda_graphs`` (G's forward and backward replayed as CUDA graphs, one pair per
+   input shape, no compilation), profiled.
+4. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
    heads, discriminator — zero-padded to 8-channel multiples for tensor-core alignment; same values), profiled.
-3. ``train_bf16_cudagraphs`` and 4. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
+5. ``train_bf16_cudagraphs`` and 6. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
    config key at "reduce-overhead" (torch.compile + CUDA graphs) and "default"; compilation (one graph per input
    shape) is in ``warmup_s``; both profiled.
-5. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
-6. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
+7. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
+8. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
    resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
    steps/s end to end and the share of time spent waiting for data.
-7. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
-8. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
-9. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
+9. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
+10. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
+11. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
    the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
 """
 from __future__ import annotations
@@ -54,16 +60,19 @@ RAW_SIZES = ((1914, 1052), (2048, 1024))  # GTA5 and Cityscapes files, before th
 TINY = {"model": "tiny", "source_size": (160, 96), "target_size": (128, 64)}
 RESULT_FILE = "gpu_bench.json"
 # Ways of running the same bf16 step on in-memory batches; the target is judged on the fastest.
-BF16_MODES = ("train_bf16_channels_last", "train_bf16_aligned", "train_bf16_cudagraphs", "train_bf16_compile")
+BF16_MODES = ("train_bf16_channels_last", "train_bf16_graphed", "train_bf16_aligned", "train_bf16_cudagraphs",
+              "train_bf16_compile")
 
 
 @dataclass
 class Item:
-    """One measurement: ``run(seconds_left)`` returns its result dict; skipped when less than ``needs_s`` is left."""
+    """One measurement: ``run(seconds_left)`` returns its result dict; skipped when less than ``needs_s`` is left
+    (and, when ``cuda_only``, on a CPU dry run)."""
 
     name: str
     needs_s: float
     run: Callable[[float], dict[str, Any]]
+    cuda_only: bool = False
 
 
 def _nvidia_smi() -> dict[str, Any]:
@@ -92,16 +101,17 @@ def _release(device: torch.device) -> None:
 
 def _train_item(name: str, sizes: dict, device: torch.device, *, amp: str, channels_last: bool,
                 measure_s: float, warmup: int, data: str = "memory", workers: int = 0,
-                raw_sizes: tuple | None = None, compile: str = "off", channel_multiple: int = 0, profile: int = 0,
-                setup_s: float = 20.0) -> Item:
+                raw_sizes: tuple | None = None, compile: str = "off", cuda_graphs: bool = False,
+                channel_multiple: int = 0, profile: int = 0, setup_s: float = 20.0) -> Item:
     def run(left_s: float) -> dict[str, Any]:
         return bench_train_step(method="clan-norm", **sizes, steps=100_000, warmup=warmup, amp=amp,
                                 channels_last=channels_last, device=str(device), data=data, num_workers=workers,
-                                raw_sizes=raw_sizes, compile=compile, channel_multiple=channel_multiple,
+                                raw_sizes=raw_sizes, compile=compile, cuda_graphs=cuda_graphs,
+                                channel_multiple=channel_multiple,
                                 profile=profile,
                                 max_seconds=min(measure_s, max(1.0, (left_s - setup_s) / 2)), progress=False)
 
-    return Item(name, needs_s=measure_s + setup_s, run=run)
+    return Item(name, needs_s=measure_s + setup_s, run=run, cuda_only=cuda_graphs)
 
 
 def _runtime_item(out: Path, tiny: bool) -> Item:
@@ -152,6 +162,65 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
+    """Whether the ``cuda_graphs`` step computes what the eager step computes: the tiny model trained ``steps`` steps
+    (clan-norm, fp32 with TF32 off, channels_last, source and target alternating between two input shapes each) from
+    the same initialisation and batches, eagerly twice and graphed once. Reported: the largest relative difference
+    (max |a − b| / max |a|, per tensor) over every weight and BN statistic of G and D and over the logged losses,
+    graphed vs eager and eager vs eager (cuDNN's own nondeterminism), and ``match``: graphed within 10× the eager
+    spread (at least 1e-5)."""
+    from ftadapt.bench.train_step import memory_batches
+    from ftadapt.config import build_config
+    from ftadapt.methods import create_method
+    from ftadapt.models.discriminator import FCDiscriminator
+    from ftadapt.models.registry import create_model
+    from ftadapt.train import TrainStep
+
+    t0 = time.perf_counter()
+    sizes = {"source": TINY["source_size"], "target": TINY["target_size"]}
+    pin = device.type == "cuda"
+    batches = [(memory_batches(sizes["source"], True, pin, seed=i, scale=(1.0, 0.8)[i % 2]),
+                memory_batches(sizes["target"], False, pin, seed=100 + i, scale=(1.0, 0.8)[(i + 1) % 2]))
+               for i in range(steps)]
+
+    captured = 0
+
+    def train(cuda_graphs: bool) -> dict[str, torch.Tensor]:
+        nonlocal captured
+        torch.manual_seed(0)
+        cfg = build_config({"method": "clan-norm", "model": TINY["model"], "steps": steps, "device": str(device),
+                            "channels_last": True, "cuda_graphs": cuda_graphs,
+                            "data.source_size": sizes["source"], "data.target_size": sizes["target"]})
+        model, disc = create_model(cfg.model), FCDiscriminator(19)
+        step = TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, device)
+        losses = {}
+        for i, (src, tgt) in enumerate(batches):
+            losses = step(i, src, tgt).readback.numbers(None)
+        if step.g_graphs is not None:
+            captured = len(step.g_graphs.graphs)
+        state = {**{f"G.{k}": v for k, v in model.state_dict().items()},
+                 **{f"D.{k}": v for k, v in disc.state_dict().items()}}
+        return {**{k: v.detach().double().cpu() for k, v in state.items()},
+                **{k: torch.tensor([v], dtype=torch.float64) for k, v in losses.items()}}
+
+    def spread(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
+        rel = {k: float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)) for k in a}
+        worst = max(rel, key=rel.get)
+        return rel[worst], worst
+
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        eager, eager_again, graphed = train(False), train(False), train(True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    (floor, floor_key), (diff, diff_key) = spread(eager, eager_again), spread(eager, graphed)
+    return {"steps": steps, "compared_tensors": len(eager), "graphed_vs_eager_max_rel": diff,
+            "graphed_vs_eager_worst": diff_key, "eager_vs_eager_max_rel": floor, "eager_vs_eager_worst": floor_key,
+            "match": diff <= max(1e-5, 10 * floor), "graphs_captured": captured,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) -> list[Item]:
     """The items of one run, most important first."""
     sizes, measure, warmup, profile = (TINY, 3.0, 1, 2) if tiny else (PAPER, 15.0, 6, 3)
@@ -160,6 +229,8 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
     work = out / "work"
     bf16 = {"amp": "bf16", "channels_last": True, "measure_s": measure, "warmup": warmup}
     items = [_train_item("train_bf16_channels_last", sizes, device, **bf16, profile=profile),
+             Item("cuda_graphs_parity", needs_s=20.0, run=lambda left: cuda_graphs_parity(device), cuda_only=True),
+             _train_item("train_bf16_graphed", sizes, device, **bf16, cuda_graphs=True, profile=profile),
              _train_item("train_bf16_aligned", sizes, device, **bf16, channel_multiple=8, profile=profile)]
     if compile_model:
         items += [_train_item("train_bf16_cudagraphs", sizes, device, **bf16, compile="reduce-overhead",
@@ -210,6 +281,9 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
         left = budget_s - (time.monotonic() - started)
         if item.name in skip or (only and item.name not in only):
             report["skipped"][item.name] = "--skip" if item.name in skip else "not in --only"
+            continue
+        if item.cuda_only and dev.type != "cuda":
+            report["skipped"][item.name] = "needs a CUDA device (CUDA graphs)"
             continue
         if left < item.needs_s:
             report["skipped"][item.name] = f"time budget: {left:.0f} s left, the item needs about {item.needs_s:.0f} s"

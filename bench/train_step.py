@@ -12,10 +12,10 @@ DDP-free single process, autocast, channels_last and cuDNN settings — on one o
   CLAN augmentation including the ×1.1 / ×0.8 rescale) with ``num_workers`` each. ``data_share`` is then the
   fraction of the wall time the loop waited for a batch, as ``time/data_share`` in a run's metrics.
 
-After ``warmup`` steps (cuDNN autotuning, allocator growth, torch.compile) it runs ``steps`` timed steps (stopping
-early after ``max_seconds``), synchronising the device only at both ends. With ``data="synthetic"`` the warm-up first
-runs one step at each of CLAN's rescaled input sizes (×1.1, ×0.8, ×1), so that no autotuning or compilation of a new
-shape lands in the timed steps. Reported: steps/s over the wall time, steps/s with the data waits taken out
+After ``warmup`` steps (cuDNN autotuning, allocator growth, torch.compile, CUDA-graph capture) it runs ``steps``
+timed steps (stopping early after ``max_seconds``), synchronising the device only at both ends. With
+``data="synthetic"`` the warm-up first runs one step at each of CLAN's rescaled input sizes (×1.1, ×0.8, ×1), so that
+no autotuning, compilation or capture of a new shape lands in the timed steps. Reported: steps/s over the wall time, steps/s with the data waits taken out
 (``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over the timed steps; CPU:
 the process's peak RSS, everything it ever held included), G's FLOPs and unfused memory traffic per step with the
 rates they imply (``step_profile.model_cost``), and the last step's losses. ``profile`` > 0 then profiles that many
@@ -51,7 +51,7 @@ from ftadapt.train import TrainStep
 DATA_MODES = ("memory", "synthetic")
 
 
-def _memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int, scale: float = 1.0) -> dict:
+def memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int, scale: float = 1.0) -> dict:
     """One batch of size 1 as the loader would give it: BGR − mean scale image (rescaled by ``scale``), trainIds 0–18
     with some 255 at the nominal ``size`` (labels are never rescaled)."""
     w, h = size
@@ -103,13 +103,14 @@ def _sync(device: torch.device) -> None:
 def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_size: tuple[int, int] = (160, 96),
                      target_size: tuple[int, int] = (128, 64), steps: int = 10, warmup: int = 2, amp: str = "off",
                      channels_last: bool = False, device: str = "auto", data: str = "memory", num_workers: int = 2,
-                     compile: str = "off", cudnn_benchmark: bool = True, max_seconds: float | None = None,
+                     compile: str = "off", cuda_graphs: bool = False, cudnn_benchmark: bool = True,
+                     max_seconds: float | None = None,
                      threads: int | None = None, raw_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
                      profile: int = 0, channel_multiple: int = 0, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones, then profile
-    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile`` and ``channel_multiple`` are the config
-    keys of those names; ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
+    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile``, ``cuda_graphs`` and
+    ``channel_multiple`` are the config keys of those names; ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
     Returns a JSON-ready dict."""
     if data not in DATA_MODES:
         raise UsageError(f"data={data!r}: expected one of {', '.join(DATA_MODES)}")
@@ -118,7 +119,8 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
                          "warmup ≥ 0 and profile ≥ 0")
     shape_warmup = [scale for _, scale in RANDOM_SCALES] + [1.0] if data == "synthetic" else []
     cfg = build_config({"method": method, "model": model, "steps": len(shape_warmup) + warmup + steps + profile + 1,
-                        "amp": amp, "compile": compile, "channel_multiple": channel_multiple,
+                        "amp": amp, "compile": compile, "cuda_graphs": cuda_graphs,
+                        "channel_multiple": channel_multiple,
                         "channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "device": device,
                         "data.source_size": source_size, "data.target_size": target_size, "seed": seed,
                         "data.num_workers": num_workers})
@@ -140,15 +142,15 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     pin = dev.type == "cuda"
     t_shapes = time.perf_counter()
     for i, scale in enumerate(shape_warmup):  # every rescaled shape autotuned / compiled before the timing
-        step_fn(i, _memory_batches(source_size, True, pin, seed, scale),
-                _memory_batches(target_size, False, pin, seed + 1, scale) if spec.uses_target else None)
+        step_fn(i, memory_batches(source_size, True, pin, seed, scale),
+                memory_batches(target_size, False, pin, seed + 1, scale) if spec.uses_target else None)
     _sync(dev)
     shape_warmup_s = time.perf_counter() - t_shapes
     first = len(shape_warmup)
 
     if data == "memory":
-        inputs = contextlib.nullcontext((_Repeat(_memory_batches(source_size, True, pin, seed)),
-                                         _Repeat(_memory_batches(target_size, False, pin, seed + 1))))
+        inputs = contextlib.nullcontext((_Repeat(memory_batches(source_size, True, pin, seed)),
+                                         _Repeat(memory_batches(target_size, False, pin, seed + 1))))
     else:
         raw = raw_sizes or (source_size, target_size)
         inputs = _synthetic_batches(source_size, target_size, num_workers, seed, raw)
@@ -199,7 +201,8 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     report: dict[str, Any] = {
         "benchmark": "train_step", "method": method, "model": model, "source_size": list(source_size),
         "target_size": list(target_size), "batch_size": 1, "amp": amp, "channels_last": channels_last,
-        "compile": compile, "channel_multiple": channel_multiple, "cudnn_benchmark": cudnn_benchmark, "data": data,
+        "compile": compile, "cuda_graphs": cuda_graphs, "channel_multiple": channel_multiple,
+        "cudnn_benchmark": cudnn_benchmark, "data": data,
         "num_workers": num_workers if data == "synthetic" else 0, "device": str(dev),
         "raw_sizes": [list(x) for x in raw] if data == "synthetic" else None,
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3), "shape_warmup_s": round(shape_warmup_s, 3),
@@ -216,6 +219,8 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     report.update(memory)
     if breakdown is not None:
         report["profile"] = breakdown
+    if step_fn.g_graphs is not None:
+        report["cuda_graphs_captured"] = len(step_fn.g_graphs.graphs)  # (domain, shape) pairs, forward + backward each
     if compile != "off":
         after = _compile_counters()
         report["compile_counters"] = {k: n - counters_before.get(k, 0) for k, n in after.items()

@@ -34,6 +34,7 @@ from ftadapt.data.synthia import SYNTHIA
 from ftadapt.distributed import SINGLE, DistEnv, distributed
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.data.check import require_usable
+from ftadapt.graphed import GraphedModel
 from ftadapt.losses import upsample_logits
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.aligned import set_channel_multiple
@@ -230,11 +231,14 @@ class TrainStep:
     its losses, one backward (D frozen); the discriminator losses on the detached predictions of those same forwards,
     one backward; queues every loss and gradient norm for the host; and applies one SGD step to G and one Adam step
     to D. Nothing in it waits for the GPU. Under DDP all of G's backward passes but the last run under ``no_sync``, so
-    its gradients are all-reduced once per step.
+    its gradients are all-reduced once per step. With ``cuda_graphs`` G's forward and backward of each domain are
+    replayed from CUDA graphs (``ftadapt.graphed``); everything else stays as described.
     """
 
     def __init__(self, cfg: TrainConfig, method: Method, model: DeepLabV2, disc: nn.Module | None,
                  device: torch.device, *, dist_env: DistEnv = SINGLE, sync_bn: bool = False) -> None:
+        if cfg.cuda_graphs:
+            _check_cuda_graphs(cfg, device, dist_env)
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.device = device
@@ -259,14 +263,17 @@ class TrainStep:
         # G's last backward of a step need not reach every head (norm-only's target term reads only the features).
         self.g_net = dist_env.data_parallel(net, device, find_unused_parameters=True)
         self.d_net = dist_env.data_parallel(disc, device) if disc is not None else None
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        self.g_graphs = GraphedModel(model) if cfg.cuda_graphs else None
+        # CUDA graphs replay the casts they captured: autocast must not hand out cached casts of the weights.
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16",
+                                       cache_enabled=not cfg.cuda_graphs)
         self.target_hw = (cfg.data.target_size[1], cfg.data.target_size[0])
 
-    def _forward(self, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
+    def _forward(self, domain: str, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         label = batch["label"].to(self.device, non_blocking=True) if "label" in batch else None
         with self.autocast:
-            out = self.g_net(image)
+            out = self.g_graphs(domain, image) if self.g_graphs is not None else self.g_net(image)
         size_hw = tuple(label.shape[-2:]) if label is not None else size_hw
         return DomainOutput(tuple(upsample_logits(x.float(), size_hw) for x in out.logits), out.features, label)
 
@@ -282,13 +289,13 @@ class TrainStep:
             self.opt_d.zero_grad(set_to_none=True)
             disc.requires_grad_(False)  # G's adversarial term must not train D
         with self.dist.no_sync(self.g_net, skip=tgt_batch is not None):
-            src = self._forward(src_batch, None)
+            src = self._forward("source", src_batch, None)
             with self.autocast:
                 losses = method.source_losses(ctx, src)
             _backward(losses)
         tgt = None
         if tgt_batch is not None:
-            tgt = self._forward(tgt_batch, self.target_hw)
+            tgt = self._forward("target", tgt_batch, self.target_hw)
             with self.autocast:
                 target_losses = method.target_losses(ctx, tgt)
             _backward(target_losses)
@@ -318,6 +325,17 @@ def _compiled(net: nn.Module, mode: str) -> nn.Module:
     if mode == "off":
         return net
     return torch.compile(net, dynamic=False, mode=None if mode == "default" else mode)
+
+
+def _check_cuda_graphs(cfg: TrainConfig, device: torch.device, dist_env: DistEnv) -> None:
+    fix = "train with --set cuda_graphs=false"
+    if device.type != "cuda":
+        raise UsageError(f"cuda_graphs=true needs a CUDA device, not {device}; {fix}")
+    if cfg.compile != "off":
+        raise UsageError(f"cuda_graphs=true with compile={cfg.compile}: choose one (compile=reduce-overhead is "
+                         f"torch.compile with CUDA graphs); {fix} or --set compile=off")
+    if dist_env.enabled:
+        raise UsageError(f"cuda_graphs=true with several processes is not supported yet; {fix} under torchrun")
 
 
 class _SilentLog:

@@ -90,14 +90,16 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     assert seen["model"] == "tiny" and report["results"]["runtime"] == {"results": {}}
     assert report["environment"]["torch"] == torch.__version__ and not report["errors"]
     assert "meets_target" not in report["summary"]  # the target is for the paper's sizes on a GPU
+    assert report["skipped"]["cuda_graphs_parity"] == report["skipped"]["train_bf16_graphed"] == \
+        "needs a CUDA device (CUDA graphs)"
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["results"].keys() == {"train_bf16_channels_last",
                                                                                      "runtime"}
 
 
 def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_items(tmp_path, capsys):
     names = [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True, compile_model=True)]
-    assert names[:4] == ["train_bf16_channels_last", "train_bf16_aligned", "train_bf16_cudagraphs",
-                         "train_bf16_compile"]
+    assert names[:6] == ["train_bf16_channels_last", "cuda_graphs_parity", "train_bf16_graphed", "train_bf16_aligned",
+                         "train_bf16_cudagraphs", "train_bf16_compile"]
     assert "train_bf16_cudagraphs" not in [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True,
                                                                            compile_model=False)]
     with pytest.raises(SystemExit) as exc:

@@ -17,7 +17,7 @@ RANKS = {
     "ftadapt.errors": 0, "ftadapt.fsutil": 0, "ftadapt.labels": 0, "ftadapt.protocol": 0, "ftadapt.imageio": 0,
     "ftadapt.artifact": 0,
     "ftadapt.evaluate": 1, "ftadapt.evaluate_dir": 1, "ftadapt.data": 1, "ftadapt.schedules": 0,
-    "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3,
+    "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.graphed": 3,
     "ftadapt.config": 4, "ftadapt.methods": 4, "ftadapt.train": 4, "ftadapt.runlog": 4, "ftadapt.evaluate_model": 4,
     "ftadapt.distributed": 4, "ftadapt.evaluate_checkpoint": 4, "ftadapt.demo": 9,
     "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.bench": 7, "ftadapt.cli": 9,

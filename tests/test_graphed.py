@@ -1,0 +1,128 @@
+"""CUDA-graphed G (the ``cuda_graphs`` key). A CPU cannot capture CUDA graphs, so these tests stand a fake in for
+``torch.cuda.make_graphed_callables`` with its contract — warm-up iterations that run forward and backward (and so
+update the BN statistics), then a callable computing what the module computes — and check what ftadapt adds: one
+capture per (domain, shape, layout), BN statistics as an eager step leaves them, autocast without its cache, the
+parity check that the GPU script runs. The real capture is checked by that script on a GPU (and by the gpu test)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils._pytree import tree_leaves
+
+import ftadapt.train
+from ftadapt.bench import gpu
+from ftadapt.config import build_config
+from ftadapt.distributed import DistEnv
+from ftadapt.errors import UsageError
+from ftadapt.graphed import WARMUP_ITERS, GraphedModel
+from ftadapt.methods import create_method
+from ftadapt.models.discriminator import FCDiscriminator
+from ftadapt.models.registry import create_model
+from ftadapt.train import TrainStep
+
+
+class FakeMaker:
+    """make_graphed_callables' contract on the CPU; ``shift`` > 0 makes the "graph" compute something else."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.captures: list[tuple[int, ...]] = []
+        self.shift = shift
+
+    def __call__(self, module, sample_args, num_warmup_iters=3, capture_error_mode="global"):
+        assert capture_error_mode == "thread_local"  # loader threads may pin memory during a capture
+        assert not (torch.is_autocast_enabled("cpu") and torch.is_autocast_cache_enabled()), "autocast cache on"
+        params = [p for p in module.parameters() if p.requires_grad]
+        for _ in range(num_warmup_iters):
+            outputs = tree_leaves(module(*sample_args))
+            torch.autograd.grad(outputs, params, grad_outputs=[torch.randn_like(o) for o in outputs])
+        self.captures.append(tuple(sample_args[0].shape))
+        if not self.shift:
+            return module
+        return lambda x: type(out := module(x))(tuple(t + self.shift for t in out.logits), out.features)
+
+
+def _image(h=64, w=96, seed=0, channels_last=False):
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 60
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_eager_forward():
+    torch.manual_seed(0)
+    model = create_model("tiny").train()
+    twin = copy.deepcopy(model)
+    maker = FakeMaker()
+    graphed = GraphedModel(model, maker=maker)
+    out = graphed("source", _image())
+    expected = twin(_image())
+    assert maker.captures == [(1, 3, 64, 96)]
+    for a, b in zip(tree_leaves(out), tree_leaves(expected)):
+        assert torch.equal(a, b)
+    # The capture's warm-up iterations updated the running statistics; only the real forward's update remains.
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+        assert torch.equal(a, b), name
+    graphed("source", _image(seed=1))
+    assert len(maker.captures) == 1  # same key: replayed, not captured again
+    graphed("target", _image())
+    graphed("source", _image(h=48, w=80))
+    graphed("source", _image(channels_last=True))
+    assert len(maker.captures) == len(graphed.graphs) == 4
+
+
+def _patched(monkeypatch, maker):
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", maker)
+    monkeypatch.setattr(ftadapt.train, "_check_cuda_graphs", lambda cfg, device, dist_env: None)  # CPU for CUDA
+
+
+def test_graphed_training_equals_eager_training_in_the_parity_check(monkeypatch):
+    maker = FakeMaker()
+    _patched(monkeypatch, maker)
+    report = gpu.cuda_graphs_parity(torch.device("cpu"), steps=4)
+    # Two shapes per domain, each captured once with its warm-up; the steps' weights, statistics and losses equal.
+    assert report["graphs_captured"] == 4 and len(maker.captures) == 4
+    assert report["graphed_vs_eager_max_rel"] == 0.0 and report["eager_vs_eager_max_rel"] == 0.0
+    assert report["match"] and report["compared_tensors"] > 100
+
+
+def test_the_parity_check_catches_a_graph_that_computes_something_else(monkeypatch):
+    _patched(monkeypatch, FakeMaker(shift=1e-3))
+    report = gpu.cuda_graphs_parity(torch.device("cpu"), steps=2)
+    assert not report["match"] and report["graphed_vs_eager_max_rel"] > 1e-5
+
+
+def test_bf16_graphed_step_runs_autocast_without_its_cache(monkeypatch):
+    maker = FakeMaker()  # asserts the cache is off inside every capture
+    _patched(monkeypatch, maker)
+    cfg = build_config({"method": "norm-only", "model": "tiny", "amp": "bf16", "cuda_graphs": True,
+                        "device": "cpu", "steps": 2})
+    step = TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), None, torch.device("cpu"))
+    label = torch.randint(0, 19, (1, 64, 96))
+    for i in range(2):
+        numbers = step(i, {"image": _image(seed=i), "label": label}, {"image": _image(h=48, w=80)}).readback \
+            .numbers(None)
+    assert len(maker.captures) == 2 and set(numbers) >= {"loss/seg", "loss/norm_src", "loss/norm_tgt"}
+    assert WARMUP_ITERS == 3
+
+
+@pytest.mark.parametrize("device, options, world_size, message", [
+    ("cpu", {}, 1, "cuda_graphs=true needs a CUDA device, not cpu"),
+    ("cuda", {"compile": "default"}, 1, "cuda_graphs=true with compile=default: choose one"),
+    ("cuda", {}, 2, "cuda_graphs=true with several processes is not supported"),
+])
+def test_cuda_graphs_refuses_what_it_cannot_do(device, options, world_size, message):
+    cfg = build_config({"method": "clan", "model": "tiny", "cuda_graphs": True, "device": device, **options})
+    with pytest.raises(UsageError, match=message):
+        ftadapt.train._check_cuda_graphs(cfg, torch.device(device), DistEnv(rank=0, world_size=world_size))
+    if device == "cpu":  # and TrainStep checks before it moves or wraps anything
+        with pytest.raises(UsageError, match=message):
+            TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), FCDiscriminator(19),
+                      torch.device("cpu"))
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_train_like_the_eager_step_on_a_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with CUDA: torch.cuda.is_available() is False")
+    report = gpu.cuda_graphs_parity(torch.device("cuda"))
+    assert report["match"], report
