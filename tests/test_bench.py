@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 import ftadapt.bench.gpu as gpu
 from ftadapt.bench import gpu_runtime
+from ftadapt.bench.loader_speed import measure_loading
 from ftadapt.bench.train_step import bench_train_step
 from ftadapt.cli import main
 from ftadapt.errors import UsageError
@@ -45,6 +47,20 @@ def test_train_step_bench_through_the_real_loaders_reports_the_data_share(monkey
     # so that no cuDNN autotuning or compilation of a new shape is timed.
     assert shapes[:3] == [(0, (105, 176), (96, 160)), (1, (76, 128), (96, 160)), (2, (96, 160), (96, 160))]
     assert [i for i, _, _ in shapes] == [0, 1, 2, 3, 4] and report["shape_warmup_s"] > 0
+
+
+def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_worker_count():
+    report = measure_loading(samples=2, steps_per_s=1000.0, frames=1)
+    src, tgt = report["domains"]["source"], report["domains"]["target"]
+    assert (src["raw_size"], src["size"], tgt["raw_size"], tgt["size"]) == ([1914, 1052], [1280, 720],
+                                                                          [2048, 1024], [1024, 512])
+    for domain in (src, tgt):
+        assert domain["ms_per_sample"] > 1  # decoding a megapixel PNG costs milliseconds
+        assert domain["workers_needed"] == math.ceil(1000.0 * domain["ms_per_sample"] / 1000.0)
+    # 1000 steps/s is beyond any default: the report says so
+    assert report["workers_needed_per_domain"] == max(src["workers_needed"], tgt["workers_needed"])
+    assert report["default_num_workers"] == 4 and report["default_suffices"] is False
+    assert torch.get_num_threads() == report["machine"]["torch_threads"]  # restored after the one-thread timing
 
 
 def test_cli_prints_json_and_refuses_bad_input(tmp_path, capsys):
