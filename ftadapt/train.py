@@ -115,9 +115,10 @@ def _train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None,
     method.check_model(model.config.heads)
     disc = FCDiscriminator(model.config.num_classes) if method.uses_discriminator else None
     init_report = load_init_weights(model, init) if init is not None and previous is None else None
+    device = dist_env.device(cfg.device)
+    check_step_options(cfg, device, dist_env)
     data = _open_datasets(cfg, source, target, needs_target=method.uses_target,
                           doctor=cfg.check_data and previous is None and dist_env.is_main, progress=progress)
-    device = dist_env.device(cfg.device)
     step_fn = TrainStep(cfg, method, model, disc, device, dist_env=dist_env, sync_bn=sync_bn)
     start, oracle = 0, None
     if previous is not None:
@@ -237,8 +238,7 @@ class TrainStep:
 
     def __init__(self, cfg: TrainConfig, method: Method, model: DeepLabV2, disc: nn.Module | None,
                  device: torch.device, *, dist_env: DistEnv = SINGLE, sync_bn: bool = False) -> None:
-        if cfg.cuda_graphs:
-            _check_cuda_graphs(cfg, device, dist_env)
+        check_step_options(cfg, device, dist_env)
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.device = device
@@ -255,9 +255,6 @@ class TrainStep:
         self.g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
         if sync_bn and dist_env.enabled and device.type != "cuda":
             raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
-        if cfg.compile != "off" and dist_env.enabled:
-            raise UsageError(f"compile={cfg.compile} with several processes is not supported yet; train with "
-                             "--set compile=off under torchrun")
         net: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn and dist_env.enabled else model
         net = _compiled(net, cfg.compile)
         # G's last backward of a step need not reach every head (norm-only's target term reads only the features).
@@ -327,7 +324,13 @@ def _compiled(net: nn.Module, mode: str) -> nn.Module:
     return torch.compile(net, dynamic=False, mode=None if mode == "default" else mode)
 
 
-def _check_cuda_graphs(cfg: TrainConfig, device: torch.device, dist_env: DistEnv) -> None:
+def check_step_options(cfg: TrainConfig, device: torch.device, dist_env: DistEnv) -> None:
+    """UsageError for execution options this device and process group cannot run (before any work is done)."""
+    if cfg.compile != "off" and dist_env.enabled:
+        raise UsageError(f"compile={cfg.compile} with several processes is not supported yet; train with "
+                         "--set compile=off under torchrun")
+    if not cfg.cuda_graphs:
+        return
     fix = "train with --set cuda_graphs=false"
     if device.type != "cuda":
         raise UsageError(f"cuda_graphs=true needs a CUDA device, not {device}; {fix}")
@@ -515,4 +518,4 @@ def _open_datasets(cfg: TrainConfig, source: DatasetSpec, target: DatasetSpec | 
 
 
 __all__ = ["train", "resolve_config", "TrainResult", "TrainingDiverged", "StopRequest", "DatasetSpec", "TrainStep",
-           "StepResult"]
+           "StepResult", "check_step_options"]

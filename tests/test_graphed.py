@@ -72,7 +72,7 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
 
 def _patched(monkeypatch, maker):
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", maker)
-    monkeypatch.setattr(ftadapt.train, "_check_cuda_graphs", lambda cfg, device, dist_env: None)  # CPU for CUDA
+    monkeypatch.setattr(ftadapt.train, "check_step_options", lambda cfg, device, dist_env: None)  # CPU for CUDA
 
 
 def test_graphed_training_equals_eager_training_in_the_parity_check(monkeypatch):
@@ -113,7 +113,7 @@ def test_bf16_graphed_step_runs_autocast_without_its_cache(monkeypatch):
 def test_cuda_graphs_refuses_what_it_cannot_do(device, options, world_size, message):
     cfg = build_config({"method": "clan", "model": "tiny", "cuda_graphs": True, "device": device, **options})
     with pytest.raises(UsageError, match=message):
-        ftadapt.train._check_cuda_graphs(cfg, torch.device(device), DistEnv(rank=0, world_size=world_size))
+        ftadapt.train.check_step_options(cfg, torch.device(device), DistEnv(rank=0, world_size=world_size))
     if device == "cpu":  # and TrainStep checks before it moves or wraps anything
         with pytest.raises(UsageError, match=message):
             TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), FCDiscriminator(19),

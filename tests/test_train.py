@@ -321,6 +321,9 @@ def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys
         (["clan", "--source", src, "--target", tgt, "--model", "deeplabv2-r101-multi-reduced"], 2,
          "needs a model with 'clan' heads"),
         (["clan", "--source", src, "--target", tgt, "--set", "loss.lamda_adv=1"], 2, "did you mean loss.lambda_adv"),
+        # refused before the dataset doctor reads a label (this source would fail it)
+        (["source-only", "--source", f"gta5:{bad_gta}", "--model", "tiny", "--set", "cuda_graphs=true"], 2,
+         "cuda_graphs=true needs a CUDA device, not cpu; train with --set cuda_graphs=false"),
     ]
     for args, code, message in cases:
         got_code, err = _cli_error(capsys, "train", *args, "--out", str(out))
