@@ -560,6 +560,8 @@ def bench() -> None:
               help="Replay G's forward + backward as CUDA graphs, one pair per input shape (capture in the warm-up).")
 @click.option("--channel-multiple", type=click.IntRange(min=0), default=0, show_default=True,
               help="Run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of this (0: off).")
+@click.option("--space-to-batch", is_flag=True,
+              help="Run the dilated backbone convs as ordinary convs over their sub-grids (same values).")
 @click.option("--profile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Profile this many more steps: device-busy share, kernel launches, kernel time by category.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -574,7 +576,8 @@ def bench() -> None:
               help="Also write the report to this file (it is always printed to stdout).")
 def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], target_size: tuple[int, int],
                          steps: int, warmup: int, amp: str, channels_last: bool, compile_mode: str,
-                         cuda_graphs: bool, channel_multiple: int, profile: int, device: str,
+                         cuda_graphs: bool, channel_multiple: int, space_to_batch: bool, profile: int,
+                         device: str,
                          data: str, workers: int, threads: int | None, json_out: str | None) -> None:
     """Steps/s, peak memory and data-loading share of the real training step (ftadapt.train.TrainStep).
 
@@ -588,7 +591,7 @@ def bench_train_step_cmd(method: str, model: str, source_size: tuple[int, int], 
                               steps=steps, warmup=warmup, amp=amp, channels_last=channels_last, device=device,
                               data=data, num_workers=workers, compile=compile_mode, cuda_graphs=cuda_graphs,
                               profile=profile,
-                              channel_multiple=channel_multiple, threads=threads)
+                              channel_multiple=channel_multiple, space_to_batch=space_to_batch, threads=threads)
     click.echo(format_report(report), err=True)
     click.echo(json.dumps(report, indent=2))
     if json_out not in (None, "-"):

@@ -18,19 +18,23 @@ results):
    nondeterminism), and whether the graphed run is within it.
 3. ``train_bf16_graphed``: item 1 with ``cuda_graphs`` (G's forward and backward replayed as CUDA graphs, one pair per
    input shape, no compilation), profiled.
-4. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
+4. ``conv_speed``: the dilated 3×3 backbone convolutions (45 % of G's FLOPs) forward + backward as cuDNN runs them,
+   with ``space_to_batch`` and undilated (``ftadapt.bench.conv_speed``).
+5. ``train_bf16_graphed_all``: item 3 with every same-value speed option on as well (``space_to_batch``,
+   ``channel_multiple=8``), profiled.
+6. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
    heads, discriminator — zero-padded to 8-channel multiples for tensor-core alignment; same values), profiled.
-5. ``train_bf16_cudagraphs`` and 6. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
+7. ``train_bf16_cudagraphs`` and 8. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
    config key at "reduce-overhead" (torch.compile + CUDA graphs) and "default"; compilation (one graph per input
    shape) is in ``warmup_s``; both profiled.
-7. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
-8. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
-   resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
-   steps/s end to end and the share of time spent waiting for data.
-9. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
-10. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
-11. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch on
-   the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
+9. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
+10. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
+    resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
+    steps/s end to end and the share of time spent waiting for data.
+11. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
+12. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
+13. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch
+    on the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ from typing import Any
 
 import torch
 
+from ftadapt.bench.conv_speed import measure_dilated_convs
 from ftadapt.bench.report import host_info, torch_info
 from ftadapt.bench.train_step import bench_train_step
 from ftadapt.errors import UsageError
@@ -60,8 +65,8 @@ RAW_SIZES = ((1914, 1052), (2048, 1024))  # GTA5 and Cityscapes files, before th
 TINY = {"model": "tiny", "source_size": (160, 96), "target_size": (128, 64)}
 RESULT_FILE = "gpu_bench.json"
 # Ways of running the same bf16 step on in-memory batches; the target is judged on the fastest.
-BF16_MODES = ("train_bf16_channels_last", "train_bf16_graphed", "train_bf16_aligned", "train_bf16_cudagraphs",
-              "train_bf16_compile")
+BF16_MODES = ("train_bf16_channels_last", "train_bf16_graphed", "train_bf16_graphed_all", "train_bf16_aligned",
+              "train_bf16_cudagraphs", "train_bf16_compile")
 
 
 @dataclass
@@ -102,12 +107,13 @@ def _release(device: torch.device) -> None:
 def _train_item(name: str, sizes: dict, device: torch.device, *, amp: str, channels_last: bool,
                 measure_s: float, warmup: int, data: str = "memory", workers: int = 0,
                 raw_sizes: tuple | None = None, compile: str = "off", cuda_graphs: bool = False,
-                channel_multiple: int = 0, profile: int = 0, setup_s: float = 20.0) -> Item:
+                channel_multiple: int = 0, space_to_batch: bool = False, profile: int = 0,
+                setup_s: float = 20.0) -> Item:
     def run(left_s: float) -> dict[str, Any]:
         return bench_train_step(method="clan-norm", **sizes, steps=100_000, warmup=warmup, amp=amp,
                                 channels_last=channels_last, device=str(device), data=data, num_workers=workers,
                                 raw_sizes=raw_sizes, compile=compile, cuda_graphs=cuda_graphs,
-                                channel_multiple=channel_multiple,
+                                channel_multiple=channel_multiple, space_to_batch=space_to_batch,
                                 profile=profile,
                                 max_seconds=min(measure_s, max(1.0, (left_s - setup_s) / 2)), progress=False)
 
@@ -226,11 +232,16 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
     sizes, measure, warmup, profile = (TINY, 3.0, 1, 2) if tiny else (PAPER, 15.0, 6, 3)
     workers = 1 if tiny else max(1, min(6, ((os.cpu_count() or 2) - 2) // 2))
     compile_s = 30.0 if tiny else 240.0  # compiling R101's forward + backward for two input shapes
+    conv_options = {"iters": 3, "layers": (("layer3", 16, 2),), "sizes": {"source": (12, 20)}} if tiny else {}
     work = out / "work"
     bf16 = {"amp": "bf16", "channels_last": True, "measure_s": measure, "warmup": warmup}
     items = [_train_item("train_bf16_channels_last", sizes, device, **bf16, profile=profile),
              Item("cuda_graphs_parity", needs_s=20.0, run=lambda left: cuda_graphs_parity(device), cuda_only=True),
              _train_item("train_bf16_graphed", sizes, device, **bf16, cuda_graphs=True, profile=profile),
+             Item("conv_speed", needs_s=10.0 if tiny else 30.0,
+                  run=lambda left: measure_dilated_convs(str(device), **conv_options)),
+             _train_item("train_bf16_graphed_all", sizes, device, **bf16, cuda_graphs=True, space_to_batch=True,
+                         channel_multiple=8, profile=profile),
              _train_item("train_bf16_aligned", sizes, device, **bf16, channel_multiple=8, profile=profile)]
     if compile_model:
         items += [_train_item("train_bf16_cudagraphs", sizes, device, **bf16, compile="reduce-overhead",

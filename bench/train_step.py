@@ -15,8 +15,8 @@ DDP-free single process, autocast, channels_last and cuDNN settings — on one o
 After ``warmup`` steps (cuDNN autotuning, allocator growth, torch.compile, CUDA-graph capture) it runs ``steps``
 timed steps (stopping early after ``max_seconds``), synchronising the device only at both ends. With
 ``data="synthetic"`` the warm-up first runs one step at each of CLAN's rescaled input sizes (×1.1, ×0.8, ×1), so that
-no autotuning, compilation or capture of a new shape lands in the timed steps. Reported: steps/s over the wall time, steps/s with the data waits taken out
-(``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over the timed steps; CPU:
+no autotuning, compilation or capture of a new shape lands in the timed steps. Reported: steps/s over the wall
+time, steps/s with the data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over the timed steps; CPU:
 the process's peak RSS, everything it ever held included), G's FLOPs and unfused memory traffic per step with the
 rates they imply (``step_profile.model_cost``), and the last step's losses. ``profile`` > 0 then profiles that many
 more steps (``step_profile.profile_steps``: device-busy share, launches, kernel time by category, top kernels).
@@ -106,11 +106,12 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
                      compile: str = "off", cuda_graphs: bool = False, cudnn_benchmark: bool = True,
                      max_seconds: float | None = None,
                      threads: int | None = None, raw_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
-                     profile: int = 0, channel_multiple: int = 0, seed: int = 0,
+                     profile: int = 0, channel_multiple: int = 0, space_to_batch: bool = False, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Time ``steps`` training steps of ``method`` on ``model`` after ``warmup`` untimed ones, then profile
-    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile``, ``cuda_graphs`` and
-    ``channel_multiple`` are the config keys of those names; ``threads`` sets torch's intra-op threads (on a busy CPU, 1 avoids spin-waits).
+    ``profile`` more; see the module docstring. Sizes are (W, H); ``compile``, ``cuda_graphs``,
+    ``channel_multiple`` and ``space_to_batch`` are the config keys of those names; ``threads`` sets torch's intra-op
+    threads (on a busy CPU, 1 avoids spin-waits).
     Returns a JSON-ready dict."""
     if data not in DATA_MODES:
         raise UsageError(f"data={data!r}: expected one of {', '.join(DATA_MODES)}")
@@ -120,7 +121,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
     shape_warmup = [scale for _, scale in RANDOM_SCALES] + [1.0] if data == "synthetic" else []
     cfg = build_config({"method": method, "model": model, "steps": len(shape_warmup) + warmup + steps + profile + 1,
                         "amp": amp, "compile": compile, "cuda_graphs": cuda_graphs,
-                        "channel_multiple": channel_multiple,
+                        "channel_multiple": channel_multiple, "space_to_batch": space_to_batch,
                         "channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "device": device,
                         "data.source_size": source_size, "data.target_size": target_size, "seed": seed,
                         "data.num_workers": num_workers})
@@ -202,6 +203,7 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
         "benchmark": "train_step", "method": method, "model": model, "source_size": list(source_size),
         "target_size": list(target_size), "batch_size": 1, "amp": amp, "channels_last": channels_last,
         "compile": compile, "cuda_graphs": cuda_graphs, "channel_multiple": channel_multiple,
+        "space_to_batch": space_to_batch,
         "cudnn_benchmark": cudnn_benchmark, "data": data,
         "num_workers": num_workers if data == "synthetic" else 0, "device": str(dev),
         "raw_sizes": [list(x) for x in raw] if data == "synthetic" else None,

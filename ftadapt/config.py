@@ -96,6 +96,7 @@ class TrainConfig:
     compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
     cuda_graphs: bool = False  # replay G's forward + backward as CUDA graphs, one pair per input shape (no compile)
     channel_multiple: int = 0  # > 1: run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of it
+    space_to_batch: bool = False  # run the dilated backbone convs as ordinary convs over their d² sub-grids
     checkpoint_every: int = 2000
     keep_checkpoints: int = 0  # > 0: keep only the newest K checkpoints (plus last / oracle_best); 0 keeps every one
     log_every: int = 10
@@ -131,8 +132,9 @@ class TrainConfig:
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
 RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "cuda_graphs",
-                            "channel_multiple", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "check_data",
-                            "tensorboard", "stop_at", "data.num_workers", "eval.split", "eval.size", "eval.flip"})
+                            "channel_multiple", "space_to_batch", "checkpoint_every", "keep_checkpoints", "log_every",
+                            "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers", "eval.split",
+                            "eval.size", "eval.flip"})
 
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.

@@ -37,7 +37,7 @@ from ftadapt.data.check import require_usable
 from ftadapt.graphed import GraphedModel
 from ftadapt.losses import upsample_logits
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
-from ftadapt.models.aligned import set_channel_multiple
+from ftadapt.models.speed import set_speed_option
 from ftadapt.models.convert import load_init_weights
 from ftadapt.models.deeplab import DeepLabV2, optim_param_groups
 from ftadapt.models.discriminator import FCDiscriminator
@@ -242,7 +242,8 @@ class TrainStep:
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.device = device
-        set_channel_multiple(cfg.channel_multiple, model, disc)
+        set_speed_option("channel_multiple", cfg.channel_multiple, model, disc)
+        set_speed_option("space_to_batch", cfg.space_to_batch, model)
         model.to(device, memory_format=self.memory_format).train()
         # fused: one kernel per update on CUDA; on the CPU one pass over memory (Adam on D: 6× faster than per-tensor).
         self.opt_g = torch.optim.SGD(optim_param_groups(model, cfg.optim.lr), lr=cfg.optim.lr,

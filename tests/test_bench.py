@@ -106,16 +106,19 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     assert seen["model"] == "tiny" and report["results"]["runtime"] == {"results": {}}
     assert report["environment"]["torch"] == torch.__version__ and not report["errors"]
     assert "meets_target" not in report["summary"]  # the target is for the paper's sizes on a GPU
-    assert report["skipped"]["cuda_graphs_parity"] == report["skipped"]["train_bf16_graphed"] == \
-        "needs a CUDA device (CUDA graphs)"
+    for name in ("cuda_graphs_parity", "train_bf16_graphed", "train_bf16_graphed_all"):
+        assert report["skipped"][name] == "needs a CUDA device (CUDA graphs)"
+    (conv,) = report["results"]["conv_speed"]["convs"]  # the tiny stand-in of layer3's dilated conv
+    assert (conv["channels"], conv["dilation"], conv["feature_hw"]) == (16, 2, [12, 20])
+    assert min(conv["dilated_ms"], conv["space_to_batch_ms"], conv["undilated_ms"]) > 0
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["results"].keys() == {"train_bf16_channels_last",
-                                                                                     "runtime"}
+                                                                                     "conv_speed", "runtime"}
 
 
 def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_items(tmp_path, capsys):
     names = [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True, compile_model=True)]
-    assert names[:6] == ["train_bf16_channels_last", "cuda_graphs_parity", "train_bf16_graphed", "train_bf16_aligned",
-                         "train_bf16_cudagraphs", "train_bf16_compile"]
+    assert names[:8] == ["train_bf16_channels_last", "cuda_graphs_parity", "train_bf16_graphed", "conv_speed",
+                         "train_bf16_graphed_all", "train_bf16_aligned", "train_bf16_cudagraphs", "train_bf16_compile"]
     assert "train_bf16_cudagraphs" not in [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True,
                                                                            compile_model=False)]
     with pytest.raises(SystemExit) as exc:

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftadapt.errors import UsageError
-from ftadapt.models.deeplab import (DeepLabV2, ModelConfig, combine_heads, count_parameters, deeplab_v2,
+from ftadapt.models.deeplab import (Bottleneck, DeepLabV2, ModelConfig, combine_heads, count_parameters, deeplab_v2,
                                     optim_param_groups)
-from ftadapt.models.aligned import set_channel_multiple
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model, list_models, model_config, register_model
+from ftadapt.models.speed import atrous_conv, set_speed_option
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,7 @@ def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels
     keys = {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())}
 
     def run(multiple):
-        set_channel_multiple(multiple, model, disc)
+        set_speed_option("channel_multiple", multiple, model, disc)
         model.zero_grad(set_to_none=True)
         disc.zero_grad(set_to_none=True)
         out = model(x)
@@ -310,6 +310,48 @@ def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels
     for a, b in zip(plain + plain_grads, padded + padded_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     assert {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())} == keys
+
+
+@pytest.mark.parametrize("dilation, size, channels_last", [(2, (13, 17), False), (2, (12, 16), True),
+                                                          (4, (13, 18), True), (3, (7, 5), False)])
+def test_atrous_conv_computes_the_dilated_conv_over_sub_grids(dilation, size, channels_last, monkeypatch):
+    # Same output and gradients as the dilated conv in float64 (sizes that are and are not multiples of the
+    # dilation), the input's memory format kept, and the convolution actually run is an ordinary one on d² images.
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    conv = nn.Conv2d(6, 5, 3, padding=dilation, dilation=dilation, bias=True).double()
+    x = torch.randn(2, 6, *size, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(2, 5, *size, dtype=torch.float64)
+    plain = nn.Conv2d(6, 5, 3, padding=1).double()  # not dilated: runs as is
+    assert torch.equal(atrous_conv(plain, x), plain(x))
+    expected = conv(x)
+    expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), g)
+    calls = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda inp, w, b, stride, padding, dil: calls.append(
+        (tuple(inp.shape), padding, dil)) or conv2d(inp, w, b, stride, padding, dil))
+    out = atrous_conv(conv, x)
+    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+    h, w = (-(-n // dilation) for n in size)
+    assert calls == [((2 * dilation**2, 6, h, w), (1, 1), 1)]
+    assert out.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_space_to_batch_option_keeps_the_model_s_values_and_state():
+    torch.manual_seed(0)
+    model = create_model("tiny").double()
+    x = torch.randn(1, 3, 90, 150, dtype=torch.float64)
+    keys = list(model.state_dict())
+    plain = model(x)
+    set_speed_option("space_to_batch", True, model)
+    assert all(b.space_to_batch for b in model.modules() if isinstance(b, Bottleneck))
+    fast = model(x)
+    for a, b in zip((*plain.logits, plain.features), (*fast.logits, fast.features), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    assert list(model.state_dict()) == keys
 
 
 def test_import_ftadapt_stays_torch_free_and_load_model_is_lazy():

@@ -140,10 +140,12 @@ def test_step_options_reach_the_modules_and_compile_under_several_processes_is_r
     from ftadapt.models.discriminator import FCDiscriminator
     from ftadapt.train import TrainStep
 
-    cfg = build_config({"method": "clan", "model": "tiny", "channel_multiple": 8, "device": "cpu"})
+    cfg = build_config({"method": "clan", "model": "tiny", "channel_multiple": 8, "space_to_batch": True,
+                        "device": "cpu"})
     model, disc = create_model("tiny"), FCDiscriminator(19)
     TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, torch.device("cpu"))
     assert (model.layer5.channel_multiple, model.layer6.channel_multiple, disc.channel_multiple) == (8, 8, 8)
+    assert model.layer3[0].space_to_batch and model.layer4[0].space_to_batch
 
     cfg = build_config({"method": "source-only", "model": "tiny", "compile": "default", "device": "cpu"})
     with pytest.raises(UsageError, match="compile=default with several processes is not supported"):

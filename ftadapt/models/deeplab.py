@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple
 from torch import Tensor, nn
 
 from ftadapt.errors import UsageError
-from ftadapt.models.aligned import aligned_conv
+from ftadapt.models.speed import aligned_conv, atrous_conv
 
 ASPP_DILATIONS = (6, 12, 18, 24)
 ASPP_BRANCHES = {"full": 4, "reduced": 2}  # "reduced": AdaptSegNet/MaxSquare sum only the 6- and 12-dilation branches
@@ -120,7 +120,9 @@ def combine_heads(logits: tuple[Tensor, ...] | list[Tensor], rule: str) -> Tenso
 
 
 class Bottleneck(nn.Module):
-    """Caffe-style bottleneck: the stride sits on the first 1×1 conv; the 3×3 conv is dilated, padding = dilation."""
+    """Caffe-style bottleneck: the stride sits on the first 1×1 conv; the 3×3 conv is dilated, padding = dilation.
+    ``space_to_batch`` runs that dilated conv as an ordinary one over its sub-grids (``models.speed``; same values, a
+    speed option set by the trainer, not part of the state)."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None) -> None:
         super().__init__()
@@ -132,12 +134,13 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.space_to_batch = False
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×inplanes×H×W → N×4·planes×H'×W' (H' = ceil(H / stride))."""
         residual = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(atrous_conv(self.conv2, out) if self.space_to_batch else self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + residual)
 
@@ -148,7 +151,7 @@ class ASPP(nn.Module):
     All four branches are parameters (so official checkpoints load strictly), but ``branches=2`` sums only the first
     two, as the AdaptSegNet/MaxSquare code does; the unused branches are frozen so optimizers and DDP skip them.
     ``channel_multiple`` > 1 runs each branch with its class channels zero-padded to that multiple
-    (``models.aligned``; same values, a speed option set by the trainer, not part of the state).
+    (``models.speed``; same values, a speed option set by the trainer, not part of the state).
     """
 
     def __init__(self, inplanes: int, num_classes: int, branches: int) -> None:
@@ -183,7 +186,7 @@ class DeepLabV2(nn.Module):
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
-        self.channel_multiple = 0  # > 1: the 3-channel stem conv runs zero-padded (models.aligned; a speed option)
+        self.channel_multiple = 0  # > 1: the 3-channel stem conv runs zero-padded (models.speed; a speed option)
         self._inplanes = w
         self.layer1 = self._make_layer(w, config.blocks[0], stride=1, dilation=1)
         self.layer2 = self._make_layer(2 * w, config.blocks[1], stride=2, dilation=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ftadapt.models.aligned import aligned_conv
+from ftadapt.models.speed import aligned_conv
 
 
 class FCDiscriminator(nn.Module):
@@ -12,7 +12,7 @@ class FCDiscriminator(nn.Module):
     Reads the softmax of full-resolution segmentation logits and returns raw domain logits (no sigmoid) at 1/32 of the
     input size: 512×1024 → 16×32, 720×1280 → 22×40. Key names ``conv1``…``conv4``, ``classifier`` are the official
     ones; default PyTorch init, as in the reference. ``channel_multiple`` > 1 runs the 19-channel first conv and the
-    1-channel classifier zero-padded to multiples of it (``models.aligned``; same values, a speed option set by the
+    1-channel classifier zero-padded to multiples of it (``models.speed``; same values, a speed option set by the
     trainer).
     """
 
