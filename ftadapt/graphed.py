@@ -17,6 +17,7 @@ shapes (six at most in training) — a few GiB each for R101 in bf16 at the pape
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -50,10 +51,12 @@ class GraphedModel:
 
     def __call__(self, domain: str, image: Tensor) -> SegOutput:
         key = (domain, tuple(image.shape), image.stride(), image.dtype)
-        graphed = self.graphs.get(key)
-        if graphed is None:
-            graphed = self.graphs[key] = self._capture(image)
-        return graphed(image)
+        # Capture and replay on the image's GPU even when another one is current (device=cuda:1).
+        with torch.cuda.device(image.device) if image.is_cuda else contextlib.nullcontext():
+            graphed = self.graphs.get(key)
+            if graphed is None:
+                graphed = self.graphs[key] = self._capture(image)
+            return graphed(image)
 
     def _capture(self, image: Tensor) -> Callable[[Tensor], SegOutput]:
         buffers = list(self.model.buffers())
