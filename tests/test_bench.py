@@ -136,6 +136,17 @@ def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():
     assert summary["meets_target"] is True and summary["bf16_vs_target"].startswith("train_bf16_cudagraphs: 30.00")
     results["train_bf16_cudagraphs"]["steps_per_s"] = 20.0
     assert gpu._summary(report)["meets_target"] is False
+    # A CUDA-graphed mode counts only after the parity item showed it trains like the eager step.
+    results["train_bf16_graphed"] = {"steps_per_s": 31.0, "peak_memory_mib": 9000.0}
+    summary = gpu._summary(report)
+    assert summary["meets_target"] is False and summary["cuda_graphs_parity_match"] is None
+    results["cuda_graphs_parity"] = {"match": False}
+    assert gpu._summary(report)["meets_target"] is False
+    results["cuda_graphs_parity"] = {"match": True}
+    results["conv_speed"] = {"sum_ms": {"dilated": 3.0, "space_to_batch": 2.0, "undilated": 1.5}}
+    summary = gpu._summary(report)
+    assert summary["meets_target"] is True and summary["bf16_vs_target"].startswith("train_bf16_graphed: 31.00")
+    assert summary["space_to_batch_speedup"] == 1.5
 
 
 def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
