@@ -55,13 +55,12 @@ import torch
 
 from ftadapt.bench.conv_speed import measure_dilated_convs
 from ftadapt.bench.report import host_info, torch_info
-from ftadapt.bench.train_step import bench_train_step
+from ftadapt.bench.train_step import RAW_SIZES, bench_train_step
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import write_text_atomic
 
 TARGET_BF16_STEPS_PER_S = 28.0  # one H100: 100k steps in under an hour
 PAPER = {"model": "deeplabv2-r101", "source_size": (1280, 720), "target_size": (1024, 512)}
-RAW_SIZES = ((1914, 1052), (2048, 1024))  # GTA5 and Cityscapes files, before the protocol resize
 TINY = {"model": "tiny", "source_size": (160, 96), "target_size": (128, 64)}
 RESULT_FILE = "gpu_bench.json"
 # Ways of running the same bf16 step on in-memory batches; the target is judged on the fastest.
@@ -190,10 +189,8 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
                 memory_batches(sizes["target"], False, pin, seed=100 + i, scale=(1.0, 0.8)[(i + 1) % 2]))
                for i in range(steps)]
 
-    captured = 0
-
-    def train(cuda_graphs: bool) -> dict[str, torch.Tensor]:
-        nonlocal captured
+    def train(cuda_graphs: bool) -> tuple[dict[str, torch.Tensor], int]:
+        """Every weight, statistic and logged loss after the steps, and how many graphs were captured."""
         torch.manual_seed(0)
         cfg = build_config({"method": "clan-norm", "model": TINY["model"], "steps": steps, "device": str(device),
                             "channels_last": True, "cuda_graphs": cuda_graphs,
@@ -203,12 +200,11 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
         losses = {}
         for i, (src, tgt) in enumerate(batches):
             losses = step(i, src, tgt).readback.numbers(None)
-        if step.g_graphs is not None:
-            captured = len(step.g_graphs.graphs)
         state = {**{f"G.{k}": v for k, v in model.state_dict().items()},
                  **{f"D.{k}": v for k, v in disc.state_dict().items()}}
-        return {**{k: v.detach().double().cpu() for k, v in state.items()},
-                **{k: torch.tensor([v], dtype=torch.float64) for k, v in losses.items()}}
+        return ({**{k: v.detach().double().cpu() for k, v in state.items()},
+                 **{k: torch.tensor([v], dtype=torch.float64) for k, v in losses.items()}},
+                len(step.g_graphs.graphs) if step.g_graphs is not None else 0)
 
     def spread(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
         rel = {k: float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)) for k in a}
@@ -218,7 +214,7 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        eager, eager_again, graphed = train(False), train(False), train(True)
+        (eager, _), (eager_again, _), (graphed, captured) = train(False), train(False), train(True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     (floor, floor_key), (diff, diff_key) = spread(eager, eager_again), spread(eager, graphed)

@@ -13,47 +13,34 @@ machine for the figure that matters (the decoding cost is per pixel, so the orde
 from __future__ import annotations
 
 import math
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 import torch
 
 from ftadapt.bench.report import emit_report, host_info, torch_info
+from ftadapt.bench.train_step import RAW_SIZES, synthetic_training_sets
 from ftadapt.config import DataConfig
-
-RAW_SIZES = {"source": (1914, 1052), "target": (2048, 1024)}  # GTA5 and Cityscapes files, W×H
-
 
 def measure_loading(samples: int = 24, steps_per_s: float = 28.0, frames: int = 4, seed: int = 0) -> dict[str, Any]:
     """Per-sample loading cost of each domain in this process (one torch thread) and the loader workers per domain
     needed for ``steps_per_s``; see the module docstring."""
-    from ftadapt.data.cityscapes import Cityscapes
-    from ftadapt.data.gta5 import GTA5
-    from ftadapt.data.synthetic import write_synthetic
-
     cfg = DataConfig()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     try:
-        with tempfile.TemporaryDirectory(prefix="ftadapt-loader-") as tmp:
-            layout = write_synthetic(Path(tmp) / "data", n_source=frames, n_target_train=frames, n_target_val=1,
-                                     source_size=RAW_SIZES["source"], target_size=RAW_SIZES["target"], seed=seed)
-            datasets = {"source": GTA5(layout.gta5_root, size=cfg.source_size, augment=cfg.augment),
-                        "target": Cityscapes(layout.cityscapes_root, split="train", size=cfg.target_size,
-                                             augment=cfg.augment, with_labels=False)}
+        with synthetic_training_sets(cfg.source_size, cfg.target_size, RAW_SIZES, frames, seed) as datasets:
             domains = {}
-            for name, dataset in datasets.items():
+            for name, dataset, raw, size in zip(("source", "target"), datasets, RAW_SIZES,
+                                                (cfg.source_size, cfg.target_size)):
                 dataset[0]  # first touch: imports, file-system caches
                 start = time.perf_counter()
                 for i in range(samples):
                     dataset[i % len(dataset)]
                 ms = 1000.0 * (time.perf_counter() - start) / samples
-                domains[name] = {"raw_size": list(RAW_SIZES[name]),
-                                 "size": list(cfg.source_size if name == "source" else cfg.target_size),
-                                 "ms_per_sample": round(ms, 2), "samples_per_s_per_worker": round(1000.0 / ms, 2),
+                domains[name] = {"raw_size": list(raw), "size": list(size), "ms_per_sample": round(ms, 2),
+                                 "samples_per_s_per_worker": round(1000.0 / ms, 2),
                                  "workers_needed": math.ceil(steps_per_s * ms / 1000.0)}
     finally:
         torch.set_num_threads(threads)

@@ -16,10 +16,10 @@ After ``warmup`` steps (cuDNN autotuning, allocator growth, torch.compile, CUDA-
 timed steps (stopping early after ``max_seconds``), synchronising the device only at both ends. With
 ``data="synthetic"`` the warm-up first runs one step at each of CLAN's rescaled input sizes (×1.1, ×0.8, ×1), so that
 no autotuning, compilation or capture of a new shape lands in the timed steps. Reported: steps/s over the wall
-time, steps/s with the data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA: ``max_memory_allocated`` over the timed steps; CPU:
-the process's peak RSS, everything it ever held included), G's FLOPs and unfused memory traffic per step with the
-rates they imply (``step_profile.model_cost``), and the last step's losses. ``profile`` > 0 then profiles that many
-more steps (``step_profile.profile_steps``: device-busy share, launches, kernel time by category, top kernels).
+time, steps/s with the data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA:
+``max_memory_allocated`` over the timed steps; CPU: the process's peak RSS, everything it ever held included), G's
+FLOPs and unfused memory traffic per step with the rates they imply (``step_profile.model_cost``), and the last
+step's losses. ``profile`` > 0 then profiles that many more steps (``step_profile.profile_steps``: device-busy share, launches, kernel time by category, top kernels).
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ from ftadapt.protocol import RANDOM_SCALES
 from ftadapt.train import TrainStep
 
 DATA_MODES = ("memory", "synthetic")
+RAW_SIZES = ((1914, 1052), (2048, 1024))  # GTA5 and Cityscapes files (W×H), before the protocol resize
 
 
 def memory_batches(size: tuple[int, int], labelled: bool, pin: bool, seed: int, scale: float = 1.0) -> dict:
@@ -78,18 +79,26 @@ class _Repeat:
 
 
 @contextlib.contextmanager
-def _synthetic_batches(source_size: tuple[int, int], target_size: tuple[int, int], num_workers: int, seed: int,
-                       raw_sizes: tuple[tuple[int, int], tuple[int, int]]):
-    """Real loaders over a synthetic set written at ``raw_sizes`` and loaded at the protocol sizes."""
+def synthetic_training_sets(source_size: tuple[int, int], target_size: tuple[int, int],
+                            raw_sizes: tuple[tuple[int, int], tuple[int, int]], frames: int, seed: int):
+    """The training datasets (GTA5 source, Cityscapes train target, CLAN augmentation) over a temporary synthetic set
+    of ``frames`` files per domain written at ``raw_sizes`` and loaded at the protocol sizes."""
     from ftadapt.data.cityscapes import Cityscapes
     from ftadapt.data.gta5 import GTA5
     from ftadapt.data.synthetic import write_synthetic
 
     with tempfile.TemporaryDirectory(prefix="ftadapt-bench-") as tmp:
-        layout = write_synthetic(Path(tmp) / "data", n_source=6, n_target_train=6, n_target_val=1,
+        layout = write_synthetic(Path(tmp) / "data", n_source=frames, n_target_train=frames, n_target_val=1,
                                  source_size=raw_sizes[0], target_size=raw_sizes[1], seed=seed)
-        src = GTA5(layout.gta5_root, size=source_size, augment=True)
-        tgt = Cityscapes(layout.cityscapes_root, split="train", size=target_size, augment=True, with_labels=False)
+        yield (GTA5(layout.gta5_root, size=source_size, augment=True),
+               Cityscapes(layout.cityscapes_root, split="train", size=target_size, augment=True, with_labels=False))
+
+
+@contextlib.contextmanager
+def _synthetic_batches(source_size: tuple[int, int], target_size: tuple[int, int], num_workers: int, seed: int,
+                       raw_sizes: tuple[tuple[int, int], tuple[int, int]]):
+    """Real loaders over a synthetic set written at ``raw_sizes`` and loaded at the protocol sizes."""
+    with synthetic_training_sets(source_size, target_size, raw_sizes, 6, seed) as (src, tgt):
         with endless_batches(src, batch_size=1, num_workers=num_workers, seed=seed) as s, \
                 endless_batches(tgt, batch_size=1, num_workers=num_workers, seed=seed + 1) as t:
             yield s, t
@@ -270,4 +279,5 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['model_unfused_gbps_achieved']:.3g} GB/s")
 
 
-__all__ = ["bench_train_step", "format_report", "DATA_MODES"]
+__all__ = ["bench_train_step", "format_report", "DATA_MODES", "RAW_SIZES", "memory_batches",
+           "synthetic_training_sets"]
