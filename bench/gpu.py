@@ -171,7 +171,8 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
 def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
     """Whether the ``cuda_graphs`` step computes what the eager step computes: the tiny model trained ``steps`` steps
     (clan-norm, fp32 with TF32 off, channels_last, source and target alternating between two input shapes each) from
-    the same initialisation and batches, eagerly twice and graphed once. Reported: the largest relative difference
+    the same initialisation and batches, eagerly twice and graphed once (every shape of CLAN's rescale captured
+    before the first step, as in training). Reported: the largest relative difference
     (max |a − b| / max |a|, per tensor) over every weight and BN statistic of G and D and over the logged losses,
     graphed vs eager and eager vs eager (cuDNN's own nondeterminism), and ``match``: graphed within 10× the eager
     spread (at least 1e-5)."""
@@ -180,7 +181,7 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
     from ftadapt.methods import create_method
     from ftadapt.models.discriminator import FCDiscriminator
     from ftadapt.models.registry import create_model
-    from ftadapt.train import TrainStep
+    from ftadapt.train import TrainStep, input_shapes
 
     t0 = time.perf_counter()
     sizes = {"source": TINY["source_size"], "target": TINY["target_size"]}
@@ -197,6 +198,7 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
                             "data.source_size": sizes["source"], "data.target_size": sizes["target"]})
         model, disc = create_model(cfg.model), FCDiscriminator(19)
         step = TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, device)
+        step.capture_graphs(input_shapes(cfg, uses_target=True))  # up front, as ``train`` does
         losses = {}
         for i, (src, tgt) in enumerate(batches):
             losses = step(i, src, tgt).readback.numbers(None)

@@ -9,17 +9,18 @@ Capture takes seconds, not the minutes of compilation, and the kernels are the e
 of the eager step.
 
 What the capture needs and this module provides: a fixed input shape per graph (CLAN's random scale gives three per
-domain, each captured on first sight); the source and target forwards in separate graphs (the source outputs are
-still read — by the discriminator — after the target forward ran); autocast without its weight-cast cache (the
-caller's ``torch.autocast(..., cache_enabled=False)``); and BN running statistics as they were before the capture's
-warm-up iterations, so that the first replay updates them exactly as an eager step would. Each graph keeps its own
-memory pool (the shapes arrive in random order, so pools cannot be shared safely): memory grows with the number of
+domain, each captured on first sight or ahead with ``capture``); the source and target forwards in separate graphs (the
+source outputs are still read — by the discriminator — after the target forward ran); autocast without its weight-cast
+cache (the caller's ``torch.autocast(..., cache_enabled=False)``); and BN running statistics as they were before the
+capture's warm-up iterations, so that the first replay updates them exactly as an eager step would. Each graph keeps its
+own memory pool (the shapes arrive in random order, so pools cannot be shared safely): memory grows with the number of
 shapes (six at most in training), each holding one domain's activations (the whole eager bf16 step of R101 at the
 paper's sizes peaks at 4.7 GiB).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -43,7 +44,7 @@ class _Forward(nn.Module):
 
 class GraphedModel:
     """``graphed(domain, image)`` = ``model(image)`` with G's forward and backward replayed from CUDA graphs, one pair
-    per (domain, image shape, strides, dtype), captured on first use. ``maker`` is
+    per (domain, image shape, strides, dtype), captured on first use or ahead by ``capture``. ``maker`` is
     ``torch.cuda.make_graphed_callables`` (tests pass a stand-in with the same contract)."""
 
     def __init__(self, model: nn.Module, maker: Callable | None = None) -> None:
@@ -52,23 +53,44 @@ class GraphedModel:
         self.graphs: dict[tuple, Callable[[Tensor], SegOutput]] = {}
 
     def __call__(self, domain: str, image: Tensor) -> SegOutput:
+        with _on_device(image):
+            return self.capture(domain, image)(image)
+
+    def capture(self, domain: str, image: Tensor) -> Callable[[Tensor], SegOutput]:
+        """The graphed forward for ``image``'s (domain, shape, strides, dtype), captured now if it is new; ``image``
+        is only the capture's sample (its values do not matter). Call it under the step's autocast."""
         key = (domain, tuple(image.shape), image.stride(), image.dtype)
-        # Capture and replay on the image's GPU even when another one is current (device=cuda:1).
-        with torch.cuda.device(image.device) if image.is_cuda else contextlib.nullcontext():
-            graphed = self.graphs.get(key)
-            if graphed is None:
+        graphed = self.graphs.get(key)
+        if graphed is None:
+            with _on_device(image):
                 graphed = self.graphs[key] = self._capture(image)
-            return graphed(image)
+        return graphed
 
     def _capture(self, image: Tensor) -> Callable[[Tensor], SegOutput]:
         buffers = list(self.model.buffers())
         saved = [b.clone() for b in buffers]  # the warm-up iterations run the BN statistics updates
         graphed = self.maker(_Forward(self.model), (image.clone(),), num_warmup_iters=WARMUP_ITERS,
-                             capture_error_mode="thread_local")  # loader threads pin memory meanwhile
+                             **_capture_options(self.maker))
         with torch.no_grad():
             for b, s in zip(buffers, saved):
                 b.copy_(s)
         return graphed
+
+
+def _on_device(image: Tensor) -> contextlib.AbstractContextManager:
+    """Capture and replay on the image's GPU even when another one is current (device=cuda:1)."""
+    return torch.cuda.device(image.device) if image.is_cuda else contextlib.nullcontext()
+
+
+def _capture_options(maker: Callable) -> dict[str, str]:
+    """``capture_error_mode="thread_local"`` where ``maker`` takes it (``make_graphed_callables`` does from PyTorch
+    2.14 on): a loader thread that pins memory during a capture then cannot invalidate it. Older releases capture in
+    the global mode, where it can; ``ftadapt.train`` therefore captures every input shape before its loaders start."""
+    try:
+        parameters = inspect.signature(maker).parameters
+    except (TypeError, ValueError):  # a callable without a signature: the plain call
+        return {}
+    return {"capture_error_mode": "thread_local"} if "capture_error_mode" in parameters else {}
 
 
 __all__ = ["GraphedModel"]

@@ -30,6 +30,7 @@ from ftadapt.config import TrainConfig, config_hash, config_to_dict
 from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.gta5 import GTA5
 from ftadapt.data.loader import endless_batches
+from ftadapt.data.transforms import scaled_size
 from ftadapt.data.synthia import SYNTHIA
 from ftadapt.distributed import SINGLE, DistEnv, distributed
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
@@ -42,6 +43,7 @@ from ftadapt.models.convert import load_init_weights
 from ftadapt.models.deeplab import DeepLabV2, optim_param_groups
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
+from ftadapt.protocol import RANDOM_SCALES
 from ftadapt.runlog import (LAST, ORACLE_BEST, RunLog, checkpoint_path, link_checkpoint, prepare_run_dir,
                             prune_checkpoints, resolve_config, write_run_config)
 from ftadapt.schedules import warmup_poly_lr
@@ -130,6 +132,7 @@ def _train(cfg: TrainConfig, *, source: DatasetSpec, target: DatasetSpec | None,
     if start >= stop:
         return TrainResult(out, start, previous, oracle=oracle)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    step_fn.capture_graphs(input_shapes(cfg, method.uses_target))  # before the loaders' threads start
     provenance = {"method": cfg.method, "config_hash": config_hash(cfg), "source": f"{source[0]}:{source[1]}",
                   "target": f"{target[0]}:{target[1]}" if target else None,
                   "init": init_report or (str(init) if init else None)}
@@ -267,8 +270,22 @@ class TrainStep:
                                        cache_enabled=not cfg.cuda_graphs)
         self.target_hw = (cfg.data.target_size[1], cfg.data.target_size[0])
 
+    def capture_graphs(self, shapes: dict[str, list[tuple[int, ...]]]) -> None:
+        """With ``cuda_graphs``: capture G's graphs now for every (domain, image shape) in ``shapes`` (as
+        ``input_shapes`` lists them), so that no capture runs beside the loaders' pinning threads and none stalls
+        a step later; the weights and BN statistics are left as they were. Without ``cuda_graphs``: nothing."""
+        if self.g_graphs is None:
+            return
+        for domain, domain_shapes in shapes.items():
+            for shape in domain_shapes:
+                with self.autocast:
+                    self.g_graphs.capture(domain, self._device_image(torch.zeros(shape)))
+
+    def _device_image(self, image: Tensor) -> Tensor:
+        return image.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
     def _forward(self, domain: str, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
-        image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        image = self._device_image(batch["image"])
         label = batch["label"].to(self.device, non_blocking=True) if "label" in batch else None
         with self.autocast:
             out = self.g_graphs(domain, image) if self.g_graphs is not None else self.g_net(image)
@@ -314,6 +331,15 @@ class TrainStep:
         if self.opt_d is not None:
             self.opt_d.step()
         return StepResult(readback, src, tgt)
+
+
+def input_shapes(cfg: TrainConfig, uses_target: bool) -> dict[str, list[tuple[int, ...]]]:
+    """The N×3×H×W image shapes G sees per domain ("source", "target"): each domain's size at every scale of CLAN's
+    random rescale (×1, ×1.1, ×0.8) with ``data.augment``, else at its size alone."""
+    scales = [1.0] + ([scale for _, scale in RANDOM_SCALES] if cfg.data.augment else [])
+    sizes = {"source": cfg.data.source_size, **({"target": cfg.data.target_size} if uses_target else {})}
+    return {domain: [(cfg.data.batch_size, 3, h, w) for w, h in dict.fromkeys(scaled_size(size, s) for s in scales)]
+            for domain, size in sizes.items()}
 
 
 def _compiled(net: nn.Module, mode: str) -> nn.Module:
@@ -519,4 +545,4 @@ def _open_datasets(cfg: TrainConfig, source: DatasetSpec, target: DatasetSpec | 
 
 
 __all__ = ["train", "resolve_config", "TrainResult", "TrainingDiverged", "StopRequest", "DatasetSpec", "TrainStep",
-           "StepResult", "check_step_options"]
+           "StepResult", "check_step_options", "input_shapes"]

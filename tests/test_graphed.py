@@ -14,24 +14,30 @@ from torch.utils._pytree import tree_leaves
 import ftadapt.train
 from ftadapt.bench import gpu
 from ftadapt.config import build_config
+from ftadapt.data.loader import endless_batches
 from ftadapt.distributed import DistEnv
 from ftadapt.errors import UsageError
 from ftadapt.graphed import WARMUP_ITERS, GraphedModel
 from ftadapt.methods import create_method
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
-from ftadapt.train import TrainStep
+from ftadapt.train import TrainStep, input_shapes, resolve_config, train
 
 
 class FakeMaker:
-    """make_graphed_callables' contract on the CPU; ``shift`` > 0 makes the "graph" compute something else."""
+    """make_graphed_callables' contract on the CPU (PyTorch 2.14's signature); ``shift`` > 0 makes the "graph"
+    compute something else."""
 
     def __init__(self, shift: float = 0.0) -> None:
         self.captures: list[tuple[int, ...]] = []
+        self.modes: list[str] = []
         self.shift = shift
 
     def __call__(self, module, sample_args, num_warmup_iters=3, capture_error_mode="global"):
-        assert capture_error_mode == "thread_local"  # loader threads may pin memory during a capture
+        self.modes.append(capture_error_mode)
+        return self.capture(module, sample_args, num_warmup_iters)
+
+    def capture(self, module, sample_args, num_warmup_iters):
         assert not (torch.is_autocast_enabled("cpu") and torch.is_autocast_cache_enabled()), "autocast cache on"
         params = [p for p in module.parameters() if p.requires_grad]
         for _ in range(num_warmup_iters):
@@ -41,6 +47,13 @@ class FakeMaker:
         if not self.shift:
             return module
         return lambda x: type(out := module(x))(tuple(t + self.shift for t in out.logits), out.features)
+
+
+class OldMaker(FakeMaker):
+    """make_graphed_callables of PyTorch 2.9–2.13: no capture_error_mode (passing it is a TypeError)."""
+
+    def __call__(self, module, sample_args, num_warmup_iters=3):
+        return self.capture(module, sample_args, num_warmup_iters)
 
 
 def _image(h=64, w=96, seed=0, channels_last=False):
@@ -68,6 +81,13 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
     graphed("source", _image(h=48, w=80))
     graphed("source", _image(channels_last=True))
     assert len(maker.captures) == len(graphed.graphs) == 4
+    assert maker.modes == ["thread_local"] * 4  # a loader thread pinning memory cannot invalidate a capture
+
+
+def test_a_pytorch_without_capture_error_mode_gets_the_plain_call():
+    maker = OldMaker()
+    out = GraphedModel(create_model("tiny").train(), maker=maker)("source", _image())
+    assert maker.captures == [(1, 3, 64, 96)] and out.features.ndim == 4
 
 
 def _patched(monkeypatch, maker):
@@ -79,8 +99,8 @@ def test_graphed_training_equals_eager_training_in_the_parity_check(monkeypatch)
     maker = FakeMaker()
     _patched(monkeypatch, maker)
     report = gpu.cuda_graphs_parity(torch.device("cpu"), steps=4)
-    # Two shapes per domain, each captured once with its warm-up; the steps' weights, statistics and losses equal.
-    assert report["graphs_captured"] == 4 and len(maker.captures) == 4
+    # Three shapes per domain captured up front (the steps use two of them); weights, statistics and losses equal.
+    assert report["graphs_captured"] == 6 and len(maker.captures) == 6
     assert report["graphed_vs_eager_max_rel"] == 0.0 and report["eager_vs_eager_max_rel"] == 0.0
     assert report["match"] and report["compared_tensors"] > 100
 
@@ -103,6 +123,44 @@ def test_bf16_graphed_step_runs_autocast_without_its_cache(monkeypatch):
             .numbers(None)
     assert len(maker.captures) == 2 and set(numbers) >= {"loss/seg", "loss/norm_src", "loss/norm_tgt"}
     assert WARMUP_ITERS == 3
+
+
+def test_training_captures_every_input_shape_before_its_loaders_start(synthetic, tmp_path, monkeypatch):
+    maker = OldMaker()  # the global capture mode of older PyTorch: no capture may overlap a pinning thread
+    _patched(monkeypatch, maker)
+    at_loader_start = []
+
+    def batches(*args, **kwargs):
+        at_loader_start.append(len(maker.captures))
+        return endless_batches(*args, **kwargs)
+
+    monkeypatch.setattr(ftadapt.train, "endless_batches", batches)
+    seen = set()
+    replay = GraphedModel.__call__
+
+    def recorded_replay(self, domain, image):
+        seen.add((domain, tuple(image.shape)))
+        return replay(self, domain, image)
+
+    monkeypatch.setattr(GraphedModel, "__call__", recorded_replay)
+    cfg = resolve_config({"method": "clan-norm", "model": "tiny", "steps": 8, "cuda_graphs": True, "device": "cpu",
+                          "data.source_size": "160x96", "data.target_size": "128x64", "data.num_workers": 0,
+                          "tensorboard": False}, out=tmp_path / "run", resume=False)
+    train(cfg, source=("gta5", synthetic.gta5_root), target=("cityscapes", synthetic.cityscapes_root),
+          out=tmp_path / "run", progress=False)
+    shapes = input_shapes(cfg, uses_target=True)
+    assert shapes == {"source": [(1, 3, 96, 160), (1, 3, 105, 176), (1, 3, 76, 128)],
+                      "target": [(1, 3, 64, 128), (1, 3, 70, 140), (1, 3, 51, 102)]}
+    assert at_loader_start == [6, 6]  # all six captured before either loader started
+    assert len(maker.captures) == 6  # and none while training: every batch had a captured shape
+    assert {s for _, s in seen} > {shapes["source"][0], shapes["target"][0]}  # the steps did replay
+    assert {(d, s) for d, ss in shapes.items() for s in ss} >= seen
+
+
+def test_input_shapes_without_augmentation_and_without_a_target():
+    cfg = build_config({"method": "source-only", "model": "tiny", "data.augment": False, "data.batch_size": 2,
+                        "data.source_size": "160x96"})
+    assert input_shapes(cfg, uses_target=False) == {"source": [(2, 3, 96, 160)]}
 
 
 @pytest.mark.parametrize("device, options, world_size, message", [
