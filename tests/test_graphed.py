@@ -50,7 +50,7 @@ class FakeMaker:
 
 
 class OldMaker(FakeMaker):
-    """make_graphed_callables of PyTorch 2.9–2.13: no capture_error_mode (passing it is a TypeError)."""
+    """make_graphed_callables of PyTorch 2.10–2.13: no capture_error_mode (passing it is a TypeError)."""
 
     def __call__(self, module, sample_args, num_warmup_iters=3):
         return self.capture(module, sample_args, num_warmup_iters)
