@@ -19,7 +19,8 @@ no autotuning, compilation or capture of a new shape lands in the timed steps. R
 time, steps/s with the data waits taken out (``compute_steps_per_s``), the data share, the peak memory (CUDA:
 ``max_memory_allocated`` over the timed steps; CPU: the process's peak RSS, everything it ever held included), G's
 FLOPs and unfused memory traffic per step with the rates they imply (``step_profile.model_cost``), and the last
-step's losses. ``profile`` > 0 then profiles that many more steps (``step_profile.profile_steps``: device-busy share, launches, kernel time by category, top kernels).
+step's losses. ``profile`` > 0 then profiles that many more steps (``step_profile.profile_steps``: device-busy share,
+launches, kernel time by category, top kernels; a profiler that fails leaves ``{"error": …}`` and the timing).
 """
 from __future__ import annotations
 
@@ -203,7 +204,10 @@ def bench_train_step(*, method: str = "clan-norm", model: str = "tiny", source_s
                 pending.numbers(None)
                 pending = result.readback
 
-            breakdown = profile_steps(run_step, first + warmup + timed, profile, dev)
+            try:
+                breakdown = profile_steps(run_step, first + warmup + timed, profile, dev)
+            except Exception as exc:  # noqa: BLE001 — a profiler failure (CUPTI, say) must not lose the timing
+                breakdown = {"error": f"{type(exc).__name__}: {exc}"}
     compute_s = wall_s - data_s
     cost = model_cost(model, [source_size] + [target_size] * spec.uses_target,
                       torch.bfloat16 if amp == "bf16" else torch.float32)

@@ -105,3 +105,16 @@ def test_bench_reports_flops_and_a_profile_on_the_cpu():
     assert profile["profiled_steps"] == 1 and profile["device"] is None
     assert profile["host_ops_per_step"] > 100  # every aten op the host dispatched for one clan-norm step
     assert "aten::convolution_backward" in {op["name"] for op in profile["top_host_ops"]}
+
+
+def test_a_failing_profiler_keeps_the_timing(monkeypatch):
+    import ftadapt.bench.train_step as train_step
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(train_step, "profile_steps", broken)
+    report = bench_train_step(method="source-only", model="tiny", steps=1, warmup=0, device="cpu", profile=1,
+                              progress=False)
+    assert report["steps_per_s"] > 0 and report["timed_steps"] == 1
+    assert report["profile"] == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"}
