@@ -9,13 +9,13 @@ Capture takes seconds, not the minutes of compilation, and the kernels are the e
 of the eager step.
 
 What the capture needs and this module provides: a fixed input shape per graph (CLAN's random scale gives three per
-domain, each captured on first sight or ahead with ``capture``); the source and target forwards in separate graphs (the
-source outputs are still read — by the discriminator — after the target forward ran); autocast without its weight-cast
-cache (the caller's ``torch.autocast(..., cache_enabled=False)``); and BN running statistics as they were before the
-capture's warm-up iterations, so that the first replay updates them exactly as an eager step would. Each graph keeps its
-own memory pool (the shapes arrive in random order, so pools cannot be shared safely): memory grows with the number of
-shapes (six at most in training), each holding one domain's activations (the whole eager bf16 step of R101 at the
-paper's sizes peaks at 4.7 GiB).
+domain, each captured on first sight or ahead with ``capture``); the source and target forwards in separate graphs
+(the source outputs are still read — by the discriminator — after the target forward ran); autocast without its
+weight-cast cache (the caller's ``torch.autocast(..., cache_enabled=False)``); and BN running statistics as they were
+before the capture's warm-up iterations, so that the first replay updates them exactly as an eager step would. Each
+graph keeps its own memory pool (the shapes arrive in random order, so pools cannot be shared safely): memory grows
+with the number of shapes (six in training with CLAN's rescale, all captured up front), each holding one domain's
+activations (the whole eager bf16 step of R101 at the paper's sizes peaks at 4.7 GiB).
 """
 from __future__ import annotations
 
