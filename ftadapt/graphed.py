@@ -50,11 +50,13 @@ class GraphedModel:
     def __init__(self, model: nn.Module, maker: Callable | None = None) -> None:
         self.model = model
         self.maker = maker or torch.cuda.make_graphed_callables
+        self.options = _capture_options(self.maker)
         self.graphs: dict[tuple, Callable[[Tensor], SegOutput]] = {}
 
     def __call__(self, domain: str, image: Tensor) -> SegOutput:
+        graphed = self.capture(domain, image)
         with _on_device(image):
-            return self.capture(domain, image)(image)
+            return graphed(image)
 
     def capture(self, domain: str, image: Tensor) -> Callable[[Tensor], SegOutput]:
         """The graphed forward for ``image``'s (domain, shape, strides, dtype), captured now if it is new; ``image``
@@ -70,7 +72,7 @@ class GraphedModel:
         buffers = list(self.model.buffers())
         saved = [b.clone() for b in buffers]  # the warm-up iterations run the BN statistics updates
         graphed = self.maker(_Forward(self.model), (image.clone(),), num_warmup_iters=WARMUP_ITERS,
-                             **_capture_options(self.maker))
+                             **self.options)
         with torch.no_grad():
             for b, s in zip(buffers, saved):
                 b.copy_(s)
