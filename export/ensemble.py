@@ -23,10 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ftadapt.artifact import ArtifactMember
-from ftadapt.checkpoint import META_FILE, MODEL_FILE, load_model
+from ftadapt.checkpoint import META_FILE, load_model, resolve_checkpoint
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, SegOutput, combine_heads
-from ftadapt.runlog import latest_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +172,7 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     total = sum(_check_weight(s.weight, str(s.path)) for s in specs)
     models, infos, names = [], [], set()
     for spec in specs:
-        path = spec.path
-        if path.is_dir() and not (path / MODEL_FILE).exists():
-            path = latest_checkpoint(path) or path  # a run folder: its newest checkpoint
+        path = resolve_checkpoint(spec.path)
         model = load_model(path, device=device)  # verifies the weights' sha256 against meta.json
         meta = json.loads((path / META_FILE).read_text())
         models.append(model)

@@ -28,6 +28,9 @@ from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
 
 MODEL_FILE, CONFIG_FILE, META_FILE, TRAIN_STATE_FILE = "model.pt", "config.json", "meta.json", "train_state.pt"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, META_FILE)
+# A run folder keeps its checkpoints in RUN/checkpoints/step_NNNNNN, with the links ``last`` (newest) and
+# ``oracle_best`` (best periodic evaluation on target val).
+CHECKPOINTS, LAST, ORACLE_BEST = "checkpoints", "last", "oracle_best"
 FORMAT_VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel and torch.compile wrappers
 _RESERVED_CONFIG = ("format", "model", "contents")
@@ -273,3 +276,33 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> DeepL
         model = DeepLabV2(ckpt.model_config)
     load_weights(model, ckpt.state_dict, source=str(Path(path) / MODEL_FILE))
     return model.to(device).eval()
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where a run keeps the checkpoint of ``step``: ``RUN/checkpoints/step_NNNNNN``."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:06d}"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's newest checkpoint folder (the ``last`` link, else the highest ``step_*``), or None."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if (folder / LAST).is_dir():
+        return (folder / LAST).resolve()
+    steps = sorted(p for p in folder.glob("step_*") if p.is_dir())
+    return steps[-1] if steps else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder a user means by ``path``: a checkpoint folder as it is, a run folder its newest
+    checkpoint. A run folder without any checkpoint is a CheckpointError; anything else is left to ``load_checkpoint``
+    to judge (and name)."""
+    path = Path(path)
+    if not path.is_dir() or (path / MODEL_FILE).exists():
+        return path
+    newest = latest_checkpoint(path)
+    if newest is not None:
+        return newest
+    if (path / CHECKPOINTS).is_dir() or (path / "metrics.jsonl").exists():
+        raise CheckpointError(f"run folder {path} has no checkpoint yet (it stopped before the first one); pass a "
+                              "run that saved one, or a checkpoint folder (RUN/checkpoints/step_NNNNNN)")
+    return path

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ftadapt.checkpoint import META_FILE, MODEL_FILE, load_model
+from ftadapt.checkpoint import META_FILE, load_model, resolve_checkpoint
 from ftadapt.data.check import require_usable
 from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.transforms import resize_label
@@ -30,7 +30,6 @@ from ftadapt.evaluate import EvalResult
 from ftadapt.evaluate_model import evaluate_dataset
 from ftadapt.models.deeplab import HEAD_RULES
 from ftadapt.protocol import CITYSCAPES_SIZE
-from ftadapt.runlog import latest_checkpoint
 
 PROTOCOLS = ("adaptsegnet", "maxsquare")
 
@@ -71,9 +70,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, 
         raise UsageError(f"head rule {heads!r}: expected one of {', '.join(HEAD_RULES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir() and not (checkpoint / MODEL_FILE).exists():
-        checkpoint = latest_checkpoint(checkpoint) or checkpoint  # a run folder: its newest checkpoint
+    checkpoint = resolve_checkpoint(checkpoint)
     model = load_model(checkpoint, device=device)
     meta = json.loads((checkpoint / META_FILE).read_text())
     require_usable("cityscapes", root, [split], progress=progress)

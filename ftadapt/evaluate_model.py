@@ -20,8 +20,7 @@ from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.evaluate import ConfusionMatrix, EvalResult, adaptsegnet_protocol
 from ftadapt.imageio import write_png
 from ftadapt.labels import palette_array
-from ftadapt.losses import upsample_logits
-from ftadapt.models.deeplab import combine_heads
+from ftadapt.models.deeplab import combine_heads, upsample_logits
 from ftadapt.protocol import CITYSCAPES_SIZE
 
 

@@ -16,7 +16,7 @@ from ftadapt.errors import UsageError
 from ftadapt.labels import IGNORE_INDEX
 
 __all__ = [
-    "cross_entropy", "focal_loss", "upsample_logits", "feature_norm_loss", "clan_weight_map",
+    "cross_entropy", "focal_loss", "feature_norm_loss", "clan_weight_map",
     "weighted_bce_with_logits", "weight_discrepancy_loss", "maxsquare_loss", "iw_maxsquare_loss",
     "multilevel_self_guidance_loss",
 ]
@@ -38,7 +38,7 @@ def _kept_labels(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Ten
     n, _, h, w = logits.shape
     if tuple(labels.shape) != (n, h, w):
         raise UsageError(f"labels shape {tuple(labels.shape)} does not match logits N×H×W {(n, h, w)}; "
-                         "upsample the logits to the label size first (upsample_logits)")
+                         "upsample the logits to the label size first (ftadapt.models.deeplab.upsample_logits)")
     labels = labels.long()
     keep = (labels >= 0) & (labels != ignore_index)
     return torch.where(keep, labels, ignore_index), keep
@@ -77,22 +77,6 @@ def focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0, ignore_index:
     one_minus_p = -torch.expm1(log_p)
     per_pixel = -one_minus_p.pow(gamma) * log_p
     return torch.where(keep, per_pixel, 0.0).sum() / keep.sum().clamp_min(1)
-
-
-def upsample_logits(logits: Tensor, size_hw: tuple[int, int]) -> Tensor:
-    """Bilinear resize with align_corners=True, as CLAN/FTA/AdaptSegNet upsample logits to the label or image size.
-
-    Shared by the trainer and evaluation so both resize the same way. Keeps the input dtype.
-
-    Shape: (N, C, h, w) → (N, C, H, W) with (H, W) = size_hw.
-    """
-    _check_4d(logits, "logits")
-    size_hw = tuple(int(s) for s in size_hw)
-    if len(size_hw) != 2 or min(size_hw) < 1:
-        raise UsageError(f"size_hw must be two positive ints (H, W), got {size_hw}")
-    if tuple(logits.shape[-2:]) == size_hw:
-        return logits
-    return F.interpolate(logits, size=size_hw, mode="bilinear", align_corners=True)
 
 
 def feature_norm_loss(features: Tensor, delta_r: float, eps: float = 1e-6) -> Tensor:

@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from ftadapt.config import (TrainConfig, build_config, config_diff, config_from_dict, config_hash, config_to_dict,
                             flatten)
+from ftadapt.checkpoint import CHECKPOINTS, LAST, ORACLE_BEST, checkpoint_path, latest_checkpoint
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.fsutil import write_text_atomic
 
-CONFIG_FILE, METRICS_FILE, CHECKPOINTS = "config.json", "metrics.jsonl", "checkpoints"
-LAST, ORACLE_BEST = "last", "oracle_best"
+CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -102,19 +102,6 @@ def resolve_config(overrides: dict, *, out: str | Path, resume: bool) -> TrainCo
     if resume and (Path(out) / CONFIG_FILE).is_file():
         return build_config({**flatten(read_run_config(out)), **overrides})
     return build_config(overrides)
-
-
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"step_{step:06d}"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's newest checkpoint folder (the ``last`` link, else the highest ``step_*``), or None."""
-    folder = Path(run_dir) / CHECKPOINTS
-    if (folder / LAST).is_dir():
-        return (folder / LAST).resolve()
-    steps = sorted(p for p in folder.glob("step_*") if p.is_dir())
-    return steps[-1] if steps else None
 
 
 def link_checkpoint(checkpoint: Path, name: str) -> None:

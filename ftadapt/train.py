@@ -36,11 +36,10 @@ from ftadapt.distributed import SINGLE, DistEnv, distributed
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.data.check import require_usable
 from ftadapt.graphed import GraphedModel
-from ftadapt.losses import upsample_logits
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.speed import set_speed_option
 from ftadapt.models.convert import load_init_weights
-from ftadapt.models.deeplab import DeepLabV2, optim_param_groups
+from ftadapt.models.deeplab import DeepLabV2, optim_param_groups, upsample_logits
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
 from ftadapt.protocol import RANDOM_SCALES

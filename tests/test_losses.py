@@ -10,8 +10,8 @@ from torch import nn
 
 from ftadapt.errors import UsageError
 from ftadapt.losses import (clan_weight_map, cross_entropy, feature_norm_loss, focal_loss, iw_maxsquare_loss,
-                            maxsquare_loss, multilevel_self_guidance_loss, upsample_logits, weight_discrepancy_loss,
-                            weighted_bce_with_logits)
+                            maxsquare_loss, multilevel_self_guidance_loss, weight_discrepancy_loss, weighted_bce_with_logits)
+from ftadapt.models.deeplab import upsample_logits
 
 
 def as_logits(columns) -> torch.Tensor:

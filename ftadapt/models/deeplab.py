@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftadapt.errors import UsageError
@@ -117,6 +118,23 @@ def combine_heads(logits: tuple[Tensor, ...] | list[Tensor], rule: str) -> Tenso
     if rule == "main":
         return logits[-1]
     raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
+
+
+def upsample_logits(logits: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """Bilinear resize with align_corners=True, as CLAN/FTA/AdaptSegNet upsample logits to the label or image size.
+
+    Shared by the trainer and evaluation so both resize the same way. Keeps the input dtype.
+
+    Shape: (N, C, h, w) → (N, C, H, W) with (H, W) = size_hw.
+    """
+    if logits.dim() != 4:
+        raise UsageError(f"logits must be N×C×H×W, got shape {tuple(logits.shape)}")
+    size_hw = tuple(int(s) for s in size_hw)
+    if len(size_hw) != 2 or min(size_hw) < 1:
+        raise UsageError(f"size_hw must be two positive ints (H, W), got {size_hw}")
+    if tuple(logits.shape[-2:]) == size_hw:
+        return logits
+    return F.interpolate(logits, size=size_hw, mode="bilinear", align_corners=True)
 
 
 class Bottleneck(nn.Module):
