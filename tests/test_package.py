@@ -19,7 +19,7 @@ RANKS = {
     "ftadapt.evaluate": 1, "ftadapt.evaluate_dir": 1, "ftadapt.data": 1, "ftadapt.schedules": 0,
     "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.graphed": 3,
     "ftadapt.config": 4, "ftadapt.methods": 4, "ftadapt.train": 4, "ftadapt.runlog": 4, "ftadapt.evaluate_model": 4,
-    "ftadapt.distributed": 4, "ftadapt.evaluate_checkpoint": 4, "ftadapt.demo": 9,
+    "ftadapt.distributed": 4, "ftadapt.evaluate_checkpoint": 4, "ftadapt.demo": 9, "ftadapt.training": 4,
     "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.bench": 7, "ftadapt.cli": 9,
     # The package facade only re-exports lazily (module __getattr__), so it may name any stage.
     "ftadapt": 9,
