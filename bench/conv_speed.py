@@ -1,6 +1,6 @@
 """Are DeepLab-v2's dilated 3×3 convolutions slow on this GPU, and does ``space_to_batch`` help?
 
-    python -m ftadapt.bench.conv_speed [--device cuda] [--iters 20] [--json OUT]
+    ftadapt bench conv-speed [--device cuda] [--iters 20] [--json OUT]
 
 Times forward + backward (input and weight gradients) of the backbone's dilated 3×3 convolutions — layer3 (256
 channels, dilation 2) and layer4 (512 channels, dilation 4) — at the feature-map sizes of the paper's source
@@ -13,14 +13,14 @@ convolutions carry 45 % of G's convolution FLOPs per training step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import click
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ftadapt.bench.report import emit_report, host_info, torch_info
+from ftadapt.bench.report import host_info, torch_info
 from ftadapt.models.speed import atrous_conv
 
 LAYERS = (("layer3", 256, 2), ("layer4", 512, 4))  # name, channels, dilation
@@ -39,6 +39,15 @@ def _time_ms(run, device: torch.device, iters: int) -> float:
     return 1000.0 * (time.perf_counter() - start) / iters
 
 
+def _passes(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Forward + backward (input and weight gradients) of ``conv`` on ``x``: dilated as it is, as space_to_batch
+    computes it, and undilated."""
+    forwards = {"dilated": lambda: conv(x), "space_to_batch": lambda: atrous_conv(conv, x),
+                "undilated": lambda: F.conv2d(x, conv.weight, None, 1, 1, 1)}
+    return {name: (lambda f=forward: torch.autograd.grad(f(), (x, conv.weight), grad))
+            for name, forward in forwards.items()}
+
+
 def measure_dilated_convs(device: str = "cuda", *, iters: int = 20, dtype: torch.dtype = torch.bfloat16,
                           channels_last: bool = True, layers=LAYERS, sizes=FEATURE_SIZES) -> dict[str, Any]:
     """Forward + backward ms of each (layer, size) dilated conv three ways; see the module docstring."""
@@ -53,14 +62,11 @@ def measure_dilated_convs(device: str = "cuda", *, iters: int = 20, dtype: torch
             x = torch.randn(1, channels, h, w, device=dev, dtype=dtype).contiguous(memory_format=fmt)
             x.requires_grad_()
             grad = torch.randn(1, channels, h, w, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-            variants = {"dilated": lambda: conv(x),
-                        "space_to_batch": lambda: atrous_conv(conv, x),
-                        "undilated": lambda: F.conv2d(x, conv.weight, None, 1, 1, 1)}
             flops = 3 * 2 * channels * channels * 9 * h * w  # forward, input gradient, weight gradient
             row: dict[str, Any] = {"layer": name, "input": domain, "channels": channels, "dilation": dilation,
                                    "feature_hw": [h, w]}
-            for variant, forward in variants.items():
-                ms = _time_ms(lambda: torch.autograd.grad(forward(), (x, conv.weight), grad), dev, iters)
+            for variant, one_pass in _passes(conv, x, grad).items():
+                ms = _time_ms(one_pass, dev, iters)
                 row[f"{variant}_ms"] = round(ms, 4)
                 row[f"{variant}_tflops"] = round(flops / ms / 1e9, 2)
             row["space_to_batch_speedup"] = round(row["dilated_ms"] / row["space_to_batch_ms"], 3)
@@ -72,14 +78,9 @@ def measure_dilated_convs(device: str = "cuda", *, iters: int = 20, dtype: torch
             "machine": {**host_info(), **torch_info(dev)}}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N or cpu.")
-@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True, help="Timed passes per variant.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-def main(device: str, iters: int, json_out: str | None) -> None:
-    """Time the dilated backbone convolutions three ways and print JSON."""
-    emit_report(measure_dilated_convs(device, iters=iters), json_out)
+if __name__ == "__main__":  # python -m ftadapt.bench.conv_speed: the same as `ftadapt bench conv-speed`
+    import sys
 
+    from ftadapt.cli import main
 
-if __name__ == "__main__":
-    main()
+    main(["bench", "conv-speed", *sys.argv[1:]])

@@ -1,6 +1,6 @@
 """Benchmark of ``ftadapt eval --pred-dir``: seconds for N Cityscapes-size (2048×1024) prediction/GT pairs.
 
-    python -m ftadapt.bench.eval_speed [--n 500] [--workers 2] [--repeat 3] [--json OUT]
+    ftadapt bench eval-speed [--n 500] [--workers 2] [--repeat 3] [--json OUT]   (or python -m ftadapt.bench.eval_speed)
 
 The pairs are generated once into a cache folder (not timed): ground truth = label-id maps of random polygons over a
 sky/road layout, saved like Cityscapes' PNGs; predictions = the trainIds shifted by a few pixels with some regions
@@ -17,19 +17,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import click
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ftadapt.evaluate_dir import default_workers, evaluate_pred_dir, match_frames
-from ftadapt.bench.report import emit_report, host_info
+from ftadapt.bench.report import host_info
+from ftadapt.evaluation.folder import evaluate_pred_dir, index_predictions
+from ftadapt.evaluation.frames import default_workers, index_ground_truth
 from ftadapt.fsutil import atomic_path
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_LUT, NUM_CLASSES
 
 SIZE = (2048, 1024)  # W, H of Cityscapes frames
 _CACHE_VERSION = 1
-_IDS = np.array(sorted(CITYSCAPES_ID_TO_TRAINID) + [0, 1, 4, 5, 6, 255])  # evaluated ids plus some ignored ones
+_IDS = np.array([*sorted(CITYSCAPES_ID_TO_TRAINID), 0, 1, 4, 5, 6, 255])  # evaluated ids plus some ignored ones
 _TARGET_S_FOR_500 = 8.0
 
 
@@ -98,19 +98,10 @@ def _rate(n: int, seconds: float) -> dict:
     return {"n": n, "seconds": seconds, "pairs_per_s": n / seconds, "seconds_for_500": 500 * seconds / n}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--n", type=click.IntRange(min=1), default=500, show_default=True, help="Number of pairs.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs (best reported).")
-@click.option("--naive-n", type=click.IntRange(min=0), default=None,
-              help="Pairs for the naive loop [default: all n; 0 skips it].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="Folder for the generated pairs [default: $XDG_CACHE_HOME/ftadapt/eval_speed].")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-def main(n: int, workers: int, repeat: int, naive_n: int | None, seed: int, cache: str | None,
-         json_out: str | None) -> None:
-    """Time ftadapt's prediction-folder evaluation on Cityscapes-size pairs and print JSON."""
+def measure_eval_speed(*, n: int = 500, workers: int = 2, repeat: int = 3, naive_n: int | None = None, seed: int = 0,
+                       cache: str | os.PathLike | None = None) -> dict:
+    """Time the prediction-folder evaluation on ``n`` Cityscapes-size pairs (best of ``repeat``) and the naive loop on
+    ``naive_n`` of them (default all; 0 skips it); the pairs are generated once into ``cache``."""
     if cache is None:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftadapt" / "eval_speed"
     folder = prepare(Path(cache), n, seed, default_workers())
@@ -130,20 +121,28 @@ def main(n: int, workers: int, repeat: int, naive_n: int | None, seed: int, cach
               "ftadapt": {**_rate(n, min(runs)), "runs": runs, "cpu_seconds": cpu_seconds},
               "target_s_for_500": _TARGET_S_FOR_500, "meets_target": 500 * min(runs) / n <= _TARGET_S_FOR_500,
               "miou": 100 * result.miou}
-
     naive_n = n if naive_n is None else min(naive_n, n)
     if naive_n:
-        pairs = list(match_frames(pred_dir, gt_dir).pairs.values())[:naive_n]
-        start, cpu_start = time.perf_counter(), time.process_time()
-        hist = naive_confusion(pairs)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        report["naive"] = {**_rate(naive_n, seconds), "cpu_seconds": cpu}
+        report.update(_naive(pred_dir, gt_dir, naive_n, agrees_with=result.confusion.matrix if naive_n == n else None))
         report["speedup"] = report["naive"]["seconds_for_500"] / report["ftadapt"]["seconds_for_500"]
-        if naive_n == n:
-            # generated predictions never hold 255, so the naive 19×19 histogram is the whole count
-            report["naive_agrees"] = bool(np.array_equal(hist, result.confusion.matrix))
-    emit_report(report, json_out)
+    return report
 
 
-if __name__ == "__main__":
-    main()
+def _naive(pred_dir: Path, gt_dir: Path, naive_n: int, *, agrees_with: np.ndarray | None) -> dict:
+    """The naive loop on the first ``naive_n`` pairs and, given the full matrix, whether it agrees with it."""
+    gts, preds = index_ground_truth(gt_dir), index_predictions(pred_dir)
+    pairs = [(preds[f], gts[f]) for f in sorted(gts.keys() & preds.keys())][:naive_n]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    hist = naive_confusion(pairs)
+    out = {"naive": {**_rate(naive_n, time.perf_counter() - start), "cpu_seconds": time.process_time() - cpu_start}}
+    if agrees_with is not None:  # generated predictions never hold 255, so the naive 19×19 histogram is the whole count
+        out["naive_agrees"] = bool(np.array_equal(hist, agrees_with))
+    return out
+
+
+if __name__ == "__main__":  # python -m ftadapt.bench.eval_speed: the same as `ftadapt bench eval-speed`
+    import sys
+
+    from ftadapt.cli import main
+
+    main(["bench", "eval-speed", *sys.argv[1:]])

@@ -1,4 +1,4 @@
-"""Export benchmarks: ``python -m ftadapt.bench.export_speed [--json OUT]`` prints a JSON report.
+"""Export benchmarks: ``ftadapt bench export-speed [--json OUT]`` prints a JSON report.
 
 Sections (each can be skipped):
 
@@ -14,10 +14,7 @@ Sections (each can be skipped):
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,14 +25,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ftadapt.bench.report import host_info, torch_info
 from ftadapt.checkpoint import save_checkpoint
 from ftadapt.data.synthetic import synthesize
 from ftadapt.data.transforms import image_to_tensor, resize_image
-from ftadapt.evaluate import ConfusionMatrix
-from ftadapt.export.ensemble import Ensemble, load_ensemble
-from ftadapt.export.graph import build_graph, parse_size
+from ftadapt.ensemble import Ensemble, load_ensemble
+from ftadapt.evaluation.metrics import ConfusionMatrix
 from ftadapt.export.onnx_export import export_onnx
-from ftadapt.bench.report import emit_report
+from ftadapt.export.onnx_graph import build_graph
 from ftadapt.labels import cityscapes_to_trainid
 from ftadapt.models.registry import create_model
 
@@ -140,7 +137,7 @@ def bench_preprocess(working_size: tuple[int, int], n_frames: int, checkpoint: P
             image = torch.from_numpy(rgb)[None]
             graph_labels = graph(image)[0].numpy()
             pil = image_to_tensor(resize_image(Image.fromarray(rgb), working_size))[None]
-            probs = ensemble.fuse(ensemble.member_probs(pil))
+            probs = ensemble.probs(pil)
             up = torch.nn.functional.interpolate(probs, size=rgb.shape[:2], mode="bilinear", align_corners=True)
             pil_labels = up.argmax(1)[0].numpy()
             gt = cityscapes_to_trainid(label_ids)
@@ -154,43 +151,32 @@ def bench_preprocess(working_size: tuple[int, int], n_frames: int, checkpoint: P
     return report
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.export_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="deeplabv2-r101", help="registered model of the random-init members")
-    parser.add_argument("--members", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--precision", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
-    parser.add_argument("--working-size", type=parse_size, default=(1024, 512))
-    parser.add_argument("--frame-size", type=parse_size, default=(2048, 1024), help="latency frames (WxH)")
-    parser.add_argument("--frames", type=int, default=2, help="frames for latency and pre-processing")
-    parser.add_argument("--runs", type=int, default=3, help="timed passes over the latency frames")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="trained model for pre-processing parity")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["export", "latency", "preprocess"])
-    parser.add_argument("--workdir", type=Path, default=None, help="keep checkpoints and ONNX files here")
-    parser.add_argument("--json", dest="json_out", default=None, help="also write the report to this file")
-    args = parser.parse_args(argv)
+def measure_export(*, model: str = "deeplabv2-r101", members: tuple[int, ...] = (1, 3),
+                   precisions: tuple[str, ...] = ("fp32", "fp16"), working_size: tuple[int, int] = (1024, 512),
+                   frame_size: tuple[int, int] = (2048, 1024), frames: int = 2, runs: int = 3,
+                   checkpoint: Path | None = None, skip: tuple[str, ...] = (), workdir: Path | None = None) -> dict:
+    """The sections of the module docstring not in ``skip``, as one JSON-ready report."""
     import onnxruntime
 
-    machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-               "processor": platform.processor(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-               "load_average": os.getloadavg()}
-    report: dict[str, Any] = {"machine": machine,
-                              "model": args.model, "working_size": list(args.working_size),
+    report: dict[str, Any] = {"machine": {**host_info(onnxruntime=onnxruntime.__version__), **torch_info()},
+                              "model": model, "working_size": list(working_size),
                               "note": "random-init members: export time, size and latency do not depend on weights"}
     with tempfile.TemporaryDirectory(prefix="ftadapt-bench-") as tmp:
-        root = args.workdir or Path(tmp)
+        root = workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        if "export" not in args.skip:
-            report["export"] = bench_export(root, args.model, args.members, args.precision, args.working_size)
-        if "latency" not in args.skip:
-            report["latency"] = bench_latency(root, args.model, args.working_size, args.frame_size, args.frames,
-                                              args.runs)
+        if "export" not in skip:
+            report["export"] = bench_export(root, model, list(members), list(precisions), working_size)
+        if "latency" not in skip:
+            report["latency"] = bench_latency(root, model, working_size, frame_size, frames, runs)
             print(json.dumps(report["latency"]), flush=True)
-    if "preprocess" not in args.skip:
-        report["preprocess"] = bench_preprocess(args.working_size, args.frames, args.checkpoint)
-    emit_report(report, args.json_out)
+    if "preprocess" not in skip:
+        report["preprocess"] = bench_preprocess(working_size, frames, checkpoint)
     return report
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m ftadapt.bench.export_speed: the same as `ftadapt bench export-speed`
+    import sys
+
+    from ftadapt.cli import main
+
+    main(["bench", "export-speed", *sys.argv[1:]])

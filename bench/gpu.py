@@ -1,21 +1,25 @@
 """One run on whatever NVIDIA GPU is here, at most ``--budget-s`` seconds (default 300), one JSON file.
 
-    python -m ftadapt.bench.gpu [--out DIR] [--budget-s 300] [--compile] [--only ITEM ...] [--skip ITEM ...]
+    ftadapt bench gpu [--out DIR] [--budget-s 300] [--compile] [--only ITEM[,ITEM]] [--skip ITEM[,ITEM]]
     bench/gpu_check.sh                 # installs the project without network, runs this, writes $OUT or ./gpu-results
-    python -m ftadapt.bench.gpu --device cpu --tiny --out /tmp/g   # the same script, seconds, on a CPU (tests)
+    ftadapt bench gpu --device cpu --tiny --out /tmp/g   # the same script, seconds, on a CPU (tests)
+    python -m ftadapt.bench.gpu ...    # the same, and also takes argparse's spelling --only ITEM ITEM ...
 
 Items, in order (each one guarded: a failure is recorded and the next one runs; an item that does not fit in the
 time left is skipped with a note; ``gpu_bench.json`` is rewritten after every item, so a killed run keeps its
 results):
 
 1. ``train_bf16_channels_last``: clan-norm training steps/s at the paper's sizes (DeepLab-v2 R101, source 1280×720,
-   target 1024×512, batch 1) — the real ``TrainStep`` with bf16 autocast, channels_last, cuDNN benchmark, fused
-   optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a few more steps
-   (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28 steps/s on one H100.
+   target 1024×512, batch 1) — the real ``TrainStep`` from ``build_train_step`` with bf16 autocast, channels_last,
+   cuDNN benchmark, fused optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a
+   few more steps (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28
+   steps/s on one H100.
 2. ``cuda_graphs_parity``: the tiny model trained a few steps (clan-norm, fp32 with TF32 off, two input shapes per
    domain) eagerly twice and with the ``cuda_graphs`` config key once, from the same initialisation and batches: the
    largest relative difference of any weight or statistic, graphed vs eager beside eager vs eager (cuDNN's own
    nondeterminism), and whether the graphed run is within it.
+Every training item is a config (``build_config`` over ``bench.train_step.BENCH_DEFAULTS``, ``speed.*`` keys) timed
+by ``bench_train_step``.
 3. ``train_bf16_graphed``: item 1 with ``cuda_graphs`` (G's forward and backward replayed as CUDA graphs, one pair per
    input shape, no compilation), profiled.
 4. ``conv_speed``: the dilated 3×3 backbone convolutions (45 % of G's FLOPs) forward + backward as cuDNN runs them,
@@ -38,7 +42,6 @@ results):
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import json
@@ -55,13 +58,15 @@ import torch
 
 from ftadapt.bench.conv_speed import measure_dilated_convs
 from ftadapt.bench.report import host_info, torch_info
-from ftadapt.bench.train_step import RAW_SIZES, bench_train_step
+from ftadapt.bench.train_step import BENCH_DEFAULTS, RAW_SIZES, bench_train_step
+from ftadapt.config import build_config
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import write_text_atomic
 
 TARGET_BF16_STEPS_PER_S = 28.0  # one H100: 100k steps in under an hour
-PAPER = {"model": "deeplabv2-r101", "source_size": (1280, 720), "target_size": (1024, 512)}
-TINY = {"model": "tiny", "source_size": (160, 96), "target_size": (128, 64)}
+# Config keys of the two modes (sizes W×H).
+PAPER = {"model": "deeplabv2-r101", "data.source_size": (1280, 720), "data.target_size": (1024, 512)}
+TINY = {"model": "tiny", "data.source_size": (160, 96), "data.target_size": (128, 64)}
 RESULT_FILE = "gpu_bench.json"
 # Ways of running the same bf16 step on in-memory batches; the target is judged on the fastest.
 GRAPHED_MODES = ("train_bf16_graphed", "train_bf16_graphed_all")
@@ -104,20 +109,18 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _train_item(name: str, sizes: dict, device: torch.device, *, amp: str, channels_last: bool,
-                measure_s: float, warmup: int, data: str = "memory", workers: int = 0,
-                raw_sizes: tuple | None = None, compile: str = "off", cuda_graphs: bool = False,
-                channel_multiple: int = 0, space_to_batch: bool = False, profile: int = 0,
-                setup_s: float = 20.0) -> Item:
+def _train_item(name: str, sizes: dict, device: torch.device, speed: dict[str, Any], *, measure_s: float,
+                warmup: int, data: str = "memory", workers: int = 0, raw_sizes: tuple | None = None,
+                profile: int = 0, setup_s: float = 20.0) -> Item:
+    """``bench_train_step`` of clan-norm at ``sizes`` (config keys) with the config keys ``speed`` (``speed.*``)."""
+    cfg = build_config({**BENCH_DEFAULTS, "method": "clan-norm", **sizes, "device": str(device),
+                        "data.num_workers": workers, **speed})
+
     def run(left_s: float) -> dict[str, Any]:
-        return bench_train_step(method="clan-norm", **sizes, steps=100_000, warmup=warmup, amp=amp,
-                                channels_last=channels_last, device=str(device), data=data, num_workers=workers,
-                                raw_sizes=raw_sizes, compile=compile, cuda_graphs=cuda_graphs,
-                                channel_multiple=channel_multiple, space_to_batch=space_to_batch,
-                                profile=profile,
+        return bench_train_step(cfg, steps=100_000, warmup=warmup, data=data, raw_sizes=raw_sizes, profile=profile,
                                 max_seconds=min(measure_s, max(1.0, (left_s - setup_s) / 2)), progress=False)
 
-    return Item(name, needs_s=measure_s + setup_s, run=run, cuda_only=cuda_graphs)
+    return Item(name, needs_s=measure_s + setup_s, run=run, cuda_only=cfg.speed.cuda_graphs)
 
 
 def _runtime_item(out: Path, tiny: bool) -> Item:
@@ -141,8 +144,8 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
     import onnxruntime as ort
 
     from ftadapt.bench.runtime_latency import export_random_model
-    from ftadapt.export.ensemble import load_ensemble
-    from ftadapt.export.graph import build_graph
+    from ftadapt.ensemble import load_ensemble
+    from ftadapt.export.onnx_graph import build_graph
     from ftadapt.export.verify import verification_frames
 
     t0 = time.perf_counter()
@@ -177,14 +180,10 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
     graphed vs eager and eager vs eager (cuDNN's own nondeterminism), and ``match``: graphed within 10× the eager
     spread (at least 1e-5)."""
     from ftadapt.bench.train_step import memory_batches
-    from ftadapt.config import build_config
-    from ftadapt.methods import create_method
-    from ftadapt.models.discriminator import FCDiscriminator
-    from ftadapt.models.registry import create_model
-    from ftadapt.train import TrainStep, input_shapes
+    from ftadapt.training.step import build_train_step, input_shapes
 
     t0 = time.perf_counter()
-    sizes = {"source": TINY["source_size"], "target": TINY["target_size"]}
+    sizes = {"source": TINY["data.source_size"], "target": TINY["data.target_size"]}
     pin = device.type == "cuda"
     batches = [(memory_batches(sizes["source"], True, pin, seed=i, scale=(1.0, 0.8)[i % 2]),
                 memory_batches(sizes["target"], False, pin, seed=100 + i, scale=(1.0, 0.8)[(i + 1) % 2]))
@@ -192,21 +191,18 @@ def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
 
     def train(cuda_graphs: bool) -> tuple[dict[str, torch.Tensor], int]:
         """Every weight, statistic and logged loss after the steps, and how many graphs were captured."""
-        torch.manual_seed(0)
-        cfg = build_config({"method": "clan-norm", "model": TINY["model"], "steps": steps, "device": str(device),
-                            "channels_last": True, "cuda_graphs": cuda_graphs,
-                            "data.source_size": sizes["source"], "data.target_size": sizes["target"]})
-        model, disc = create_model(cfg.model), FCDiscriminator(19)
-        step = TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, device)
-        step.capture_graphs(input_shapes(cfg, uses_target=True))  # up front, as ``train`` does
+        cfg = build_config({"method": "clan-norm", **TINY, "steps": steps, "seed": 0, "device": str(device),
+                            "speed.channels_last": True, "speed.cuda_graphs": cuda_graphs})
+        step = build_train_step(cfg)  # the same seed: the same initial G and D in every run
+        step.capture_cuda_graphs(input_shapes(cfg, uses_target=True))  # up front, as ``train`` does
         losses = {}
         for i, (src, tgt) in enumerate(batches):
             losses = step(i, src, tgt).readback.numbers(None)
-        state = {**{f"G.{k}": v for k, v in model.state_dict().items()},
-                 **{f"D.{k}": v for k, v in disc.state_dict().items()}}
+        state = {**{f"G.{k}": v for k, v in step.model.state_dict().items()},
+                 **{f"D.{k}": v for k, v in step.disc.state_dict().items()}}
         return ({**{k: v.detach().double().cpu() for k, v in state.items()},
                  **{k: torch.tensor([v], dtype=torch.float64) for k, v in losses.items()}},
-                len(step.g_graphs.graphs) if step.g_graphs is not None else 0)
+                len(step.cuda_graphed.captured) if step.cuda_graphed is not None else 0)
 
     def spread(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
         rel = {k: float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)) for k in a}
@@ -233,28 +229,27 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
     compile_s = 30.0 if tiny else 240.0  # compiling R101's forward + backward for two input shapes
     conv_options = {"iters": 3, "layers": (("layer3", 16, 2),), "sizes": {"source": (12, 20)}} if tiny else {}
     work = out / "work"
-    bf16 = {"amp": "bf16", "channels_last": True, "measure_s": measure, "warmup": warmup}
-    items = [_train_item("train_bf16_channels_last", sizes, device, **bf16, profile=profile),
+    timing = {"measure_s": measure, "warmup": warmup}
+    bf16 = {"speed.amp": "bf16", "speed.channels_last": True}
+    graphed, aligned = {**bf16, "speed.cuda_graphs": True}, {"speed.channel_multiple": 8}
+    items = [_train_item("train_bf16_channels_last", sizes, device, bf16, **timing, profile=profile),
              Item("cuda_graphs_parity", needs_s=20.0, run=lambda left: cuda_graphs_parity(device), cuda_only=True),
-             _train_item("train_bf16_graphed", sizes, device, **bf16, cuda_graphs=True, profile=profile),
+             _train_item("train_bf16_graphed", sizes, device, graphed, **timing, profile=profile),
              Item("conv_speed", needs_s=10.0 if tiny else 30.0,
                   run=lambda left: measure_dilated_convs(str(device), **conv_options)),
-             _train_item("train_bf16_graphed_all", sizes, device, **bf16, cuda_graphs=True, space_to_batch=True,
-                         channel_multiple=8, profile=profile),
-             _train_item("train_bf16_aligned", sizes, device, **bf16, channel_multiple=8, profile=profile)]
+             _train_item("train_bf16_graphed_all", sizes, device, {**graphed, **aligned, "speed.space_to_batch": True},
+                         **timing, profile=profile),
+             _train_item("train_bf16_aligned", sizes, device, {**bf16, **aligned}, **timing, profile=profile)]
     if compile_model:
-        items += [_train_item("train_bf16_cudagraphs", sizes, device, **bf16, compile="reduce-overhead",
-                              profile=profile, setup_s=compile_s),
-                  _train_item("train_bf16_compile", sizes, device, **bf16, compile="default", profile=profile,
-                              setup_s=compile_s)]
+        items += [_train_item("train_bf16_cudagraphs", sizes, device, {**bf16, "speed.compile": "reduce-overhead"},
+                              **timing, profile=profile, setup_s=compile_s),
+                  _train_item("train_bf16_compile", sizes, device, {**bf16, "speed.compile": "default"}, **timing,
+                              profile=profile, setup_s=compile_s)]
     items += [
-        _train_item("train_fp32_channels_last", sizes, device, amp="off", channels_last=True, measure_s=measure,
-                    warmup=warmup),
-        _train_item("train_bf16_loader", sizes, device, amp="bf16", channels_last=True, measure_s=measure,
-                    warmup=warmup, data="synthetic", workers=workers, raw_sizes=None if tiny else RAW_SIZES,
-                    setup_s=10.0 if tiny else 60.0),
-        _train_item("train_bf16_contiguous", sizes, device, amp="bf16", channels_last=False, measure_s=measure,
-                    warmup=warmup),
+        _train_item("train_fp32_channels_last", sizes, device, {"speed.channels_last": True}, **timing),
+        _train_item("train_bf16_loader", sizes, device, bf16, **timing, data="synthetic", workers=workers,
+                    raw_sizes=None if tiny else RAW_SIZES, setup_s=10.0 if tiny else 60.0),
+        _train_item("train_bf16_contiguous", sizes, device, {"speed.amp": "bf16"}, **timing),
         _runtime_item(out, tiny),
         Item("export_parity", needs_s=10.0 if tiny else 30.0,
              run=lambda left: export_parity(work, device, model=sizes["model"],
@@ -277,7 +272,7 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
         write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n")
         return report
     report: dict[str, Any] = {
-        "benchmark": "gpu", "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "gpu", "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "budget_s": budget_s, "mode": "tiny" if tiny else "paper sizes", "environment": environment(dev),
         "target": {"train_bf16_channels_last_steps_per_s": TARGET_BF16_STEPS_PER_S, "on": "one H100"},
         "results": {}, "errors": {}, "skipped": {}, "item_seconds": {}}
@@ -302,7 +297,7 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
         t0 = time.monotonic()
         try:
             result = item.run(left)
-        except Exception as exc:  # noqa: BLE001 — one failure must not lose the other measurements
+        except Exception as exc:  # one failure must not lose the other measurements
             report["errors"][item.name] = f"{type(exc).__name__}: {exc}\n" + "".join(
                 traceback.format_exception(exc, limit=-4))
             print(f"[gpu-bench] {item.name} failed: {type(exc).__name__}: {exc}", flush=True)
@@ -350,28 +345,25 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help=f"folder for {RESULT_FILE} [$OUT or ./gpu-results]")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget of the whole run")
-    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (a structural dry run)")
-    parser.add_argument("--tiny", action="store_true", help="the tiny model at tiny sizes (a quick check)")
-    parser.add_argument("--compile", dest="compile_model", action="store_true",
-                        help="also time torch.compile with and without CUDA graphs (minutes of compilation)")
-    parser.add_argument("--only", nargs="*", default=[], metavar="ITEM", help="run only these items")
-    parser.add_argument("--skip", nargs="*", default=[], metavar="ITEM", help="items to leave out")
-    args = parser.parse_args(argv)
-    out = args.out or Path(os.environ.get("OUT") or "gpu-results")
-    try:
-        report = run_all(out, budget_s=args.budget_s, device=args.device, tiny=args.tiny,
-                         compile_model=args.compile_model, skip=tuple(args.skip), only=tuple(args.only))
-    except UsageError as exc:
-        parser.error(str(exc))
-    print(json.dumps(report.get("summary", report), indent=2, default=str), flush=True)
-    print(f"[gpu-bench] wrote {out / RESULT_FILE}", flush=True)
-    return report
+def item_lists(argv: list[str]) -> list[str]:
+    """argparse's ``--only A B C`` (how this script took item lists before it became ``ftadapt bench gpu``) as
+    ``--only A --only B --only C``, so the old command lines keep working."""
+    out: list[str] = []
+    repeat = None
+    for word in argv:
+        if word.startswith("-"):
+            repeat = word if word in ("--only", "--skip") else None
+            out.append(word)
+        elif repeat is not None and out[-1] != repeat:
+            out += [repeat, word]
+        else:
+            out.append(word)
+    return out
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m ftadapt.bench.gpu (bench/gpu_check.sh): the same as `ftadapt bench gpu`
+    import sys
+
+    from ftadapt.cli import main
+
+    main(["bench", "gpu", *item_lists(sys.argv[1:])])

@@ -1,7 +1,7 @@
 """Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs ONNX Runtime CUDA vs TensorRT, one call, one dict.
 
     from ftadapt.bench.gpu_runtime import measure_runtime_gpu
-    report = measure_runtime_gpu()            # or measure_runtime_gpu("ens.onnx"); python -m ftadapt.bench.gpu_runtime
+    report = measure_runtime_gpu()            # or measure_runtime_gpu("ens.onnx"); ftadapt bench gpu-runtime
 
 Every backend is tried and any that cannot run here is reported as ``"not available: <reason>"`` instead of failing
 (the usual reasons: ``tensorrt``/``pycuda`` not installed, the CPU-only ``onnxruntime`` wheel instead of
@@ -13,15 +13,14 @@ host label map out, copies included — after warm-up (see ``runtime_latency``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ftadapt.bench.report import torch_info
 from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
-from ftadapt.bench.report import emit_report, torch_info
 from ftadapt.errors import FtadaptError
 from ftadapt.runtime import Segmenter
 
@@ -97,22 +96,9 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
             "timing": "wall clock per Segmenter call (host frame in, host int32 label map out), after warm-up"}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.gpu_runtime", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", type=Path, default=None, help="an exported .onnx [export a random one]")
-    parser.add_argument("--model", default="deeplabv2-r101")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--cpu-runs", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--json", dest="json_out", default=None)
-    args = parser.parse_args(argv)
-    report = measure_runtime_gpu(args.model_path, model=args.model, precision=args.precision, runs=args.runs,
-                                 cpu_runs=args.cpu_runs, workdir=args.workdir)
-    emit_report(report, args.json_out)
-    return report
+if __name__ == "__main__":  # python -m ftadapt.bench.gpu_runtime: the same as `ftadapt bench gpu-runtime`
+    import sys
 
+    from ftadapt.cli import main
 
-if __name__ == "__main__":
-    main()
+    main(["bench", "gpu-runtime", *sys.argv[1:]])

@@ -1,6 +1,6 @@
 """How fast one loader process prepares training samples, and how many ``data.num_workers`` a training speed needs.
 
-    python -m ftadapt.bench.loader_speed [--samples 24] [--steps-per-s 28] [--json OUT]
+    ftadapt bench loader-speed [--samples 24] [--steps-per-s 28] [--json OUT]
 
 Writes a small synthetic set with files at the real datasets' sizes (GTA5 1914×1052 and Cityscapes 2048×1024 PNGs;
 not timed), then times the training datasets' ``__getitem__`` in this process with one torch thread — the work of
@@ -16,12 +16,12 @@ import math
 import time
 from typing import Any
 
-import click
 import torch
 
-from ftadapt.bench.report import emit_report, host_info, torch_info
+from ftadapt.bench.report import host_info, torch_info
 from ftadapt.bench.train_step import RAW_SIZES, synthetic_training_sets
 from ftadapt.config import DataConfig
+
 
 def measure_loading(samples: int = 24, steps_per_s: float = 28.0, frames: int = 4, seed: int = 0) -> dict[str, Any]:
     """Per-sample loading cost of each domain in this process (one torch thread) and the loader workers per domain
@@ -51,16 +51,9 @@ def measure_loading(samples: int = 24, steps_per_s: float = 28.0, frames: int = 
             "machine": {**host_info(), **torch_info()}}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--samples", type=click.IntRange(min=1), default=24, show_default=True,
-              help="Timed samples per domain.")
-@click.option("--steps-per-s", type=click.FloatRange(min=0, min_open=True), default=28.0, show_default=True,
-              help="Training speed (batch 1) the loaders must keep up with.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-def main(samples: int, steps_per_s: float, json_out: str | None) -> None:
-    """Time one loader worker's work per training sample and print JSON."""
-    emit_report(measure_loading(samples, steps_per_s), json_out)
+if __name__ == "__main__":  # python -m ftadapt.bench.loader_speed: the same as `ftadapt bench loader-speed`
+    import sys
 
+    from ftadapt.cli import main
 
-if __name__ == "__main__":
-    main()
+    main(["bench", "loader-speed", *sys.argv[1:]])

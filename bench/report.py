@@ -1,22 +1,12 @@
-"""How every benchmark hands over its figures: indented JSON on stdout, and the same text in a file when asked, with
-the facts of the machine they were measured on."""
+"""The facts of the machine a benchmark ran on, attached to every report (``ftadapt.commands.common.emit`` prints
+the reports)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 from typing import Any
 
 from ftadapt import __version__
-from ftadapt.fsutil import write_text_atomic
-
-
-def emit_report(report: dict[str, Any], json_out: str | None) -> None:
-    """Print ``report`` as JSON and, with ``json_out``, write it there atomically."""
-    text = json.dumps(report, indent=2, default=str)
-    print(text, flush=True)
-    if json_out:
-        write_text_atomic(json_out, text + "\n")
 
 
 def host_info(**versions: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Runtime latency: ``python -m ftadapt.bench.runtime_latency [--json OUT]`` prints a JSON report.
+"""Runtime latency: ``ftadapt bench runtime-latency [--json OUT]`` prints a JSON report.
 
 Per-frame latency (p50 / p90 / p99, mean) and frames per second of ``Segmenter`` — what an application sees: numpy
 frame in, label map out, pre-processing, upsampling and argmax included — for each ``--model`` exported as one FP32
@@ -12,7 +12,6 @@ reuses these helpers for ONNX Runtime CUDA and TensorRT on an NVIDIA machine.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ftadapt.bench.report import emit_report, host_info
+from ftadapt.bench.report import host_info
 from ftadapt.runtime import Segmenter
 
 DEFAULT_RUNS = {"tiny": 30, "deeplabv2-r101": 5}
@@ -36,7 +35,7 @@ def export_random_model(work: Path, model: str, working_size: tuple[int, int], p
     import torch
 
     from ftadapt.checkpoint import save_checkpoint
-    from ftadapt.export.ensemble import load_ensemble
+    from ftadapt.ensemble import load_ensemble
     from ftadapt.export.onnx_export import export_onnx
     from ftadapt.models.registry import create_model
 
@@ -99,37 +98,26 @@ def machine() -> dict[str, Any]:
     return host_info(numpy=np.__version__, onnxruntime=onnxruntime.__version__)
 
 
-def _size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    return int(w), int(h)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ftadapt.bench.runtime_latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_RUNS), help="registered models")
-    parser.add_argument("--working-size", type=_size, default=(1024, 512), help="WxH the members run at")
-    parser.add_argument("--frame-size", type=_size, default=(2048, 1024), help="WxH of the input frames")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=None, help=f"timed calls per model [{DEFAULT_RUNS}]")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [its default]")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) checkpoints and ONNX files here")
-    parser.add_argument("--json", dest="json_out", default=None, help="also write the report to this file")
-    args = parser.parse_args(argv)
+def measure_runtime_latency(*, models: tuple[str, ...] = tuple(DEFAULT_RUNS),
+                            working_size: tuple[int, int] = (1024, 512), frame_size: tuple[int, int] = (2048, 1024),
+                            warmup: int = 2, runs: int | None = None, threads: int | None = None,
+                            workdir: Path | None = None) -> dict[str, Any]:
+    """Latency of one random-init FP32 member of each of ``models`` through the ONNX Runtime CPU backend."""
     with tempfile.TemporaryDirectory(prefix="ftadapt-runtime-bench-") as tmp:
-        work = args.workdir or Path(tmp)
+        work = workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = []
-        for model in args.models:
-            runs = args.runs or DEFAULT_RUNS.get(model, 10)
-            rows.append(bench_model(work, model, working_size=args.working_size, frame_size=args.frame_size,
-                                    warmup=args.warmup, runs=runs, threads=args.threads))
+        for model in models:
+            rows.append(bench_model(work, model, working_size=working_size, frame_size=frame_size, warmup=warmup,
+                                    runs=runs or DEFAULT_RUNS.get(model, 10), threads=threads))
             print(json.dumps(rows[-1]), flush=True)
-    report = {"benchmark": "runtime_latency", "weights": WEIGHTS_NOTE, "machine": machine(), "results": rows,
-              "timing": "wall clock per Segmenter call (numpy frame in, int32 label map out), after warm-up"}
-    emit_report(report, args.json_out)
-    return report
+    return {"benchmark": "runtime_latency", "weights": WEIGHTS_NOTE, "machine": machine(), "results": rows,
+            "timing": "wall clock per Segmenter call (numpy frame in, int32 label map out), after warm-up"}
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m ftadapt.bench.runtime_latency: the same as `ftadapt bench runtime-latency`
+    import sys
+
+    from ftadapt.cli import main
+
+    main(["bench", "runtime-latency", *sys.argv[1:]])

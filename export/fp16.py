@@ -2,7 +2,7 @@
 
 FP16 lives in the graph, not in a TensorRT builder flag (DESIGN.md §7): a strongly typed build runs exactly the types
 the ONNX carries. Folding happens before the cast so the folded weights are computed in FP32 and rounded once. The
-ensemble's fusion weights stay FP32 and :class:`~ftadapt.export.ensemble.Ensemble` casts logits back to FP32 before
+ensemble's fusion weights stay FP32 and :class:`~ftadapt.ensemble.Ensemble` casts logits back to FP32 before
 the softmax, so only the members' convolutions (and their ReLU / pooling / additions) run in half.
 """
 from __future__ import annotations
@@ -13,9 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
-from ftadapt.export.ensemble import Ensemble
-
 
 FP16_MAX = 65504.0
 

@@ -18,11 +18,10 @@ import onnx
 from ftadapt import __version__
 from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.errors import UsageError
-from ftadapt.export.graph import IMAGE_RESIZE, PROBS_UPSAMPLE, SegmentationGraph
+from ftadapt.export.onnx_graph import IMAGE_RESIZE, PROBS_UPSAMPLE, SegmentationGraph
 from ftadapt.fsutil import atomic_path
 from ftadapt.labels import CLASS_NAMES, NUM_CLASSES, PALETTE
 from ftadapt.protocol import IMG_MEAN_BGR
-
 
 INPUT_SPEC = {"name": "image", "dtype": "uint8", "layout": "NHWC", "channels": "RGB", "dynamic": ["N", "H", "W"]}
 
@@ -33,8 +32,8 @@ def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> Ar
     Raises UsageError when the members do not predict the 19 Cityscapes train classes (the only named label space).
     """
     ensemble = graph.ensemble
-    if ensemble.config.num_classes != NUM_CLASSES:
-        raise UsageError(f"the members predict {ensemble.config.num_classes} classes; only the {NUM_CLASSES}-class "
+    if ensemble.num_classes != NUM_CLASSES:
+        raise UsageError(f"the members predict {ensemble.num_classes} classes; only the {NUM_CLASSES}-class "
                          "Cityscapes label space can be exported (class names and palette go into the file)")
     if not ensemble.infos:
         raise UsageError("the ensemble has no member provenance; build it with load_ensemble(...) from checkpoints")

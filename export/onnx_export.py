@@ -1,6 +1,6 @@
 """Export an ensemble as one ONNX graph (``ftadapt export``): dynamo export, metadata, verification, atomic write.
 
-The graph is :class:`~ftadapt.export.graph.SegmentationGraph` exported by ``torch.onnx.export(dynamo=True)`` with
+The graph is :class:`~ftadapt.export.onnx_graph.SegmentationGraph` exported by ``torch.onnx.export(dynamo=True)`` with
 dynamic batch, height and width. Weights are embedded in the ``.onnx`` unless they exceed ``EXTERNAL_DATA_BYTES``
 (protobuf's 2 GB limit), in which case they go to ``<name>.data`` beside it. Everything is written in a temporary
 folder beside the target and renamed into place at the end (data file first), so a crash leaves no half-written
@@ -23,13 +23,12 @@ import torch
 from tqdm import tqdm
 
 from ftadapt.artifact import ArtifactInfo
+from ftadapt.ensemble import Ensemble
 from ftadapt.errors import FtadaptError, UsageError
-from ftadapt.export.ensemble import Ensemble
-from ftadapt.export.graph import build_graph
 from ftadapt.export.metadata import artifact_info, external_files, write_props
+from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification, default_sizes, verification_frames, verify_onnx
 from ftadapt.protocol import CITYSCAPES_SIZE
-
 
 DEFAULT_OPSET = 20
 EXTERNAL_DATA_BYTES = 1536 * 2**20
@@ -96,7 +95,7 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
                 verify_sizes: list[tuple[int, int]] | None = None, frames_per_size: int = 2,
                 frames: list[np.ndarray] | None = None, opset: int = DEFAULT_OPSET,
                 progress: bool = True) -> ExportResult:
-    """Export ``ensemble`` (FP32 members, e.g. from :func:`~ftadapt.export.ensemble.load_ensemble`) to ``out``.
+    """Export ``ensemble`` (FP32 members, e.g. from :func:`~ftadapt.ensemble.load_ensemble`) to ``out``.
 
     ``precision`` "fp16" exports BN-folded half members (see :mod:`ftadapt.export.fp16`). Verification compares
     ONNX Runtime with the FP32 module on ``frames`` (uint8 N×H×W×3 batches) or, by default, ``frames_per_size``

@@ -26,8 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ftadapt.data.synthetic import synthesize
-from ftadapt.export.graph import SegmentationGraph
-
+from ftadapt.export.onnx_graph import SegmentationGraph
 
 FP32_MAX_PROB_DIFF = 1e-4
 FP32_MIN_AGREEMENT = 0.9999

@@ -292,6 +292,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """A short name for a checkpoint folder: its run's name for a run's checkpoint
+    (``runs/clan/checkpoints/step_000100`` → ``clan@step_000100``), else the folder's name."""
+    path = Path(path)
+    if path.parent.name == CHECKPOINTS and path.parent.parent.name:
+        return f"{path.parent.parent.name}@{path.name}"
+    return path.name or str(path)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder a user means by ``path``: a checkpoint folder as it is, a run folder its newest
     checkpoint. A run folder without any checkpoint is a CheckpointError; anything else is left to ``load_checkpoint``

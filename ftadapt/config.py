@@ -3,6 +3,10 @@ code, and the resolution order defaults → preset → config file → ``--set k
 
 The paper's text is the default. Its code (FTA, a CLAN fork) differs in places; ``preset = "paper-code"`` switches all
 of them on at once, and each one is also a key of its own (see ``PRESETS``). Every run saves the resolved config.
+
+Keys are dotted (``loss.lambda_norm``). Configs written before the ``speed`` section existed name its keys at the top
+level (``amp``, ``channels_last`` …); ``KEY_ALIASES`` maps those names to ``speed.*`` wherever keys are read
+(``--set``, ``--config`` files, a run's ``config.json``, ``config_from_dict``, ``build_config``).
 """
 from __future__ import annotations
 
@@ -20,18 +24,30 @@ from ftadapt.errors import UsageError
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
+DATASET_KINDS = ("gta5", "cityscapes", "synthia")
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, Path]:
+    """Parse ``KIND:ROOT`` (e.g. ``gta5:/data/GTA5``) into (kind, root); a UsageError for anything else."""
+    kind, sep, root = spec.partition(":")
+    if not sep or not root or kind not in DATASET_KINDS:
+        raise UsageError(f"{spec!r}: expected KIND:ROOT with KIND one of {', '.join(DATASET_KINDS)} "
+                         "(e.g. cityscapes:/data/Cityscapes)")
+    return kind, Path(root)
 
 
 @dataclass
 class DataConfig:
-    """Input sizes and loading. Sizes are (W, H) as in the paper."""
+    """The datasets (``KIND:ROOT``), input sizes and loading. Sizes are (W, H) as in the paper."""
 
+    source: str = ""  # labelled source, "gta5:ROOT" or "synthia:ROOT"; a resume may point it elsewhere
+    target: str = ""  # unlabelled target, "cityscapes:ROOT" ("": none; methods using the target need it)
     source_size: tuple[int, int] = (1280, 720)  # GTA5 protocol resize; source logits are upsampled to this size
     target_size: tuple[int, int] = (1024, 512)  # Cityscapes protocol resize ("crop 512×1024" in the paper)
     augment: bool = True  # CLAN's random image scale (×1.1 / ×0.8) and mirror, both domains
     batch_size: int = 1
     # Loader processes per domain. One core prepares ~12 Cityscapes / ~16 GTA5 samples per second (PNG decoding
-    # dominates; python -m ftadapt.bench.loader_speed), so 28 steps/s needs 3 per domain; 0: in the training process.
+    # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process.
     num_workers: int = 4
 
 
@@ -81,6 +97,19 @@ class EvalConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How fast a step runs, not what it computes (up to floating-point order): a resume may change any of them."""
+
+    amp: str = "off"  # "off" or "bf16" (autocast)
+    channels_last: bool = False
+    cudnn_benchmark: bool = True
+    compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
+    cuda_graphs: bool = False  # replay G's forward + backward as CUDA graphs, one pair per input shape (no compile)
+    channel_multiple: int = 0  # > 1: run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of it
+    space_to_batch: bool = False  # run the dilated backbone convs as ordinary convs over their d² sub-grids
+
+
+@dataclass
 class TrainConfig:
     """Everything that defines a training run."""
 
@@ -90,13 +119,8 @@ class TrainConfig:
     steps: int = 100_000  # poly horizon and number of steps
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" …
-    amp: str = "off"  # "off" or "bf16" (autocast)
-    channels_last: bool = False
-    cudnn_benchmark: bool = True
-    compile: str = "off"  # torch.compile of G: "off", "default" or "reduce-overhead" (CUDA graphs); one graph per shape
-    cuda_graphs: bool = False  # replay G's forward + backward as CUDA graphs, one pair per input shape (no compile)
-    channel_multiple: int = 0  # > 1: run the convs with 3/19/1 channels (stem, heads, D) zero-padded to multiples of it
-    space_to_batch: bool = False  # run the dilated backbone convs as ordinary convs over their d² sub-grids
+    init: str = ""  # fresh runs start from these weights: a checkpoint folder or an official .pth ("": random init)
+    sync_bn: bool = False  # several processes: BN statistics over all ranks' images (CUDA only; not the reference)
     checkpoint_every: int = 2000
     keep_checkpoints: int = 0  # > 0: keep only the newest K checkpoints (plus last / oracle_best); 0 keeps every one
     log_every: int = 10
@@ -108,19 +132,21 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def __post_init__(self) -> None:
         checks = [
             ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
             ("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
-            ("amp", self.amp in ("off", "bf16"), "'off' or 'bf16'"),
-            ("compile", self.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
+            ("speed.amp", self.speed.amp in ("off", "bf16"), "'off' or 'bf16'"),
+            ("speed.compile", self.speed.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
             ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
             ("steps", self.steps > 0, "a positive number of steps"),
             ("data.batch_size", self.data.batch_size > 0, "positive"),
             ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, "≥ 0 (0: keep every checkpoint)"),
-            ("channel_multiple", self.channel_multiple >= 0, "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
+            ("speed.channel_multiple", self.speed.channel_multiple >= 0,
+             "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
             ("log_every", self.log_every > 0, "positive"),
             ("stop_at", 0 <= self.stop_at <= self.steps, f"between 0 (off) and steps ({self.steps})"),
             ("optim.warmup_steps", self.optim.warmup_steps >= 0, "≥ 0"),
@@ -130,11 +156,20 @@ class TrainConfig:
                 raise UsageError(f"config {key}={get_key(self, key)!r} is invalid: expected {expected}")
 
 
-# Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns.
-RESUMABLE_KEYS = frozenset({"device", "amp", "channels_last", "cudnn_benchmark", "compile", "cuda_graphs",
-                            "channel_multiple", "space_to_batch", "checkpoint_every", "keep_checkpoints", "log_every",
-                            "eval_every", "check_data", "tensorboard", "stop_at", "data.num_workers", "eval.split",
-                            "eval.size", "eval.flip"})
+# Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns. The dataset
+# roots and the init weights are among them: a moved dataset must not block a resume, and a resume never reads init.
+RESUMABLE_KEYS = frozenset({"device", "init", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
+                            "check_data", "tensorboard", "stop_at", "data.source", "data.target", "data.num_workers",
+                            "eval.split", "eval.size", "eval.flip",
+                            *(f"speed.{f.name}" for f in dataclasses.fields(SpeedConfig))})
+
+# The one alias table: old key name → current one. Configs written before the ``speed`` section (ftadapt ≤ 0.1.0 run
+# folders) hold its keys at the top level; they keep loading and resuming.
+KEY_ALIASES: dict[str, str] = {
+    "amp": "speed.amp", "channels_last": "speed.channels_last", "cudnn_benchmark": "speed.cudnn_benchmark",
+    "compile": "speed.compile", "cuda_graphs": "speed.cuda_graphs", "channel_multiple": "speed.channel_multiple",
+    "space_to_batch": "speed.space_to_batch",
+}
 
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.
@@ -161,9 +196,14 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def canonical_key(key: str) -> str:
+    """``key`` with an old name replaced by the current one (``amp`` → ``speed.amp``, see ``KEY_ALIASES``)."""
+    return KEY_ALIASES.get(key, key)
+
+
 def get_key(cfg: Any, key: str) -> Any:
-    """The value of a dotted key, e.g. ``get_key(cfg, "loss.lambda_norm")``."""
-    for part in key.split("."):
+    """The value of a dotted key, e.g. ``get_key(cfg, "loss.lambda_norm")`` (old names accepted)."""
+    for part in canonical_key(key).split("."):
         cfg = getattr(cfg, part)
     return cfg
 
@@ -216,22 +256,25 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
     raise AssertionError(f"unsupported config type {hint} for {key}")
 
 
-def _check_key(key: str) -> None:
+def _check_key(key: str) -> str:
+    """The current name of ``key``, or a UsageError suggesting close matches."""
+    key = canonical_key(key)
     if key not in KEY_TYPES:
         close = difflib.get_close_matches(key, list(KEY_TYPES), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(KEY_TYPES)}"
         raise UsageError(f"unknown config key {key!r}{hint}")
+    return key
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["loss.lambda_norm=2e-4", ...]`` → ``{"loss.lambda_norm": "2e-4"}`` (values typed later)."""
+    """``["loss.lambda_norm=2e-4", "amp=bf16"]`` → ``{"loss.lambda_norm": "2e-4", "speed.amp": "bf16"}`` (current key
+    names; values typed later)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set loss.lambda_norm=0.0002")
-        _check_key(key.strip())
-        out[key.strip()] = value.strip()
+        out[_check_key(key.strip())] = value.strip()
     return out
 
 
@@ -246,7 +289,7 @@ def _flatten_mapping(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or TOML config file (nested tables or dotted keys) into flat dotted keys."""
+    """Read a JSON or TOML config file (nested tables or dotted keys) into flat dotted keys (current names)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
@@ -254,21 +297,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}")
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise UsageError(f"config file {path} is not valid {kind}: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a table/object of keys")
-    flat = _flatten_mapping(data)
-    for key in flat:
-        _check_key(key)
-    return flat
+    return {_check_key(key): value for key, value in _flatten_mapping(data).items()}
 
 
 def build_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Resolve a TrainConfig: defaults, then the preset named in ``overrides`` (if any), then the other overrides.
     Without a ``model`` key the method's reference architecture is used (``DEFAULT_MODELS``).
 
-    ``overrides`` maps dotted keys to values (strings from ``--set`` or typed values from a file), applied in order.
-    Explicit keys always beat the preset, wherever they appear.
+    ``overrides`` maps dotted keys (old names accepted, see ``KEY_ALIASES``) to values (strings from ``--set`` or
+    typed values from a file), applied in order. Explicit keys always beat the preset, wherever they appear.
     """
     overrides = dict(overrides or {})
     preset = str(overrides.get("preset", "paper"))
@@ -276,7 +317,7 @@ def build_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
         raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     values = flatten(TrainConfig())
     for key, value in {**PRESETS[preset], **overrides}.items():
-        _check_key(key)
+        key = _check_key(key)
         values[key] = _convert(key, value, KEY_TYPES[key])
     if "model" not in overrides:
         values["model"] = DEFAULT_MODELS.get(values["method"], values["model"])
@@ -302,13 +343,15 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Inverse of ``config_to_dict`` (unknown keys are an error)."""
+    """Inverse of ``config_to_dict`` (unknown keys are an error; the old layout, with top-level speed keys and without
+    the keys recorded since, reads with their defaults)."""
     return build_config(_flatten_mapping(data))
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    """sha256 of everything that defines what a run learns (all keys except ``RESUMABLE_KEYS``)."""
-    flat = {k: v for k, v in flatten(cfg).items() if k not in RESUMABLE_KEYS}
+    """sha256 of everything that defines what a run learns (all keys except ``RESUMABLE_KEYS``). ``sync_bn`` off, as
+    every run before it was recorded, is left out, so those runs keep their hash."""
+    flat = {k: v for k, v in flatten(cfg).items() if k not in RESUMABLE_KEYS and (k, v) != ("sync_bn", False)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 

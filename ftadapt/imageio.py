@@ -1,4 +1,5 @@
-"""PNG/JPEG decoding and encoding shared by the datasets, the doctor and the evaluator (numpy + Pillow).
+"""PNG/JPEG decoding, encoding and the protocol resizes, shared by the datasets, the doctor and the evaluator (numpy +
+Pillow).
 
 Decoding uses Pillow: it releases the GIL while inflating, so a thread pool scales across cores, and it is the
 decoder the reference code used (so BICUBIC resizes match). Every failure becomes a ``DatasetError`` naming the file.
@@ -24,7 +25,8 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable or corrupt image ({exc}); re-extract or re-download this file") from None
+        raise DatasetError(f"{path}: unreadable or corrupt image ({exc}); re-extract or re-download this "
+                           "file") from None
     return img
 
 
@@ -55,6 +57,25 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
             "label values; colourised maps (e.g. *_color.png) are not labels — use the *_labelIds.png / trainId file"
         )
     return np.asarray(img)
+
+
+def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize an RGB image to (W, H) with BICUBIC (the reference filter); a no-op at the same size."""
+    size = (int(size[0]), int(size[1]))
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 label map to (W, H) with NEAREST (values are preserved, never blended).
+
+    Shape: (H, W) uint8 → (size[1], size[0]) uint8.
+    """
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise TypeError(f"resize_label expects an (H, W) uint8 array, got {label.shape} {label.dtype}")
+    if (label.shape[1], label.shape[0]) == tuple(size):
+        return label
+    resized = Image.fromarray(label).resize((int(size[0]), int(size[1])), Image.Resampling.NEAREST)
+    return np.asarray(resized)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

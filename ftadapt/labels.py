@@ -6,7 +6,11 @@ The runtime imports this module, so it must never import torch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from ftadapt.errors import UsageError
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -69,24 +73,31 @@ def synthia_to_trainid(label_ids: np.ndarray) -> np.ndarray:
     return SYNTHIA_LUT[label_ids]
 
 
+def palette_table(palette: Sequence[Sequence[int]] = PALETTE) -> np.ndarray:
+    """A read-only 256×3 uint8 lookup table: row c is class c's colour, every other value (255 = ignore …) black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    table.setflags(write=False)
+    return table
+
+
 def palette_array() -> np.ndarray:
-    """The palette as a 256×3 uint8 array: trainId rows 0–18 coloured, every other value (ignore included) black."""
-    pal = np.zeros((256, 3), dtype=np.uint8)
-    pal[:NUM_CLASSES] = PALETTE
-    return pal
+    """The Cityscapes palette as a writable 256×3 uint8 array (for PNG palettes): trainId rows 0–18 coloured, every
+    other value (ignore included) black."""
+    return palette_table().copy()
 
 
-_PALETTE_256 = palette_array()
-_PALETTE_256.setflags(write=False)
+_CITYSCAPES_TABLE = palette_table()
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Colour a trainId map with the Cityscapes palette.
+def colorize(labels: object, table: np.ndarray = _CITYSCAPES_TABLE) -> np.ndarray:
+    """Colour a label map with ``table`` (from ``palette_table``; the Cityscapes palette by default); values outside
+    0–255 and rows the table leaves black (255 = ignore) are black.
 
-    Shape: labels (..., H, W) integer trainIds → (..., H, W, 3) uint8 RGB; 255 and any value ≥ 19 are black.
+    Shape: integer (..., H, W) → uint8 (..., H, W, 3).
     """
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"colorize expects integer trainIds, got {labels.dtype}")
-    idx = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_INDEX).astype(np.intp)
-    return _PALETTE_256[idx]
+    if labels.dtype.kind not in "iu":
+        raise UsageError(f"colorize expects an integer label map, got dtype {labels.dtype}")
+    inside = (labels >= 0) & (labels < table.shape[0])
+    return table[np.where(inside, labels, IGNORE_INDEX).astype(np.intp)]

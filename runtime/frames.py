@@ -1,4 +1,4 @@
-"""Frame validation and label-map colouring: what a caller hands the runtime is checked once, here.
+"""Frame validation and overlays: what a caller hands the runtime is checked once, here.
 
 Every bad frame is a ``UsageError`` (a ``ValueError``) that says what was expected, so a mistake in an application
 (BGR float frames, a grayscale image, a batch passed as one frame, a frame larger than the engine's profile) fails
@@ -97,26 +97,6 @@ def stack_frames(frames: object, *, max_size: Size | None = None, min_size: Size
             raise UsageError(f"frames[{i}] is {f.shape[0]}×{f.shape[1]} but frames[0] is {first[0]}×{first[1]}; a "
                              "batch needs frames of one size (call the Segmenter per frame for mixed sizes)")
     return np.stack(checked)
-
-
-def palette_table(palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """A 256×3 uint8 lookup table: row c is class c's colour, every other value (255 = ignore …) black."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    table.setflags(write=False)
-    return table
-
-
-def colorize(labels: object, table: np.ndarray) -> np.ndarray:
-    """Colour a label map with ``table`` (from ``palette_table``); values outside 0–255 are black.
-
-    Shape: integer (..., H, W) → uint8 (..., H, W, 3).
-    """
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise UsageError(f"colorize expects an integer label map, got dtype {labels.dtype}")
-    inside = (labels >= 0) & (labels < table.shape[0])
-    return table[np.where(inside, labels, 255).astype(np.intp)]
 
 
 def overlay(frame: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -65,7 +65,7 @@ class OrtBackend:
             options.intra_op_num_threads = threads
         try:
             self._session = ort.InferenceSession(str(model.path), sess_options=options, providers=requested)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/… types
+        except Exception as exc:
             raise ArtifactError(f"ONNX Runtime cannot load {model.path}: {exc}") from None
         self.providers = tuple(self._session.get_providers())
         missing = [n for n in map(_provider_name, requested) if n not in self.providers]

@@ -28,9 +28,10 @@ import numpy as np
 
 from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.errors import UsageError
+from ftadapt.labels import colorize, palette_table
 from ftadapt.runtime.backends import choose_backend
 from ftadapt.runtime.engine_cache import EngineCache, compute_profile
-from ftadapt.runtime.frames import check_batch, check_frame, check_size, colorize, palette_table, stack_frames
+from ftadapt.runtime.frames import check_batch, check_frame, check_size, stack_frames
 from ftadapt.runtime.onnx_file import ModelFile, read_model_file
 from ftadapt.runtime.ort_backend import OrtBackend
 from ftadapt.runtime.trt_backend import TrtBackend

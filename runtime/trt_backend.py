@@ -24,10 +24,10 @@ import numpy as np
 
 from ftadapt.artifact import ArtifactInfo
 from ftadapt.errors import UsageError
-from ftadapt.runtime.cuda_graph import CudaGraph, cuda_runtime
 from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
 from ftadapt.runtime.onnx_file import ModelFile
 from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt, numpy_dtype
+from ftadapt.runtime.trt_cuda_graph import TrtCudaGraph, cuda_runtime
 from ftadapt.runtime.trt_engine import BUILDER_SETTINGS, DEFAULT_WORKSPACE_MB, load_or_build
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class TrtBackend:
             self._want_graph = False
             self._stream.synchronize()
             try:
-                self._graph = CudaGraph(self._stream.handle, self._enqueue)
+                self._graph = TrtCudaGraph(self._stream.handle, self._enqueue)
             except EngineError as exc:  # an engine with uncapturable work: keep enqueueing
                 self.description["cuda_graph"] = f"off: capture failed ({exc})"
                 warnings.warn(f"CUDA graph capture failed, running without it: {exc}", RuntimeWarning, stacklevel=4)

@@ -158,9 +158,10 @@ class Builder:
                 monitor.step_complete("Building engine", step)
             monitor.phase_finish("Building engine")
         model = network.model
-        plan = {"outputs": {t.name: t.dtype for t in model.outputs}, "profile": config.profiles[0].shapes, "half": Builder.half_layers, "strongly_typed": network.flags,
-                "workspace": config.pool.get(MemoryPoolType.WORKSPACE), "tf32_cleared": BuilderFlag.TF32 in
-                config.cleared, "timing_cache": config.cache.data.decode()}
+        plan = {"outputs": {t.name: t.dtype for t in model.outputs}, "profile": config.profiles[0].shapes,
+                "half": Builder.half_layers, "strongly_typed": network.flags,
+                "workspace": config.pool.get(MemoryPoolType.WORKSPACE),
+                "tf32_cleared": BuilderFlag.TF32 in config.cleared, "timing_cache": config.cache.data.decode()}
         return json.dumps(plan).encode()
 
 

@@ -72,7 +72,8 @@ def build_model(path: str | Path, *, weights: np.ndarray | None = None, with_pro
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ftadapt-tests")
     model.ir_version = 8
     if metadata is None:
-        classes = CLASS_NAMES[:num_classes] if num_classes <= len(CLASS_NAMES) else [f"c{i}" for i in range(num_classes)]
+        fits = num_classes <= len(CLASS_NAMES)
+        classes = CLASS_NAMES[:num_classes] if fits else [f"c{i}" for i in range(num_classes)]
         palette = (PALETTE * 14)[:num_classes]
         metadata = artifact_info(precision, with_probs=with_probs, classes=classes, palette=palette).to_props()
     for key, value in metadata.items():

@@ -11,10 +11,16 @@ import torch
 import ftadapt.bench.gpu as gpu
 from ftadapt.bench import gpu_runtime
 from ftadapt.bench.loader_speed import measure_loading
-from ftadapt.bench.train_step import bench_train_step
+from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step
 from ftadapt.cli import main
+from ftadapt.config import build_config
 from ftadapt.errors import UsageError
-from ftadapt.train import TrainStep
+from ftadapt.training.step import TrainStep
+
+
+def _cfg(**keys):
+    """The config ``ftadapt bench train-step`` resolves: the bench's defaults, then the given keys."""
+    return build_config({**BENCH_DEFAULTS, **keys})
 
 
 
@@ -22,7 +28,7 @@ def test_train_step_bench_times_the_real_step_on_memory_batches(monkeypatch):
     calls = []
     real = TrainStep.__call__
     monkeypatch.setattr(TrainStep, "__call__", lambda self, i, s, t: calls.append(i) or real(self, i, s, t))
-    report = bench_train_step(method="clan-norm", model="tiny", steps=3, warmup=1, device="cpu", progress=False)
+    report = bench_train_step(_cfg(device="cpu"), steps=3, warmup=1, progress=False)
     assert calls == [0, 1, 2, 3]  # one warm-up, three timed, each through TrainStep
     assert (report["timed_steps"], report["data"], report["device"], report["amp"]) == (3, "memory", "cpu", "off")
     assert report["steps_per_s"] == pytest.approx(3 / report["wall_s"], rel=0.01)
@@ -38,15 +44,39 @@ def test_train_step_bench_through_the_real_loaders_reports_the_data_share(monkey
     real = TrainStep.__call__
     monkeypatch.setattr(TrainStep, "__call__", lambda self, i, s, t: shapes.append(
         (i, tuple(s["image"].shape[-2:]), tuple(s["label"].shape[-2:]))) or real(self, i, s, t))
-    report = bench_train_step(method="source-only", model="tiny-multi", steps=2, warmup=0, device="cpu",
-                              data="synthetic", num_workers=0, amp="bf16", channels_last=True, progress=False)
+    cfg = _cfg(method="source-only", model="tiny-multi", device="cpu", **{"data.num_workers": 0, "speed.amp": "bf16",
+                                                                          "speed.channels_last": True})
+    report = bench_train_step(cfg, steps=2, warmup=0, data="synthetic", progress=False)
     assert report["data"] == "synthetic" and report["timed_steps"] == 2
+    assert (report["amp"], report["channels_last"], report["model"], report["num_workers"]) == (
+        "bf16", True, "tiny-multi", 0)
     assert 0 < report["data_share"] < 1 and report["compute_steps_per_s"] > report["steps_per_s"]
     assert set(report["losses"]) == {"loss/seg", "grad_norm/G"}
     # Before the timing, one step at each of CLAN's rescaled sizes (160×96 ×1.1, ×0.8, ×1; labels stay nominal),
     # so that no cuDNN autotuning or compilation of a new shape is timed.
     assert shapes[:3] == [(0, (105, 176), (96, 160)), (1, (76, 128), (96, 160)), (2, (96, 160), (96, 160))]
     assert [i for i, _, _ in shapes] == [0, 1, 2, 3, 4] and report["shape_warmup_s"] > 0
+
+
+def test_train_step_bench_takes_everything_from_the_config_and_refuses_what_it_cannot_time(monkeypatch):
+    assert _cfg() == build_config({"method": "clan-norm", "model": "tiny", "data.source_size": "160x96",
+                                   "data.target_size": "128x64", "data.num_workers": 2, "seed": 0})
+    built = []
+    real = TrainStep.__init__
+    monkeypatch.setattr(TrainStep, "__init__", lambda self, cfg, *a, **k: built.append(cfg) or real(self, cfg, *a, **k))
+    report = bench_train_step(_cfg(method="norm-only", device="cpu", seed=5, steps=1, stop_at=1,
+                                   **{"speed.channel_multiple": 8, "speed.cudnn_benchmark": False}),
+                              steps=2, warmup=1, profile=0, progress=False)
+    (cfg,) = built
+    assert (cfg.method, cfg.seed, cfg.speed.channel_multiple, report["channel_multiple"]) == ("norm-only", 5, 8, 8)
+    assert report["cudnn_benchmark"] is False and set(report["losses"]) == {"loss/seg", "loss/norm_src",
+                                                                            "loss/norm_tgt", "grad_norm/G"}
+    assert (cfg.steps, cfg.stop_at) == (4, 0)  # the schedule spans every step the bench runs (+1), whatever was set
+    for bad in ({"data": "disk"}, {"steps": 0}, {"warmup": -1}):
+        with pytest.raises(UsageError, match="data='disk'|need at least one timed step"):
+            bench_train_step(_cfg(device="cpu"), **bad)
+    with pytest.raises(UsageError, match="data.batch_size=2: bench train-step times batches of 1"):
+        bench_train_step(_cfg(device="cpu", **{"data.batch_size": 2}))
 
 
 def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_worker_count():
@@ -63,18 +93,23 @@ def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_wo
     assert torch.get_num_threads() == report["machine"]["torch_threads"]  # restored after the one-thread timing
 
 
-def test_cli_prints_json_and_refuses_bad_input(tmp_path, capsys):
+def test_cli_prints_json_takes_config_keys_and_refuses_bad_input(tmp_path, capsys):
     main(["bench", "train-step", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
-          "--method", "norm-only", "--json", str(tmp_path / "r.json")])
+          "--method", "norm-only", "--set", "speed.channels_last=true", "--set", "data.num_workers=0",
+          "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
     printed = json.loads(captured.out)
     assert printed["method"] == "norm-only" and printed == json.loads((tmp_path / "r.json").read_text())
+    assert printed["channels_last"] is True and printed["model"] == "tiny"  # --set, then the bench's own defaults
     assert "steps/s" in captured.err
-    with pytest.raises(SystemExit) as exc:
-        main(["bench", "train-step", "--model", "resnet", "--device", "cpu"])
-    assert exc.value.code == 2 and "unknown model 'resnet'" in capsys.readouterr().err
+    for argv, message in ((["--model", "resnet"], "unknown model 'resnet'"),
+                          (["--set", "speed.ampp=bf16"], "unknown config key 'speed.ampp'; did you mean speed.amp"),
+                          (["--set", "amp=fp8"], "config speed.amp='fp8' is invalid")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "train-step", "--device", "cpu", *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err, argv
     with pytest.raises(UsageError, match="data='disk'"):
-        bench_train_step(data="disk")
+        bench_train_step(_cfg(device="cpu"), data="disk")
 
 
 def test_gpu_script_records_failures_and_skips_what_does_not_fit(tmp_path, monkeypatch):
@@ -97,9 +132,10 @@ def test_gpu_script_records_failures_and_skips_what_does_not_fit(tmp_path, monke
 def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(gpu_runtime, "measure_runtime_gpu", lambda **kw: seen.update(kw) or {"results": {}})
-    report = gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--budget-s", "120", "--skip",
-                       "train_bf16_aligned", "train_fp32_channels_last", "train_bf16_loader",
-                       "train_bf16_contiguous", "export_parity"])
+    main(["bench", "gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path), "--budget-s", "120", "--skip",
+          "train_bf16_aligned,train_fp32_channels_last", "--skip", "train_bf16_loader", "--skip",
+          "train_bf16_contiguous", "--skip", "export_parity"])
+    report = json.loads((tmp_path / gpu.RESULT_FILE).read_text())
     bf16 = report["results"]["train_bf16_channels_last"]
     assert (bf16["amp"], bf16["channels_last"], bf16["model"], bf16["method"]) == ("bf16", True, "tiny", "clan-norm")
     assert bf16["steps_per_s"] > 0 and bf16["timed_steps"] >= 1
@@ -122,8 +158,10 @@ def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_
     assert "train_bf16_cudagraphs" not in [item.name for item in gpu.plan(tmp_path, torch.device("cpu"), tiny=True,
                                                                            compile_model=False)]
     with pytest.raises(SystemExit) as exc:
-        gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--only", "train_bf16_cudagraphs"])
+        main(["bench", "gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path), "--only", "train_bf16_cudagraphs"])
     assert exc.value.code == 2 and "need --compile" in capsys.readouterr().err
+    argv = ["--only", "a", "b", "--tiny", "--skip", "c", "--budget-s", "9"]  # python -m ftadapt.bench.gpu's old form
+    assert gpu.item_lists(argv) == ["--only", "a", "--only", "b", "--tiny", "--skip", "c", "--budget-s", "9"]
 
 
 def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():

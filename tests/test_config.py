@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from train_runs import OLD_LAYOUT_CONFIG, OLD_LAYOUT_HASH
 
 from ftadapt.config import (
+    KEY_ALIASES,
     PRESETS,
+    RESUMABLE_KEYS,
+    SpeedConfig,
     TrainConfig,
     build_config,
     config_diff,
@@ -14,6 +19,8 @@ from ftadapt.config import (
     config_hash,
     config_to_dict,
     flatten,
+    get_key,
+    parse_dataset_spec,
     parse_set,
     read_config_file,
 )
@@ -47,7 +54,7 @@ def test_set_values_are_typed_by_the_field():
     cfg = build_config(parse_set(["steps=20", "amp=bf16", "channels_last=yes", "loss.lambda_norm=2e-4",
                                   "data.source_size=160x96", "optim.d_betas=0.5,0.9", "method=clan-norm"]))
     assert cfg.steps == 20 and isinstance(cfg.steps, int)
-    assert cfg.amp == "bf16" and cfg.channels_last is True and cfg.loss.lambda_norm == 2e-4
+    assert cfg.speed.amp == "bf16" and cfg.speed.channels_last is True and cfg.loss.lambda_norm == 2e-4
     assert cfg.data.source_size == (160, 96) and cfg.optim.d_betas == (0.5, 0.9)
 
 
@@ -106,3 +113,62 @@ def test_round_trip_hash_and_diff():
     other = build_config({**flatten(cfg), "loss.lambda_adv": 0.002, "model": "tiny"})
     assert config_hash(other) != config_hash(cfg)
     assert config_diff(cfg, other) == ["model: 'deeplabv2-r101' → 'tiny'", "loss.lambda_adv: 0.001 → 0.002"]
+
+
+def test_a_config_json_of_the_old_layout_reads_with_its_speed_keys_in_the_speed_section(tmp_path):
+    old = {**OLD_LAYOUT_CONFIG, "amp": "bf16", "channels_last": True, "channel_multiple": 8}
+    cfg = config_from_dict(old)
+    assert (cfg.speed.amp, cfg.speed.channels_last, cfg.speed.channel_multiple) == ("bf16", True, 8)
+    assert (cfg.method, cfg.model, cfg.stop_at, cfg.data.source_size) == ("clan-norm", "tiny", 1, (160, 96))
+    # the keys recorded since read as their defaults: no roots, no init, no SyncBatchNorm
+    assert (cfg.data.source, cfg.data.target, cfg.init, cfg.sync_bn) == ("", "", "", False)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert build_config(read_config_file(tmp_path / "config.json")) == cfg  # --config of an old run's config.json
+    # what the run learns hashes as it did then, and the new layout round-trips
+    assert config_hash(config_from_dict(OLD_LAYOUT_CONFIG)) == OLD_LAYOUT_HASH
+    assert config_from_dict(config_to_dict(cfg)) == cfg and "amp" not in config_to_dict(cfg)
+
+
+def test_old_speed_key_names_are_aliases_everywhere_keys_are_read(tmp_path):
+    assert set(KEY_ALIASES.values()) == {f"speed.{k}" for k in flatten(SpeedConfig())}
+    assert parse_set(["amp=bf16", "speed.compile=default"]) == {"speed.amp": "bf16", "speed.compile": "default"}
+    (tmp_path / "a.toml").write_text('cuda_graphs = true\n[speed]\nspace_to_batch = true\n')
+    assert read_config_file(tmp_path / "a.toml") == {"speed.cuda_graphs": True, "speed.space_to_batch": True}
+    cfg = build_config({"cudnn_benchmark": "false", "speed.channels_last": True})
+    assert cfg.speed.cudnn_benchmark is False and cfg.speed.channels_last is True
+    assert get_key(cfg, "cudnn_benchmark") is False and get_key(cfg, "speed.cudnn_benchmark") is False
+    # applied in order, whichever name: a later --set beats a file's value
+    assert build_config({**read_config_file(tmp_path / "a.toml"), **parse_set(["cuda_graphs=no"])}).speed \
+        .cuda_graphs is False
+    with pytest.raises(UsageError, match=r"config speed.amp='fp16' is invalid"):
+        build_config({"amp": "fp16"})
+    with pytest.raises(UsageError, match=r"unknown config key 'speed.amd'.*did you mean speed.amp"):
+        parse_set(["speed.amd=bf16"])
+
+
+def test_roots_init_and_sync_bn_are_recorded_and_only_sync_bn_blocks_a_resume():
+    cfg = build_config(parse_set(["data.source=gta5:/data/GTA5", "data.target=cityscapes:/data/CS",
+                                  "init=/w/init.pth", "sync_bn=true"]))
+    saved = config_to_dict(cfg)
+    assert saved["data"]["source"] == "gta5:/data/GTA5" and saved["data"]["target"] == "cityscapes:/data/CS"
+    assert saved["init"] == "/w/init.pth" and saved["sync_bn"] is True and saved["speed"]["amp"] == "off"
+    moved = build_config({**flatten(cfg), "data.source": "gta5:/elsewhere", "data.target": "", "init": "",
+                          "amp": "bf16", "cuda_graphs": True})
+    assert config_diff(cfg, moved) == [] and config_hash(moved) == config_hash(cfg)
+    assert {"data.source", "data.target", "init", "speed.amp", "speed.compile"} <= RESUMABLE_KEYS
+    assert config_diff(cfg, build_config({**flatten(cfg), "sync_bn": False})) == ["sync_bn: True → False"]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("gta5:/data/GTA5", ("gta5", Path("/data/GTA5"))), ("cityscapes:rel/cs", ("cityscapes", Path("rel/cs"))),
+    ("synthia:C:/x", ("synthia", Path("C:/x"))),
+])
+def test_dataset_specs_parse_into_kind_and_root(spec, expected):
+    assert parse_dataset_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["gta5", "gta5:", "kitti:/data", ":/data"])
+def test_a_bad_dataset_spec_is_a_usage_error_naming_the_form(spec):
+    with pytest.raises(UsageError, match=rf"^{spec!r}: expected KIND:ROOT with KIND one of gta5, cityscapes, synthia "
+                                         r"\(e.g. cityscapes:/data/Cityscapes\)$"):
+        parse_dataset_spec(spec)

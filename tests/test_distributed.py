@@ -3,7 +3,6 @@ weights, gradients are the mean over ranks and all-reduced once per step, a resu
 writes; the ranks split the batch stream; loader workers survive a signal to the whole process group."""
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import socket
@@ -17,13 +16,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-import ftadapt.train
+import ftadapt.training.loop
+import ftadapt.training.step
 from ftadapt.checkpoint import load_checkpoint
 from ftadapt.data.loader import EndlessBatchSampler, endless_batches
-from ftadapt.distributed import DistEnv, env_dist
 from ftadapt.errors import UsageError
-from ftadapt.runlog import read_metrics
-from ftadapt.train import TrainStep, resolve_config, train
+from ftadapt.models.registry import create_model
+from ftadapt.training import resolve_config, train
+from ftadapt.training.distributed import DistEnv, env_dist
+from ftadapt.training.run_folder import read_metrics
+from ftadapt.training.step import build_train_step
 
 SMALL = {"model": "tiny", "method": "clan-norm", "steps": 3, "data.source_size": "160x96",
          "data.target_size": "128x64", "data.num_workers": 0, "log_every": 1, "tensorboard": False, "device": "cpu"}
@@ -50,19 +52,18 @@ def _train_as_rank(rank: int, port: int, out, synthetic_roots, **overrides):
                       MASTER_PORT=str(port))
     steps = []
 
-    class Recording(TrainStep):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            steps.append(self)
+    def recording(*args, **kwargs):
+        steps.append(build_train_step(*args, **kwargs))
+        return steps[-1]
 
-    ftadapt.train.TrainStep = Recording
+    ftadapt.training.loop.build_train_step = recording
     try:
         resume = overrides.pop("resume", False)
-        cfg = resolve_config({**({} if resume else SMALL), **overrides}, out=out, resume=resume)
-        result = train(cfg, source=("gta5", synthetic_roots[0]), target=("cityscapes", synthetic_roots[1]), out=out,
-                       resume=resume, progress=False)
+        roots = {"data.source": f"gta5:{synthetic_roots[0]}", "data.target": f"cityscapes:{synthetic_roots[1]}"}
+        cfg = resolve_config({**({} if resume else {**SMALL, **roots}), **overrides}, out=out, resume=resume)
+        result = train(cfg, out=out, resume=resume, progress=False)
     finally:
-        ftadapt.train.TrainStep = TrainStep
+        ftadapt.training.loop.build_train_step = build_train_step
     return result, steps[0]
 
 
@@ -70,18 +71,14 @@ def _gradient_check(rank: int, port: int, synthetic_roots, results: dict) -> Non
     """One DDP step against each rank's local gradients; records when G's buckets were all-reduced."""
     from ftadapt.data.cityscapes import Cityscapes
     from ftadapt.data.gta5 import GTA5
-    from ftadapt.methods import create_method
-    from ftadapt.models.discriminator import FCDiscriminator
-    from ftadapt.models.registry import create_model
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         cfg = resolve_config(SMALL, out="unused", resume=False)
-        method = create_method(cfg.method, cfg.loss)
-        torch.manual_seed(0)
-        model, disc = create_model("tiny"), FCDiscriminator(19)
-        local = TrainStep(cfg, method, copy.deepcopy(model), copy.deepcopy(disc), torch.device("cpu"))
-        ddp = TrainStep(cfg, method, model, disc, torch.device("cpu"), dist_env=DistEnv(rank, 2, rank))
+        local = build_train_step(cfg)  # the config's seed: both steps start from the same G and D
+        ddp = build_train_step(cfg, dist_env=DistEnv(rank, 2, rank))
+        assert all(torch.equal(a, b) for a, b in zip(local.model.state_dict().values(),
+                                                     ddp.model.state_dict().values()))
         events: list[str] = []
 
         def counting_hook(state, bucket):
@@ -94,12 +91,12 @@ def _gradient_check(rank: int, port: int, synthetic_roots, results: dict) -> Non
         batches = [next(endless_batches(ds, batch_size=1, num_workers=0, seed=k, rank=rank, world_size=2))
                    for k, ds in enumerate((src, tgt))]
         local(0, *batches)
-        backward = ftadapt.train._backward
-        ftadapt.train._backward = lambda losses: (events.append("backward"), backward(losses))
+        backward = ftadapt.training.step._backward
+        ftadapt.training.step._backward = lambda losses: (events.append("backward"), backward(losses))
         try:
             ddp(0, *batches)
         finally:
-            ftadapt.train._backward = backward
+            ftadapt.training.step._backward = backward
         for name, step in (("G", "g_params"), ("D", None)):
             params = getattr(ddp, step) if step else list(ddp.disc.parameters())
             local_params = getattr(local, step) if step else list(local.disc.parameters())
@@ -129,7 +126,7 @@ def _worker(rank: int, ports: list[int], tmp, synthetic_roots) -> None:
 def two_ranks(synthetic, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     torch.manual_seed(resolve_config(SMALL, out=tmp / "x", resume=False).seed)  # as train() does before building G
-    initial = _params(ftadapt.train.create_model("tiny"))
+    initial = _params(create_model("tiny"))
     mp.spawn(_worker, args=(_free_ports(4), tmp, (synthetic.gta5_root, synthetic.cityscapes_root)), nprocs=2)
     return tmp, initial, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
@@ -169,8 +166,8 @@ def test_a_distributed_resume_continues_bit_for_bit(two_ranks, synthetic):
             assert torch.equal(rank["resumed"][key], value), key
     assert [r["step"] for r in read_metrics(tmp / "resumed")] == [1, 2, 3]
     with pytest.raises(UsageError, match="written by a run of 2 process"):  # a single process cannot resume it
-        train(resolve_config({}, out=tmp / "resumed", resume=True), source=("gta5", synthetic.gta5_root),
-              target=("cityscapes", synthetic.cityscapes_root), out=tmp / "resumed", resume=True, progress=False)
+        train(resolve_config({}, out=tmp / "resumed", resume=True), out=tmp / "resumed", resume=True,
+              progress=False)
 
 
 def test_the_ranks_split_one_process_batch_stream_round_robin():

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
-from ftadapt.export.ensemble import Ensemble, MemberSpec, load_ensemble, recorded_miou
-from ftadapt.export.fp16 import fold_batchnorm, half_ensemble
 from torch import nn
 
 from ftadapt.checkpoint import save_checkpoint
+from ftadapt.ensemble import Ensemble, MemberSpec, load_ensemble, recorded_miou
 from ftadapt.errors import CheckpointError, UsageError
+from ftadapt.export.fp16 import fold_batchnorm, half_ensemble
 from ftadapt.models.registry import create_model
-
 
 
 def tiny_member(seed: int, **config) -> nn.Module:
@@ -64,7 +64,7 @@ def test_fusion_is_the_weighted_mean_of_member_softmaxes():
     ensemble = Ensemble([clan, multi], [3.0, 1.0]).eval()
     x = torch.randn(2, 3, 40, 72) * 50
     with torch.no_grad():
-        fused = ensemble(x).logits[0]
+        fused = ensemble.probs(x)
         clan_out, multi_out = clan(x).logits, multi(x).logits
     expected = 0.75 * (clan_out[0] + clan_out[1]).softmax(1) + 0.25 * multi_out[1].softmax(1)  # sum / main rule
     assert ensemble.weights.tolist() == [0.75, 0.25]
@@ -78,22 +78,27 @@ def test_head_rule_override_and_single_member():
     model = tiny_member(0)
     x = torch.randn(1, 3, 32, 32) * 50
     with torch.no_grad():
-        fused = Ensemble([model], [5.0], rules=["main"])(x).logits[0]
+        fused = Ensemble([model], [5.0], rules=["main"]).probs(x)
         torch.testing.assert_close(fused, model(x).logits[1].softmax(1))
 
 
-def test_ensemble_is_usable_wherever_a_model_is():
-    """evaluate_model.predict reads model(x).logits, model.config.head_rule and the parameters' device."""
-    from ftadapt.evaluate_model import predict
+def test_ensemble_predictor_upsamples_and_argmaxes_the_fused_probabilities():
+    """The evaluation's ensemble predictor: fused probabilities (not logits) at stride 8 → bilinear align_corners
+    upsample to the label's size → argmax."""
+    from ftadapt.evaluation.frames import Sample
+    from ftadapt.evaluation.pytorch import EnsemblePredictor
 
     ensemble = Ensemble([tiny_member(0), tiny_member(1)], [0.7, 0.3]).eval()
+    predictor = EnsemblePredictor(ensemble, device="cpu")
     x = torch.randn(1, 3, 32, 64) * 50
-    labels = predict(ensemble, x, (64, 128))
+    labels = predictor.predict(Sample("f", np.zeros((64, 128), np.uint8)), x)
     with torch.no_grad():
-        fused = ensemble(x).logits[0]
-    expected = nn.functional.interpolate(fused, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
-    assert labels.shape == (1, 64, 128)
-    assert torch.equal(labels, expected)
+        fused = ensemble.probs(x)
+    expected = nn.functional.interpolate(fused, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)[0]
+    assert labels.shape == (64, 128) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, expected.numpy())
+    assert [m.name for m in predictor.member_predictors()] == ["member1", "member2"]
+    assert predictor.describe()["ensemble"][0] == {"name": "member1", "weight": pytest.approx(0.7), "head_rule": "sum"}
 
 
 def test_members_must_share_the_label_space():
@@ -165,7 +170,7 @@ def test_half_ensemble_runs_members_in_half_and_fuses_in_fp32():
     assert next(ensemble.members[0].parameters()).dtype == torch.float32  # the FP32 ensemble is untouched
     x = torch.randn(1, 3, 40, 40) * 50
     with torch.no_grad():
-        ref, out = ensemble(x).logits[0], half(x).logits[0]
+        ref, out = ensemble.probs(x), half.probs(x)
     assert out.dtype == torch.float32
     assert (ref - out).abs().max() < 0.05
     assert (ref.argmax(1) == out.argmax(1)).float().mean() > 0.95
@@ -206,7 +211,7 @@ def test_eval_ensemble_prints_members_and_ensemble_side_by_side(tmp_path, synthe
 
 
 @pytest.mark.parametrize("args, message", [(["--ensemble", "a:1"], "also needs --data"),
-                                           (["--ensemble", "a:1", "--pred-dir", "."], "select different eval modes")])
+                                           (["--ensemble", "a:1", "--flip"], "flip-TTA or a head override of it")])
 def test_eval_ensemble_usage_errors(args, message):
     from click.testing import CliRunner
 

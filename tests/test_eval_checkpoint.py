@@ -14,9 +14,10 @@ from ftadapt.checkpoint import save_checkpoint
 from ftadapt.cli import main
 from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.transforms import resize_label
-from ftadapt.errors import CheckpointError, DatasetError, UsageError
-from ftadapt.evaluate import ConfusionMatrix
-from ftadapt.evaluate_checkpoint import evaluate_checkpoint
+from ftadapt.errors import CheckpointError, UsageError
+from ftadapt.evaluation import LabelledSplit, evaluate, get_protocol
+from ftadapt.evaluation.metrics import ConfusionMatrix
+from ftadapt.evaluation.pytorch import ModelPredictor
 from ftadapt.imageio import read_label
 from ftadapt.models.deeplab import combine_heads
 from ftadapt.models.registry import create_model
@@ -60,10 +61,16 @@ def _valid_pixels(root, size):
     return sum(int(((resize_label(gt, size) if size else gt) < 19).sum()) for gt in labels)
 
 
+def evaluate_checkpoint(path, root, *, size=SIZE, protocol="adaptsegnet", **options):
+    """One checkpoint on the val split of ``root`` through the one ``evaluate``."""
+    predictor = ModelPredictor.from_checkpoint(path, device="cpu", **options)
+    return evaluate([predictor], LabelledSplit.from_root(root, "val"), get_protocol(protocol, size), workers=1,
+                    progress=False)[predictor.name]
+
+
 def test_adaptsegnet_protocol_upsamples_to_the_full_resolution_labels(synthetic, checkpoint):
     path, model = checkpoint
-    result = evaluate_checkpoint(path, synthetic.cityscapes_root, size=SIZE, device="cpu", num_workers=0,
-                                 progress=False)
+    result = evaluate_checkpoint(path, synthetic.cityscapes_root)
     np.testing.assert_array_equal(result.confusion.matrix, _expected(model, synthetic.cityscapes_root, rule="sum",
                                                                      gt_at_input=False))
     assert result.confusion.n_pixels == _valid_pixels(synthetic.cityscapes_root, None)  # at the labels' 128×64
@@ -75,8 +82,7 @@ def test_adaptsegnet_protocol_upsamples_to_the_full_resolution_labels(synthetic,
 
 def test_maxsquare_protocol_compares_at_the_input_size_and_is_labelled(synthetic, checkpoint):
     path, model = checkpoint
-    result = evaluate_checkpoint(path, synthetic.cityscapes_root, size=SIZE, protocol="maxsquare", heads="main",
-                                 flip=True, device="cpu", num_workers=0, progress=False)
+    result = evaluate_checkpoint(path, synthetic.cityscapes_root, protocol="maxsquare", rule="main", flip=True)
     np.testing.assert_array_equal(result.confusion.matrix, _expected(model, synthetic.cityscapes_root, rule="main",
                                                                      gt_at_input=True, flip=True))
     assert result.confusion.n_pixels == _valid_pixels(synthetic.cityscapes_root, SIZE)  # at 64×32, not 128×64
@@ -123,9 +129,12 @@ def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, c
     cases = [
         (["--checkpoint", str(not_ckpt), "--data", data], 1, "lacks model.pt"),
         (["--checkpoint", str(path), "--data", f"cityscapes:{bad_root}"], 1, "fails the dataset doctor"),
-        (["--checkpoint", str(path), "--data", f"gta5:{synthetic.gta5_root}"], 2, "evaluated on Cityscapes"),
+        (["--checkpoint", str(path), "--data", f"gta5:{synthetic.gta5_root}"], 2,
+         "expected cityscapes:ROOT here, not gta5"),
         (["--checkpoint", str(path)], 2, "also needs --data"),
-        (["--checkpoint", str(path), "--data", data, "--pred-dir", str(tmp_path)], 2, "select different eval modes"),
+        (["--checkpoint", str(path), "--gt-dir", str(tmp_path)], 2, "--checkpoint: evaluating also needs --data"),
+        (["--checkpoint", str(path), "--checkpoint", str(path), "--data", data, "--save-pred", str(tmp_path / "p")], 2,
+         "--save-pred writes the predictions of one model; 2 are evaluated here"),
         (["--checkpoint", str(path), "--data", data, "--heads", "both"], 2, "'both' is not one of 'sum', 'main'"),
         (["--checkpoint", str(path), "--data", data, "--split", "test"], 1, "no such split folder"),
     ]
@@ -133,8 +142,44 @@ def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, c
         got, err = _cli_error(capsys, *args, "--device", "cpu", "--size", "64x32")
         assert (got, message in err, "Traceback" in err) == (code, True, False), (args, err)
     with pytest.raises(CheckpointError, match="no checkpoint folder"):
-        evaluate_checkpoint(tmp_path / "absent", synthetic.cityscapes_root, progress=False)
+        evaluate_checkpoint(tmp_path / "absent", synthetic.cityscapes_root)
     with pytest.raises(UsageError, match="protocol 'cityscapes'"):
         evaluate_checkpoint(path, synthetic.cityscapes_root, protocol="cityscapes")
-    with pytest.raises(DatasetError, match="fails the dataset doctor"):
-        evaluate_checkpoint(path, bad_root, size=SIZE, device="cpu", progress=False)
+    with pytest.raises(UsageError, match="head rule 'both'"):
+        evaluate_checkpoint(path, synthetic.cityscapes_root, rule="both")
+    run = tmp_path / "run"  # a run folder that stopped before its first checkpoint
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="has no checkpoint yet"):
+        evaluate_checkpoint(run, synthetic.cityscapes_root)
+
+
+def test_model_predictor_follows_the_protocol(synthetic):
+    """The model predictor on its own: both heads summed, upsampled to the full-resolution labels (align_corners),
+    argmax; with flip, the mean of the softmax and the mirrored softmax of the mirrored image."""
+    from ftadapt.evaluation import ADAPTSEGNET
+    from ftadapt.evaluation.frames import Sample
+
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    val = Cityscapes(synthetic.cityscapes_root, split="val", size=(64, 32), with_labels=True)
+    split = LabelledSplit.from_root(synthetic.cityscapes_root, "val")
+    plain, flipped = ModelPredictor(model, name="plain", device="cpu"), ModelPredictor(model, name="tta", flip=True)
+    results = evaluate([plain, flipped], split, ADAPTSEGNET.at((64, 32)), workers=1, progress=False)
+    expected = ConfusionMatrix()
+    for i in range(len(val)):
+        gt = val.trainid_label(i)
+        with torch.no_grad():
+            logits = model(val[i]["image"][None]).logits
+        up = torch.nn.functional.interpolate(logits[0] + logits[1], size=gt.shape, mode="bilinear",
+                                             align_corners=True)
+        expected.update(gt, up.argmax(1)[0].numpy())
+    result = results["plain"]
+    np.testing.assert_array_equal(result.confusion.matrix, expected.matrix)
+    assert result.n_images == 3 and result.protocol["heads"] == "sum" and result.protocol["input_size"] == [64, 32]
+    assert results["tta"].protocol["flip"] is True and results["tta"].confusion.n_pixels == expected.n_pixels
+    image = val[0]["image"][None]
+    with torch.no_grad():
+        logits, mirrored = (model(x).logits for x in (image, image.flip(-1)))
+        prob = (torch.softmax(logits[0] + logits[1], 1) + torch.softmax(mirrored[0] + mirrored[1], 1).flip(-1)) / 2
+        tta = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
+    np.testing.assert_array_equal(flipped.predict(Sample("f", np.zeros((64, 128), np.uint8)), image), tta[0].numpy())

@@ -10,8 +10,11 @@ from PIL import Image
 
 from ftadapt.cli import main
 from ftadapt.errors import DatasetError, FtadaptError, UsageError
-from ftadapt.evaluate import ConfusionMatrix, EvalResult, adaptsegnet_protocol, format_comparison, format_table
-from ftadapt.evaluate_dir import evaluate_pred_dir, index_ground_truth, index_predictions, labelids_to_trainids
+from ftadapt.evaluation.folder import evaluate_pred_dir, index_predictions
+from ftadapt.evaluation.frames import index_ground_truth, labelids_to_trainids
+from ftadapt.evaluation.metrics import ConfusionMatrix, EvalResult
+from ftadapt.evaluation.protocols import ADAPTSEGNET
+from ftadapt.evaluation.tables import format_comparison, format_table
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CLASS_NAMES, SYNTHIA_13, SYNTHIA_16, cityscapes_to_trainid
 
@@ -128,7 +131,7 @@ def test_labelid_mapping_matches_the_label_table():
 # Results and tables
 def _result(synthia: bool = False) -> EvalResult:
     cm = _cm([[0, 1, 2], [1, 1, 255]], [[0, 2, 2], [1, 0, 0]])
-    return EvalResult.from_confusion(cm, n_images=2, protocol=adaptsegnet_protocol(flip=False),
+    return EvalResult.from_confusion(cm, n_images=2, protocol=ADAPTSEGNET.describe(flip=False),
                                      synthia_subsets=synthia)
 
 
@@ -177,7 +180,7 @@ def _write(root, frames: dict, pred_name="{}_leftImg8bit.png", city_of=lambda f:
 
 def _frames(n=3, shape=(6, 10), seed=0):
     rng = np.random.default_rng(seed)
-    ids = np.array(sorted(CITYSCAPES_ID_TO_TRAINID) + [0, 4, 255])
+    ids = np.array([*sorted(CITYSCAPES_ID_TO_TRAINID), 0, 4, 255])
     out = {}
     for i in range(n):
         gt = rng.choice(ids, shape).astype(np.uint8)
@@ -304,9 +307,11 @@ def test_cli_eval_exit_codes(tmp_path, capsys):
     assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--allow-missing"]) == 0
     assert "warning: 1 ground-truth frame(s) without a prediction" in capsys.readouterr().err
     assert _run(["eval"]) == 2
-    assert "say what to evaluate: --pred-dir" in capsys.readouterr().err
+    assert "say what to evaluate: --checkpoint DIR" in capsys.readouterr().err
     assert _run(["eval", "--pred-dir", str(pred_dir)]) == 2
-    assert "also needs --gt-dir" in capsys.readouterr().err
+    assert "also needs --data cityscapes:ROOT (or --gt-dir" in capsys.readouterr().err
+    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--data", f"cityscapes:{tmp_path}"]) == 2
+    assert "give the ground truth once" in capsys.readouterr().err
     write_png(pred_dir / "frankfurt_000000_000007_leftImg8bit.png", np.full((6, 10), 26, np.uint8))
     assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)]) == 2  # label ids, not trainIds
     assert "prediction holds values [26]" in capsys.readouterr().err

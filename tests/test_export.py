@@ -17,19 +17,17 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from test_ensemble import make_member, tiny_member
 
 from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.cli import cli, main
+from ftadapt.ensemble import Ensemble, load_ensemble
 from ftadapt.errors import UsageError
 from ftadapt.export import onnx_export
-from ftadapt.export.ensemble import Ensemble, load_ensemble
-from ftadapt.export.graph import build_graph, parse_size
 from ftadapt.export.metadata import describe, graph_types, read_artifact, read_props, write_props
+from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification
 from ftadapt.labels import CLASS_NAMES, PALETTE
-
-from test_ensemble import make_member, tiny_member
-
 
 WORKING = (64, 32)
 SIZES = [(96, 40), (50, 70)]  # verification sizes, both unlike the working size and the export example
@@ -217,20 +215,16 @@ def test_export_errors(exported, tmp_path):
         (["export", "--ensemble", f"{clan}:0.5", "--ensemble", f"{tmp_path / 'c16'}:0.5"], 2, "different label spaces"),
         (["export", "--ensemble", f"{clan}:0.5", "--ensemble", f"{multi}:-1"], 2, "must be a positive number"),
         (["export", str(tmp_path / "nothing")], 1, "no checkpoint folder at"),
-        (["export", str(clan), "--working-size", "64"], 2, "expected WxH"),
     ]
     for args, code, message in cases:
         result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "x.onnx")])
         assert result.exit_code != 0 and message in str(result.exception), (args, result.output)
         assert getattr(result.exception, "exit_code", None) == code
+    for size, message in (("64", "'64' is not WIDTHxHEIGHT"), ("4x4", "must both be at least 8 pixels")):
+        argv = ["export", str(clan), "--working-size", size, "--out", str(tmp_path / "x.onnx")]
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "x.onnx").exists()
-
-
-def test_parse_size():
-    assert parse_size("1024x512") == (1024, 512) and parse_size("64X32") == (64, 32)
-    for bad in ("1024", "ax5", "4x4"):
-        with pytest.raises(UsageError, match="expected WxH"):
-            parse_size(bad)
 
 
 def test_result_json_describes_the_export(exported):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ftadapt import labels
+from ftadapt.errors import UsageError
 
 
 def test_nineteen_classes_with_names_and_palette():
@@ -49,5 +50,7 @@ def test_colorize_uses_palette_and_blacks_out_ignore():
     assert out.shape == (2, 2, 3) and out.dtype == np.uint8
     assert out[0, 0].tolist() == [128, 64, 128] and out[0, 1].tolist() == [119, 11, 32]
     assert out[1].tolist() == [[0, 0, 0], [0, 0, 0]]
-    with pytest.raises(TypeError):
+    with pytest.raises(UsageError, match="integer label map"):
         labels.colorize(np.zeros((2, 2), dtype=np.float32))
+    custom = labels.palette_table([(1, 2, 3), (4, 5, 6)])
+    assert labels.colorize(np.array([[1, 2, -1]]), custom).tolist() == [[[4, 5, 6], [0, 0, 0], [0, 0, 0]]]

@@ -9,8 +9,17 @@ import torch
 from torch import nn
 
 from ftadapt.errors import UsageError
-from ftadapt.losses import (clan_weight_map, cross_entropy, feature_norm_loss, focal_loss, iw_maxsquare_loss,
-                            maxsquare_loss, multilevel_self_guidance_loss, weight_discrepancy_loss, weighted_bce_with_logits)
+from ftadapt.losses import (
+    clan_weight_map,
+    cross_entropy,
+    feature_norm_loss,
+    focal_loss,
+    iw_maxsquare_loss,
+    maxsquare_loss,
+    multilevel_self_guidance_loss,
+    weight_discrepancy_loss,
+    weighted_bce_with_logits,
+)
 from ftadapt.models.deeplab import upsample_logits
 
 

@@ -11,11 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftadapt.errors import UsageError
-from ftadapt.models.deeplab import (Bottleneck, DeepLabV2, ModelConfig, combine_heads, count_parameters, deeplab_v2,
-                                    optim_param_groups)
+from ftadapt.models.deeplab import (
+    Bottleneck,
+    DeepLabV2,
+    ModelConfig,
+    combine_heads,
+    count_parameters,
+    deeplab_v2,
+    optim_param_groups,
+)
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model, list_models, model_config, register_model
-from ftadapt.models.speed import atrous_conv, set_speed_option
+from ftadapt.models.speed import atrous_conv, configure_convs
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +293,7 @@ def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels
     keys = {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())}
 
     def run(multiple):
-        set_speed_option("channel_multiple", multiple, model, disc)
+        configure_convs(model, disc, channel_multiple=multiple)
         model.zero_grad(set_to_none=True)
         disc.zero_grad(set_to_none=True)
         out = model(x)
@@ -346,12 +353,24 @@ def test_space_to_batch_option_keeps_the_model_s_values_and_state():
     x = torch.randn(1, 3, 90, 150, dtype=torch.float64)
     keys = list(model.state_dict())
     plain = model(x)
-    set_speed_option("space_to_batch", True, model)
+    configure_convs(model, space_to_batch=True)
     assert all(b.space_to_batch for b in model.modules() if isinstance(b, Bottleneck))
     fast = model(x)
     for a, b in zip((*plain.logits, plain.features), (*fast.logits, fast.features), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
     assert list(model.state_dict()) == keys
+
+
+def test_a_misspelt_or_unoffered_speed_option_is_an_error_not_a_silent_no_op():
+    model, disc = create_model("tiny"), FCDiscriminator(19)
+    with pytest.raises(TypeError, match="channel_multple"):
+        configure_convs(model, disc, channel_multple=8)
+    with pytest.raises(ValueError, match="no submodule offers the speed option.* space_to_batch"):
+        configure_convs(disc, space_to_batch=True)  # D has no dilated convs
+    configure_convs(None, disc, channel_multiple=8)  # a missing D (None) is skipped
+    assert disc.channel_multiple == 8
+    configure_convs(disc)  # every option off: the plain convolutions again
+    assert disc.channel_multiple == 0
 
 
 def test_import_ftadapt_stays_torch_free_and_load_model_is_lazy():

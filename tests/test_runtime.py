@@ -8,14 +8,13 @@ import threading
 
 import numpy as np
 import pytest
+from onnx_models import build_model, expected_labels
 
 from ftadapt.artifact import ArtifactError
 from ftadapt.errors import UsageError
 from ftadapt.labels import PALETTE
 from ftadapt.runtime import BackendUnavailable, Segmenter, backends
 from ftadapt.runtime.onnx_file import read_model_file
-
-from onnx_models import build_model, expected_labels
 
 CPU = {"backend": "onnxruntime", "device": "cpu"}
 

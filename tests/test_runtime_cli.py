@@ -7,6 +7,7 @@ import types
 
 import numpy as np
 import pytest
+from onnx_models import build_model, expected_labels
 from PIL import Image
 
 from ftadapt.bench import gpu_runtime
@@ -15,8 +16,6 @@ from ftadapt.bench.runtime_latency import latency_stats
 from ftadapt.cli import main
 from ftadapt.labels import PALETTE
 from ftadapt.runtime import backends
-
-from onnx_models import build_model, expected_labels
 
 
 def _run(argv) -> int:
@@ -67,10 +66,15 @@ def test_predict_input_errors(tmp_path, inputs, capsys):
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "other" / "sub.png")
     assert _run([*base, tmp_path / "dup", tmp_path / "other"]) == 2
     assert "would both be written as sub.png" in capsys.readouterr().err
-    assert _run([*base, "--max-size", "4x4", folder]) == 2
+    assert _run([*base, "--max-frame", "4x4", folder]) == 2
     assert "larger than max_size 4×4" in capsys.readouterr().err
-    assert _run([*base, "--max-size", "4by4", folder]) == 2
-    assert "expected HxW" in capsys.readouterr().err
+    assert _run([*base, "--max-frame", "4by4", folder]) == 2
+    assert "'4by4' is not WIDTHxHEIGHT" in capsys.readouterr().err
+    assert _run([*base, "--max-size", "4by4", folder]) == 2  # the deprecated H×W spelling
+    assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
+    assert _run([*base, "--max-size", "4x6", folder]) == 2
+    err = capsys.readouterr().err
+    assert "--max-size 4x6 is HEIGHTxWIDTH and deprecated" in err and "use --max-frame 6x4" in err
     (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
     monkey = pytest.MonkeyPatch()
     monkey.setitem(sys.modules, "cv2", None)

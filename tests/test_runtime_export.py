@@ -7,15 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_ensemble import make_member
 
+from ftadapt.ensemble import load_ensemble
 from ftadapt.export import onnx_export
-from ftadapt.export.ensemble import load_ensemble
-from ftadapt.export.graph import build_graph
+from ftadapt.export.onnx_graph import build_graph
 from ftadapt.labels import CLASS_NAMES, PALETTE
 from ftadapt.runtime import Segmenter
 from ftadapt.runtime.onnx_file import read_model_file
-
-from test_ensemble import make_member
 
 WORKING = (64, 32)  # (W, H)
 
@@ -48,3 +47,35 @@ def test_exported_ensemble_runs_in_the_runtime(exported):
     assert np.mean(labels == reference) >= 0.999
     np.testing.assert_array_equal(single, labels[1])
     np.testing.assert_array_equal(probs.argmax(1), labels)
+
+
+def test_eval_scores_an_exported_file_beside_its_pytorch_checkpoint_and_its_saved_predictions(exported, synthetic,
+                                                                                                tmp_path):
+    """``ftadapt eval --onnx`` runs the file through the runtime on the decoded frames; ``--save-pred`` of the same
+    file read back with ``--pred-dir`` gives the same confusion matrix, and the checkpoint it came from is scored
+    beside it in the same pass."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ftadapt.cli import cli
+
+    _, path = exported
+    data = f"cityscapes:{synthetic.cityscapes_root}"
+    runner = CliRunner()
+    saved = tmp_path / "saved"
+    one = runner.invoke(cli, ["eval", "--onnx", str(path), "--data", data, "--device", "cpu", "--backend",
+                              "onnxruntime", "--save-pred", str(saved), "--json", str(tmp_path / "one.json")])
+    assert one.exit_code == 0, one.output
+    alone = json.loads((tmp_path / "one.json").read_text())
+    assert alone["protocol"]["backend"] == "onnxruntime" and alone["protocol"]["model"] == str(path)
+    assert alone["n_images"] == 3 and alone["protocol"]["working_size"] == list(WORKING)
+    both = runner.invoke(cli, ["eval", "--checkpoint", str(path.parent / "clan"), "--onnx", str(path), "--pred-dir",
+                               str(saved), "--data", data, "--size", "64x32", "--device", "cpu", "--backend",
+                               "onnxruntime", "--json", str(tmp_path / "all.json")])
+    assert both.exit_code == 0, both.output
+    results = json.loads((tmp_path / "all.json").read_text())["results"]
+    assert list(results) == ["clan", "ens.onnx", "predictions"]
+    assert results["predictions"]["per_class_iou"] == results["ens.onnx"]["per_class_iou"] == alone["per_class_iou"]
+    assert results["clan"]["protocol"]["heads"] == "sum" and results["clan"]["n_images"] == 3
+    assert "clan" in both.output and "ens.onnx" in both.output and "predictions-clan" in both.output

@@ -10,8 +10,11 @@ import sys
 import types
 from pathlib import Path
 
+import fake_trt
 import numpy as np
 import pytest
+from onnx_models import build_model, expected_labels
+from trt_surface import load_api
 
 from ftadapt.errors import UsageError
 from ftadapt.runtime import BackendUnavailable, EngineError, Segmenter, backends, trt_backend
@@ -19,10 +22,6 @@ from ftadapt.runtime.engine_cache import EngineCache, EngineKey, compute_profile
 from ftadapt.runtime.trt_api import check_version, import_pycuda, import_tensorrt, numpy_dtype
 from ftadapt.runtime.trt_backend import buffer_bytes
 from ftadapt.runtime.trt_engine import count_half_layers
-
-import fake_trt
-from onnx_models import build_model, expected_labels
-from trt_surface import load_api
 
 API_11 = Path(__file__).resolve().parent / "data" / "tensorrt-11.4-python-api.txt"
 
@@ -303,10 +302,12 @@ def test_the_fakes_only_use_real_api_names():
     api = load_api(API_11)
     trt = fake_trt.tensorrt_module()
     invented = []
-    for name in ("Builder", "IBuilderConfig", "INetworkDefinition", "OnnxParser", "ITimingCache", "IOptimizationProfile",
-                 "Runtime", "ICudaEngine", "IExecutionContext", "EngineInspector", "ParserError"):
+    for name in ("Builder", "IBuilderConfig", "INetworkDefinition", "OnnxParser", "ITimingCache",
+                 "IOptimizationProfile", "Runtime", "ICudaEngine", "IExecutionContext", "EngineInspector",
+                 "ParserError"):
         cls = getattr(trt, name)
-        members = [m for m, v in vars(cls).items() if not m.startswith("_") and (callable(v) or isinstance(v, property))]
+        members = [m for m, v in vars(cls).items()
+                   if not m.startswith("_") and (callable(v) or isinstance(v, property))]
         invented += [f"{name}.{m}" for m in members if m not in api[name]]
         for m in members:
             if callable(getattr(cls, m)) and m in api[name] and api[name][m].signatures:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ftadapt.errors import UsageError
-from ftadapt.schedules import linear_damping, norm_damping, poly_lr, warmup_poly_lr
+from ftadapt.training.schedules import linear_damping, norm_damping, poly_lr, warmup_poly_lr
 
 
 def test_poly_lr():

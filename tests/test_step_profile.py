@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ftadapt.bench.step_profile import DeviceEvent, TrafficCounter, busy_time_us, kernel_category, model_cost, summarize
-from ftadapt.bench.train_step import bench_train_step
+from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step
+from ftadapt.config import build_config
 from ftadapt.models.registry import create_model
 
 
@@ -95,7 +96,7 @@ def test_summary_is_per_step():
 
 
 def test_bench_reports_flops_and_a_profile_on_the_cpu():
-    report = bench_train_step(method="clan-norm", model="tiny", steps=2, warmup=0, device="cpu", profile=1,
+    report = bench_train_step(build_config({**BENCH_DEFAULTS, "device": "cpu"}), steps=2, warmup=0, profile=1,
                               progress=False)
     cost = model_cost("tiny", [(160, 96), (128, 64)])
     assert report["model_tflop_per_step"] == pytest.approx(cost["flops"] / 1e12)
@@ -114,7 +115,7 @@ def test_a_failing_profiler_keeps_the_timing(monkeypatch):
         raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
 
     monkeypatch.setattr(train_step, "profile_steps", broken)
-    report = bench_train_step(method="source-only", model="tiny", steps=1, warmup=0, device="cpu", profile=1,
-                              progress=False)
+    report = bench_train_step(build_config({**BENCH_DEFAULTS, "method": "source-only", "device": "cpu"}), steps=1,
+                              warmup=0, profile=1, progress=False)
     assert report["steps_per_s"] > 0 and report["timed_steps"] == 1
     assert report["profile"] == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"}

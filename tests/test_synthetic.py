@@ -187,7 +187,8 @@ def test_rejects_bad_arguments(tmp_path, bad, match):
 
 
 def test_cli_synth_writes_the_set(tmp_path):
-    from ftadapt.cli import cli, data_synth
+    from ftadapt.cli import cli
+    from ftadapt.commands.data import synth as data_synth
 
     out, report = tmp_path / "synth", tmp_path / "synth.json"
     result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--n-source", "2", "--n-train", "2",

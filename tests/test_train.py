@@ -1,39 +1,27 @@
-"""The training loop on the synthetic set with the tiny model: every method learns, resume is bit-for-bit, signals and
-NaNs stop cleanly, the CLI refuses bad input without writing anything, and the model evaluation follows the protocol."""
+"""The training loop on the synthetic set with the tiny model: every method learns, the one step builder honours the
+config, bad roots and NaNs stop cleanly, the CLI refuses bad input without writing anything, and the model evaluation
+follows the protocol. Stopping and resuming: ``test_resume.py``."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
+from train_runs import SMALL_SET, assert_same, roots, run
 
 from ftadapt.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ftadapt.cli import main
+from ftadapt.config import build_config
 from ftadapt.errors import UsageError
-from ftadapt.methods.segmentation import FeatureNorm, Segmentation
+from ftadapt.methods.segmentation import FeatureNorm
+from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
-from ftadapt.runlog import prune_checkpoints, read_metrics
-from ftadapt.train import TrainingDiverged, resolve_config, train
-
-
-
-SMALL = {"model": "tiny", "steps": 2, "data.source_size": "160x96", "data.target_size": "128x64",
-         "data.num_workers": 0, "log_every": 1, "tensorboard": False}
-SMALL_SET = [f"{k}={v}" for k, v in SMALL.items() if k not in ("model", "steps")]
-
-
-def _run(synthetic, out, method="clan-norm", resume=False, **overrides):
-    """Train in-process; a resume repeats only ``overrides`` (the run's saved config supplies the rest)."""
-    cfg = resolve_config({"method": method, **({} if resume else SMALL), **overrides}, out=out, resume=resume)
-    return train(cfg, source=("gta5", synthetic.gta5_root), target=("cityscapes", synthetic.cityscapes_root),
-                 out=out, resume=resume, progress=False)
+from ftadapt.training import TrainingDiverged
+from ftadapt.training.distributed import DistEnv
+from ftadapt.training.run_folder import prune_checkpoints, read_metrics
+from ftadapt.training.step import build_train_step
 
 
 def _cli(synthetic, out, *args, method="norm-only"):
@@ -56,7 +44,7 @@ LOSSES = {"source-only": {"seg"}, "norm-only": {"seg", "norm_src", "norm_tgt"},
 
 @pytest.mark.parametrize("method", list(LOSSES))
 def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, method):
-    result = _run(synthetic, tmp_path / "run", method)
+    result = run(synthetic, tmp_path / "run", method)
     assert result.step == 2 and result.checkpoint.name == "step_000002" and result.stopped_by is None
     torch.manual_seed(1234)  # the run's seed: the weights it started from
     start = create_model("tiny").state_dict()
@@ -77,32 +65,12 @@ def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, meth
 
 
 def test_bf16_autocast_channels_last_and_multi_heads_with_self_guidance(synthetic, tmp_path):
-    _run(synthetic, tmp_path / "run", "maxsquare-norm", model="tiny-multi", amp="bf16", channels_last=True,
+    run(synthetic, tmp_path / "run", "maxsquare-norm", model="tiny-multi", amp="bf16", channels_last=True,
          **{"loss.self_guidance": True, "loss.guidance_threshold": 0.0, "loss.iw_ratio": 0.2})
     record = read_metrics(tmp_path / "run")[-1]
     assert {"loss/guidance", "loss/maxsquare", "loss/norm_tgt"} <= record.keys()
     assert all(np.isfinite(v) for v in record.values())
     assert load_model(tmp_path / "run" / "checkpoints" / "last").config.heads == "multi"
-
-
-def _state(run):
-    ckpt = load_checkpoint(run / "checkpoints" / "last", with_train_state=True)
-    return ckpt.state_dict, ckpt.train_state
-
-
-def _assert_same(a, b, where="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def test_compile_key_compiles_g_per_shape_and_marks_cuda_graph_steps(synthetic, tmp_path, monkeypatch):
@@ -112,16 +80,16 @@ def test_compile_key_compiles_g_per_shape_and_marks_cuda_graph_steps(synthetic, 
     compiled, marks = [], []
     monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(kw) or net)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    result = _run(synthetic, tmp_path / "run", method="norm-only", compile="reduce-overhead")
+    result = run(synthetic, tmp_path / "run", method="norm-only", compile="reduce-overhead")
     assert compiled == [{"dynamic": False, "mode": "reduce-overhead"}] and len(marks) == 2 and result.step == 2
     compiled.clear()
-    _run(synthetic, tmp_path / "run2", method="source-only", compile="default")
+    run(synthetic, tmp_path / "run2", method="source-only", compile="default")
     assert compiled == [{"dynamic": False, "mode": None}] and len(marks) == 2
 
 
 def test_keep_checkpoints_keeps_the_newest_and_the_linked_ones(synthetic, tmp_path):
     out = tmp_path / "run"
-    _run(synthetic, out, method="source-only", steps=5, checkpoint_every=1, keep_checkpoints=2, eval_every=1,
+    run(synthetic, out, method="source-only", steps=5, checkpoint_every=1, keep_checkpoints=2, eval_every=1,
          **{"eval.size": "128x64"})
     folder = out / "checkpoints"
     best = (folder / "oracle_best").resolve().name
@@ -134,98 +102,53 @@ def test_keep_checkpoints_keeps_the_newest_and_the_linked_ones(synthetic, tmp_pa
 
 
 def test_step_options_reach_the_modules_and_compile_under_several_processes_is_refused():
-    from ftadapt.config import build_config
-    from ftadapt.distributed import DistEnv
-    from ftadapt.methods import create_method
-    from ftadapt.models.discriminator import FCDiscriminator
-    from ftadapt.train import TrainStep
-
-    cfg = build_config({"method": "clan", "model": "tiny", "channel_multiple": 8, "space_to_batch": True,
+    cfg = build_config({"method": "clan", "model": "tiny", "speed.channel_multiple": 8, "speed.space_to_batch": True,
                         "device": "cpu"})
-    model, disc = create_model("tiny"), FCDiscriminator(19)
-    TrainStep(cfg, create_method(cfg.method, cfg.loss), model, disc, torch.device("cpu"))
+    step = build_train_step(cfg)
+    model, disc = step.model, step.disc
     assert (model.layer5.channel_multiple, model.layer6.channel_multiple, disc.channel_multiple) == (8, 8, 8)
     assert model.layer3[0].space_to_batch and model.layer4[0].space_to_batch
 
-    cfg = build_config({"method": "source-only", "model": "tiny", "compile": "default", "device": "cpu"})
+    cfg = build_config({"method": "source-only", "model": "tiny", "speed.compile": "default", "device": "cpu"})
     with pytest.raises(UsageError, match="compile=default with several processes is not supported"):
-        TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), None, torch.device("cpu"),
-                  dist_env=DistEnv(rank=0, world_size=2))
+        build_train_step(cfg, dist_env=DistEnv(rank=0, world_size=2))
+    cfg = build_config({"method": "source-only", "model": "tiny", "sync_bn": True, "device": "cpu"})
+    with pytest.raises(UsageError, match="sync_bn needs CUDA devices"):
+        build_train_step(cfg, dist_env=DistEnv(rank=0, world_size=2))
 
 
-def test_resume_after_a_crash_is_bit_for_bit(synthetic, tmp_path, monkeypatch):
-    options = {"steps": 4, "checkpoint_every": 2, "method": "clan-norm"}
-    _run(synthetic, tmp_path / "straight", **options)
-
-    original = Segmentation.source
-
-    def crash_at_step_3(self, ctx, out):
-        if ctx.step == 2:
-            raise RuntimeError("simulated crash")
-        return original(self, ctx, out)
-
-    monkeypatch.setattr(Segmentation, "source", crash_at_step_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        _run(synthetic, tmp_path / "resumed", **options)
-    monkeypatch.setattr(Segmentation, "source", original)
-    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2]
-    result = _run(synthetic, tmp_path / "resumed", resume=True)  # the saved config; only what changes is repeated
-    assert result.step == 4
-
-    _assert_same(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
-    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
-    assert read_metrics(tmp_path / "resumed")[-1] == read_metrics(tmp_path / "straight")[-1] | {
-        "time/data_share": read_metrics(tmp_path / "resumed")[-1]["time/data_share"]}
-    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == [
-        "last", "step_000002", "step_000004"]
-    assert _run(synthetic, tmp_path / "resumed", resume=True).step == 4  # already complete: nothing to do
+def test_the_builder_seeds_sizes_d_from_the_model_and_loads_init_only_for_a_fresh_run(tmp_path):
+    torch.manual_seed(7)
+    donor = create_model("tiny")
+    save_checkpoint(tmp_path / "donor", model_state=donor.state_dict(), model_config=donor.config, meta={})
+    cfg = build_config({"method": "clan", "model": "tiny", "device": "cpu", "init": str(tmp_path / "donor")})
+    step = build_train_step(cfg)
+    assert step.init_report["heads"] == "loaded" and step.init_report["source"] == str(tmp_path / "donor")
+    assert_same(step.model.state_dict(), donor.state_dict())
+    resumed = build_train_step(cfg, load_init=False)  # a resume: its checkpoint supplies the weights, not init
+    torch.manual_seed(cfg.seed)  # the config's seed: the same initial weights every time
+    assert_same(resumed.model.state_dict(), create_model("tiny").state_dict())
+    assert resumed.init_report is None and isinstance(resumed.disc, FCDiscriminator)
+    assert resumed.disc.conv1.in_channels == resumed.model.config.num_classes
+    assert build_train_step(build_config({"method": "norm-only", "model": "tiny", "device": "cpu"})).disc is None
+    moved = build_config({"method": "clan", "model": "tiny", "device": "cpu", "init": str(tmp_path / "moved")})
+    with pytest.raises(UsageError, match="--init .*moved: no such file or folder"):
+        build_train_step(moved)
+    build_train_step(moved, load_init=False)  # a moved init file does not block a resume
 
 
-def test_stop_at_then_resume_matches_and_resume_refuses_a_different_config(synthetic, tmp_path):
-    _run(synthetic, tmp_path / "a", "maxsquare-norm", steps=3)
-    _run(synthetic, tmp_path / "b", "maxsquare-norm", steps=3, stop_at=1)
-    _run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, stop_at=0)
-    _assert_same(_state(tmp_path / "a"), _state(tmp_path / "b"))
-    with pytest.raises(UsageError, match=r"differs from the run .*\n  loss.lambda_norm: 0.00015 → 0.001"):
-        _run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, **{"loss.lambda_norm": 0.001})
-
-
-def test_a_signal_finishes_the_step_and_writes_a_checkpoint(synthetic, tmp_path, monkeypatch):
-    original = Segmentation.source
-
-    def signal_during_step_2(self, ctx, out):
-        if ctx.step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, ctx, out)
-
-    monkeypatch.setattr(Segmentation, "source", signal_during_step_2)
-    before = signal.getsignal(signal.SIGTERM)
-    result = _run(synthetic, tmp_path / "run", "source-only", steps=50, checkpoint_every=0)
-    assert (result.stopped_by, result.step, result.checkpoint.name) == ("SIGTERM", 2, "step_000002")
-    assert signal.getsignal(signal.SIGTERM) is before
-    assert load_checkpoint(result.checkpoint, with_train_state=True).train_state["step"] == 2
-
-
-def test_sigterm_to_a_cli_run_exits_cleanly_with_a_checkpoint(synthetic, tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ftadapt.cli", "train", "source-only", "--source", f"gta5:{synthetic.gta5_root}",
-           "--model", "tiny", "--steps", "100000", "--out", str(out), "--set", "checkpoint_every=0",
-           *[a for s in SMALL_SET for a in ("--set", s)]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not read_metrics(out) if (out / "metrics.jsonl").is_file() else True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "SIGTERM: stopped after step" in stdout + stderr and "--resume" in stdout + stderr
-    step = load_checkpoint(out / "checkpoints" / "last").meta["step"]
-    assert step >= 1 and (out / "checkpoints" / f"step_{step:06d}").is_dir()
+def test_train_refuses_bad_dataset_roots_before_writing_anything(synthetic, tmp_path):
+    src, tgt = roots(synthetic)["data.source"], roots(synthetic)["data.target"]
+    cases = [({"data.source": ""}, "no labelled source: give --source gta5:ROOT or synthia:ROOT"),
+             ({"data.source": "gta5"}, "'gta5': expected KIND:ROOT with KIND one of gta5, cityscapes, synthia"),
+             ({"data.source": tgt}, "the labelled source must be one of gta5, synthia"),
+             ({"data.target": src}, "the unlabelled target must be cityscapes:ROOT"),
+             ({"data.target": ""}, "method clan-norm needs the target: --target cityscapes:ROOT"),
+             ({"data.target": "", "eval_every": 1, "method": "source-only"}, "eval_every needs the target")]
+    for overrides, message in cases:
+        with pytest.raises(UsageError, match=message):
+            run(synthetic, tmp_path / "run", **overrides)
+        assert not (tmp_path / "run").exists(), overrides
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
@@ -237,13 +160,13 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, 
 
     monkeypatch.setattr(FeatureNorm, "_loss", nan_at_step_3)
     with pytest.raises(TrainingDiverged, match=r"step 3: non-finite norm_src=nan.*last good checkpoint is .*_000002"):
-        _run(synthetic, tmp_path / "run", "norm-only", steps=5, checkpoint_every=1)
+        run(synthetic, tmp_path / "run", "norm-only", steps=5, checkpoint_every=1)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "last", "step_000001", "step_000002"]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last").meta["step"] == 2
     # unlogged, unsaved steps are checked one step late (no host sync per step), still naming the right step
     with pytest.raises(TrainingDiverged, match=r"step 3: non-finite norm_src=nan.*no checkpoint was written"):
-        _run(synthetic, tmp_path / "quiet", "norm-only", steps=6, checkpoint_every=0, log_every=5)
+        run(synthetic, tmp_path / "quiet", "norm-only", steps=6, checkpoint_every=0, log_every=5)
     assert not (tmp_path / "quiet" / "checkpoints").exists()
 
 
@@ -331,31 +254,3 @@ def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys
         got_code, err = _cli_error(capsys, "train", *args, "--out", str(out))
         assert (got_code, message in err) == (code, True), (args, err)
         assert "Traceback" not in err and not out.exists(), args
-
-
-def test_evaluate_dataset_follows_the_protocol(synthetic):
-    from ftadapt.data.cityscapes import Cityscapes
-    from ftadapt.evaluate import ConfusionMatrix
-    from ftadapt.evaluate_model import evaluate_dataset, predict
-
-    torch.manual_seed(0)
-    model = create_model("tiny").eval()
-    val = Cityscapes(synthetic.cityscapes_root, split="val", size=(64, 32), with_labels=True)
-    result = evaluate_dataset(model, val, num_workers=0, progress=False)
-    expected = ConfusionMatrix()
-    for i in range(len(val)):
-        gt = val.trainid_label(i)
-        logits = model(val[i]["image"][None]).logits
-        up = torch.nn.functional.interpolate(logits[0] + logits[1], size=gt.shape, mode="bilinear",
-                                             align_corners=True)
-        expected.update(gt, up.argmax(1)[0].numpy())
-    np.testing.assert_array_equal(result.confusion.matrix, expected.matrix)
-    assert result.n_images == 3 and result.protocol["heads"] == "sum" and result.protocol["input_size"] == [64, 32]
-    flipped = evaluate_dataset(model, val, flip=True, num_workers=0, progress=False)
-    assert flipped.protocol["flip"] is True and flipped.confusion.n_pixels == expected.n_pixels
-    image = val[0]["image"][None]
-    with torch.no_grad():
-        logits, mirrored = (model(x).logits for x in (image, image.flip(-1)))
-        prob = (torch.softmax(logits[0] + logits[1], 1) + torch.softmax(mirrored[0] + mirrored[1], 1).flip(-1)) / 2
-        tta = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
-    assert torch.equal(predict(model, image, (64, 128), flip=True), tta)

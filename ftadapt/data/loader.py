@@ -6,9 +6,9 @@ Everything random is a pure function of ``(seed, global step)``: epoch ``e`` vis
 mirror seed ``(seed, t, j)``. The dataset receives the keys ``(index, sample_seed, scale)``. Starting at
 ``start_step`` therefore yields exactly the batches a fresh run yields from that step on, whatever ``num_workers``.
 
-Data-parallel training (``ftadapt.distributed``): rank ``r`` of ``world_size`` processes takes the batches of stream
-positions ``t·world_size + r`` at step ``t``. The ranks split one process's batch stream round-robin — different
-batches on every rank, no repeats within an epoch across ranks — and a resume continues it.
+Data-parallel training (``ftadapt.training.distributed``): rank ``r`` of ``world_size`` processes takes the batches of
+stream positions ``t·world_size + r`` at step ``t``. The ranks split one process's batch stream round-robin —
+different batches on every rank, no repeats within an epoch across ranks — and a resume continues it.
 """
 from __future__ import annotations
 

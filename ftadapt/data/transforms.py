@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ftadapt.imageio import resize_image, resize_label
 from ftadapt.protocol import IMG_MEAN_BGR, MIRROR_P, RANDOM_SCALES
 
 _MEAN_BGR = torch.tensor(IMG_MEAN_BGR, dtype=torch.float32).view(3, 1, 1)
@@ -55,25 +56,6 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     w, h = size
     # The epsilon keeps products that are whole in exact arithmetic (720 × 0.8 = 576) from truncating to 575.
     return max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6))
-
-
-def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize an RGB image to (W, H) with BICUBIC (the reference filter); a no-op at the same size."""
-    size = (int(size[0]), int(size[1]))
-    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
-
-
-def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a uint8 label map to (W, H) with NEAREST (values are preserved, never blended).
-
-    Shape: (H, W) uint8 → (size[1], size[0]) uint8.
-    """
-    if label.dtype != np.uint8 or label.ndim != 2:
-        raise TypeError(f"resize_label expects an (H, W) uint8 array, got {label.shape} {label.dtype}")
-    if (label.shape[1], label.shape[0]) == tuple(size):
-        return label
-    resized = Image.fromarray(label).resize((int(size[0]), int(size[1])), Image.Resampling.NEAREST)
-    return np.asarray(resized)
 
 
 def mirror(image: Image.Image, label: np.ndarray | None) -> tuple[Image.Image, np.ndarray | None]:

@@ -1,6 +1,6 @@
 """What a training method is: a tuple of loss terms, each reading one forward of G per domain.
 
-The training loop (``ftadapt.train``) runs, per step: the source forward and the source losses of every term, one
+The training loop (``ftadapt.training``) runs, per step: the source forward and the source losses of every term, one
 backward; the target forward and the target losses, one backward; then the discriminator losses on the *detached*
 predictions of those same forwards, one backward. A term returns its weighted contributions by name (the names are
 what the logs show and what a NaN report names); the loop sums them. Terms hold no state across steps; within a step

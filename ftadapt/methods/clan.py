@@ -11,9 +11,9 @@ from torch import Tensor
 
 from ftadapt.config import LossConfig
 from ftadapt.losses import clan_weight_map, weight_discrepancy_loss, weighted_bce_with_logits
-from ftadapt.models.deeplab import upsample_logits
 from ftadapt.methods.base import DomainOutput, StepContext, Term, require_heads
-from ftadapt.schedules import linear_damping
+from ftadapt.models.deeplab import upsample_logits
+from ftadapt.training.schedules import linear_damping
 
 SOURCE, TARGET = 0.0, 1.0
 

@@ -6,7 +6,7 @@ from torch import Tensor
 from ftadapt.config import LossConfig
 from ftadapt.losses import cross_entropy, feature_norm_loss, focal_loss
 from ftadapt.methods.base import DomainOutput, StepContext, Term
-from ftadapt.schedules import norm_damping
+from ftadapt.training.schedules import norm_damping
 
 
 class Segmentation(Term):

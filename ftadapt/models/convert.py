@@ -15,8 +15,15 @@ from typing import Any
 
 from torch import Tensor
 
-from ftadapt.checkpoint import (expected_state, fill_num_batches_tracked, key_diff, load_checkpoint, save_checkpoint,
-                                sha256_bytes, torch_load_bytes)
+from ftadapt.checkpoint import (
+    expected_state,
+    fill_num_batches_tracked,
+    key_diff,
+    load_checkpoint,
+    save_checkpoint,
+    sha256_bytes,
+    torch_load_bytes,
+)
 from ftadapt.errors import CheckpointError
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
 

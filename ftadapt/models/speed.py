@@ -1,7 +1,7 @@
 """Speed variants of convolutions that compute the same values, and the switch that selects them.
 
-The trainer sets them (``set_speed_option``) on the modules that offer them, as plain attributes: they are neither
-parameters nor state, so optimizers, checkpoints and state-dict keys never see them.
+The trainer selects them (``configure_convs``, from the config's ``speed`` section) on the modules that offer them, as
+plain attributes: they are neither parameters nor state, so optimizers, checkpoints and state-dict keys never see them.
 
 - ``aligned_conv`` (attribute ``channel_multiple``): four convolutions of the training step have channel counts that
   are not multiples of 8 — the backbone stem reads 3 image channels, the DeepLab-v2 heads end in 19 class channels,
@@ -82,13 +82,24 @@ def atrous_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out if (hp, wp) == (h, w) else out.contiguous()
 
 
-def set_speed_option(name: str, value: object, *modules: nn.Module | None) -> None:
-    """Set the speed option ``name`` (``channel_multiple``, ``space_to_batch``) to ``value`` on every submodule of
-    ``modules`` that offers it."""
+def configure_convs(*modules: nn.Module | None, channel_multiple: int = 0, space_to_batch: bool = False) -> None:
+    """Select the convolution variants on every submodule of ``modules`` that offers them (``None`` entries are
+    skipped): ``channel_multiple`` for ``aligned_conv`` (0: off), ``space_to_batch`` for ``atrous_conv``.
+
+    Typed keywords, so a misspelt option is a TypeError; an option switched on that no submodule offers is a
+    ValueError (a renamed attribute would otherwise switch nothing, silently).
+    """
+    options = {"channel_multiple": channel_multiple, "space_to_batch": space_to_batch}
+    offered = dict.fromkeys(options, False)
     for module in modules:
         for m in module.modules() if module is not None else ():
-            if hasattr(m, name):
-                setattr(m, name, value)
+            for name, value in options.items():
+                if hasattr(m, name):
+                    setattr(m, name, value)
+                    offered[name] = True
+    missing = [name for name, value in options.items() if value and not offered[name]]
+    if missing:
+        raise ValueError(f"no submodule offers the speed option(s) {', '.join(missing)}")
 
 
-__all__ = ["aligned_conv", "atrous_conv", "set_speed_option"]
+__all__ = ["aligned_conv", "atrous_conv", "configure_convs"]

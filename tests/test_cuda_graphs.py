@@ -1,8 +1,9 @@
-"""CUDA-graphed G (the ``cuda_graphs`` key). A CPU cannot capture CUDA graphs, so these tests stand a fake in for
-``torch.cuda.make_graphed_callables`` with its contract — warm-up iterations that run forward and backward (and so
-update the BN statistics), then a callable computing what the module computes — and check what ftadapt adds: one
-capture per (domain, shape, layout), BN statistics as an eager step leaves them, autocast without its cache, the
-parity check that the GPU script runs. The real capture is checked by that script on a GPU (and by the gpu test)."""
+"""CUDA-graphed G in training (the ``speed.cuda_graphs`` key, ``ftadapt.training.cuda_graphs``). A CPU cannot
+capture CUDA graphs, so these tests stand a fake in for ``torch.cuda.make_graphed_callables`` with its contract —
+warm-up iterations that run forward and backward (and so update the BN statistics), then a callable computing what
+the module computes — and check what ftadapt adds: one capture per (domain, shape, layout), BN statistics as an eager
+step leaves them, autocast without its cache, the parity check that the GPU script runs. The real capture is checked
+by that script on a GPU (and by the gpu test)."""
 from __future__ import annotations
 
 import copy
@@ -11,17 +12,17 @@ import pytest
 import torch
 from torch.utils._pytree import tree_leaves
 
-import ftadapt.train
+import ftadapt.training.datasets
+import ftadapt.training.step
 from ftadapt.bench import gpu
 from ftadapt.config import build_config
 from ftadapt.data.loader import endless_batches
-from ftadapt.distributed import DistEnv
 from ftadapt.errors import UsageError
-from ftadapt.graphed import WARMUP_ITERS, GraphedModel
-from ftadapt.methods import create_method
-from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
-from ftadapt.train import TrainStep, input_shapes, resolve_config, train
+from ftadapt.training import resolve_config, train
+from ftadapt.training.cuda_graphs import WARMUP_ITERS, CudaGraphedForward
+from ftadapt.training.distributed import DistEnv
+from ftadapt.training.step import build_train_step, input_shapes
 
 
 class FakeMaker:
@@ -66,7 +67,7 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
     model = create_model("tiny").train()
     twin = copy.deepcopy(model)
     maker = FakeMaker()
-    graphed = GraphedModel(model, maker=maker)
+    graphed = CudaGraphedForward(model, maker=maker)
     out = graphed("source", _image())
     expected = twin(_image())
     assert maker.captures == [(1, 3, 64, 96)]
@@ -80,19 +81,19 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
     graphed("target", _image())
     graphed("source", _image(h=48, w=80))
     graphed("source", _image(channels_last=True))
-    assert len(maker.captures) == len(graphed.graphs) == 4
+    assert len(maker.captures) == len(graphed.captured) == 4
     assert maker.modes == ["thread_local"] * 4  # a loader thread pinning memory cannot invalidate a capture
 
 
 def test_a_pytorch_without_capture_error_mode_gets_the_plain_call():
     maker = OldMaker()
-    out = GraphedModel(create_model("tiny").train(), maker=maker)("source", _image())
+    out = CudaGraphedForward(create_model("tiny").train(), maker=maker)("source", _image())
     assert maker.captures == [(1, 3, 64, 96)] and out.features.ndim == 4
 
 
 def _patched(monkeypatch, maker):
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", maker)
-    monkeypatch.setattr(ftadapt.train, "check_step_options", lambda cfg, device, dist_env: None)  # CPU for CUDA
+    monkeypatch.setattr(ftadapt.training.step, "check_step_options", lambda cfg, device, dist_env: None)  # CPU
 
 
 def test_graphed_training_equals_eager_training_in_the_parity_check(monkeypatch):
@@ -114,9 +115,9 @@ def test_the_parity_check_catches_a_graph_that_computes_something_else(monkeypat
 def test_bf16_graphed_step_runs_autocast_without_its_cache(monkeypatch):
     maker = FakeMaker()  # asserts the cache is off inside every capture
     _patched(monkeypatch, maker)
-    cfg = build_config({"method": "norm-only", "model": "tiny", "amp": "bf16", "cuda_graphs": True,
+    cfg = build_config({"method": "norm-only", "model": "tiny", "speed.amp": "bf16", "speed.cuda_graphs": True,
                         "device": "cpu", "steps": 2})
-    step = TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), None, torch.device("cpu"))
+    step = build_train_step(cfg)
     label = torch.randint(0, 19, (1, 64, 96))
     for i in range(2):
         numbers = step(i, {"image": _image(seed=i), "label": label}, {"image": _image(h=48, w=80)}).readback \
@@ -134,20 +135,20 @@ def test_training_captures_every_input_shape_before_its_loaders_start(synthetic,
         at_loader_start.append(len(maker.captures))
         return endless_batches(*args, **kwargs)
 
-    monkeypatch.setattr(ftadapt.train, "endless_batches", batches)
+    monkeypatch.setattr(ftadapt.training.datasets, "endless_batches", batches)
     seen = set()
-    replay = GraphedModel.__call__
+    replay = CudaGraphedForward.__call__
 
     def recorded_replay(self, domain, image):
         seen.add((domain, tuple(image.shape)))
         return replay(self, domain, image)
 
-    monkeypatch.setattr(GraphedModel, "__call__", recorded_replay)
-    cfg = resolve_config({"method": "clan-norm", "model": "tiny", "steps": 8, "cuda_graphs": True, "device": "cpu",
-                          "data.source_size": "160x96", "data.target_size": "128x64", "data.num_workers": 0,
-                          "tensorboard": False}, out=tmp_path / "run", resume=False)
-    train(cfg, source=("gta5", synthetic.gta5_root), target=("cityscapes", synthetic.cityscapes_root),
-          out=tmp_path / "run", progress=False)
+    monkeypatch.setattr(CudaGraphedForward, "__call__", recorded_replay)
+    cfg = resolve_config({"method": "clan-norm", "model": "tiny", "steps": 8, "speed.cuda_graphs": True,
+                          "device": "cpu", "data.source_size": "160x96", "data.target_size": "128x64",
+                          "data.num_workers": 0, "tensorboard": False, "data.source": f"gta5:{synthetic.gta5_root}",
+                          "data.target": f"cityscapes:{synthetic.cityscapes_root}"}, out=tmp_path / "run", resume=False)
+    train(cfg, out=tmp_path / "run", progress=False)
     shapes = input_shapes(cfg, uses_target=True)
     assert shapes == {"source": [(1, 3, 96, 160), (1, 3, 105, 176), (1, 3, 76, 128)],
                       "target": [(1, 3, 64, 128), (1, 3, 70, 140), (1, 3, 51, 102)]}
@@ -165,17 +166,19 @@ def test_input_shapes_without_augmentation_and_without_a_target():
 
 @pytest.mark.parametrize("device, options, world_size, message", [
     ("cpu", {}, 1, "cuda_graphs=true needs a CUDA device, not cpu"),
-    ("cuda", {"compile": "default"}, 1, "cuda_graphs=true with compile=default: choose one"),
+    ("cuda", {"compile": "default"}, 1, "cuda_graphs=true with compile=default: choose one"),  # the old key name
     ("cuda", {}, 2, "cuda_graphs=true with several processes is not supported"),
 ])
-def test_cuda_graphs_refuses_what_it_cannot_do(device, options, world_size, message):
-    cfg = build_config({"method": "clan", "model": "tiny", "cuda_graphs": True, "device": device, **options})
+def test_cuda_graphs_refuses_what_it_cannot_do(device, options, world_size, message, monkeypatch):
+    cfg = build_config({"method": "clan", "model": "tiny", "speed.cuda_graphs": True, "device": device, **options})
     with pytest.raises(UsageError, match=message):
-        ftadapt.train.check_step_options(cfg, torch.device(device), DistEnv(rank=0, world_size=world_size))
-    if device == "cpu":  # and TrainStep checks before it moves or wraps anything
+        ftadapt.training.step.check_step_options(cfg, torch.device(device), DistEnv(rank=0, world_size=world_size))
+    if device == "cpu":  # and the builder checks before it builds anything
+        created = []
+        monkeypatch.setattr(ftadapt.training.step, "create_model", lambda *a, **k: created.append(a) or pytest.fail())
         with pytest.raises(UsageError, match=message):
-            TrainStep(cfg, create_method(cfg.method, cfg.loss), create_model("tiny"), FCDiscriminator(19),
-                      torch.device("cpu"))
+            build_train_step(cfg)
+        assert not created
 
 
 @pytest.mark.gpu

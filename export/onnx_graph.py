@@ -23,27 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
-from ftadapt.export.ensemble import Ensemble
 from ftadapt.export.fp16 import half_ensemble
 from ftadapt.protocol import CITYSCAPES_SIZE, IMG_MEAN_BGR
-
 
 PRECISIONS = ("fp32", "fp16")
 IMAGE_RESIZE = "bilinear, half-pixel centres (align_corners=False), no antialias"
 PROBS_UPSAMPLE = "bilinear, align_corners=True"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x512"`` → (1024, 512), i.e. (W, H)."""
-    w, sep, h = text.lower().partition("x")
-    try:
-        size = (int(w), int(h))
-    except ValueError:
-        size = (0, 0)
-    if not sep or min(size) < 8:
-        raise UsageError(f"size {text!r}: expected WxH with both at least 8 pixels, e.g. 1024x512")
-    return size
 
 
 class SegmentationGraph(nn.Module):
@@ -71,7 +58,7 @@ class SegmentationGraph(nn.Module):
 
         Shape: uint8 N×H×W×3 → float32 N×C×H×W.
         """
-        probs = self.ensemble.fuse(self.ensemble.member_probs(self.preprocess(image)))
+        probs = self.ensemble.probs(self.preprocess(image))
         return F.interpolate(probs, size=image.shape[1:3], mode="bilinear", align_corners=True)
 
     def forward(self, image: Tensor) -> Tensor | tuple[Tensor, Tensor]:
@@ -91,4 +78,4 @@ def build_graph(ensemble: Ensemble, *, precision: str = "fp32", working_size: tu
     return SegmentationGraph(ensemble, working_size, with_probs=with_probs).eval()
 
 
-__all__ = ["SegmentationGraph", "build_graph", "parse_size", "PRECISIONS", "IMAGE_RESIZE", "PROBS_UPSAMPLE"]
+__all__ = ["SegmentationGraph", "build_graph", "PRECISIONS", "IMAGE_RESIZE", "PROBS_UPSAMPLE"]

@@ -1,6 +1,7 @@
 """The record of a training run, i.e. its folder:
 
-- ``config.json``: the resolved :class:`TrainConfig` (``--config`` reads it back);
+- ``config.json``: the resolved :class:`TrainConfig` (``--config`` reads it back; folders written before the
+  ``speed`` section and the recorded dataset roots read and resume too, see ``ftadapt.config.KEY_ALIASES``);
 - ``metrics.jsonl``: one JSON object per logged step, and the same scalars as TensorBoard events under ``tb/``;
 - ``checkpoints/step_NNNNNN``: checkpoint folders, with the links ``last`` (newest) and ``oracle_best`` (best
   periodic evaluation on target val, a selection on labels: "oracle"); with ``keep_checkpoints`` = K > 0 only the K
@@ -17,9 +18,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ftadapt.config import (TrainConfig, build_config, config_diff, config_from_dict, config_hash, config_to_dict,
-                            flatten)
-from ftadapt.checkpoint import CHECKPOINTS, LAST, ORACLE_BEST, checkpoint_path, latest_checkpoint
+from ftadapt.checkpoint import CHECKPOINTS, LAST, ORACLE_BEST, latest_checkpoint
+from ftadapt.config import (
+    TrainConfig,
+    build_config,
+    config_diff,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    flatten,
+)
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.fsutil import write_text_atomic
 
@@ -79,6 +87,22 @@ class RunLog:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+
+
+class SilentLog:
+    """The RunLog of ranks other than 0: they write and print nothing."""
+
+    def advance(self) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:

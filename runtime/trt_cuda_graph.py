@@ -33,7 +33,7 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-class CudaGraph:
+class TrtCudaGraph:
     """One captured enqueue, replayed on the stream whose handle it was captured on."""
 
     def __init__(self, stream_handle: int, enqueue: Callable[[], None]) -> None:

@@ -37,6 +37,15 @@ def _done(start: float) -> None:
     click.echo(f"   ({time.perf_counter() - start:.1f} s)")
 
 
+@click.command("demo")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="ftadapt-demo",
+              show_default=True, help="Folder for the synthetic data and every artefact the demo produces.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out_dir: Path, seed: int) -> None:
+    """Run every stage on built-in synthetic data, on the CPU."""
+    run_demo(out_dir, seed=seed)
+
+
 def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS) -> dict:
     """Run the demo into ``out`` (created; an earlier demo there is replaced) and return its figures."""
     from ftadapt.data.check import check_dataset, format_report
@@ -73,45 +82,48 @@ def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS) -> dict:
 
 
 def _train_and_compare(runs: Path, layout, *, seed: int, steps: int) -> dict:
-    import torch
-
-    from ftadapt.checkpoint import load_model
     from ftadapt.config import build_config
-    from ftadapt.evaluate import format_comparison
-    from ftadapt.evaluate_model import evaluate_cityscapes
-    from ftadapt.train import train
+    from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
+    from ftadapt.evaluation.pytorch import ModelPredictor
+    from ftadapt.evaluation.tables import format_comparison
+    from ftadapt.training import train
 
-    results = {}
+    predictors, lines = [], []
     for method in DEMO_METHODS:
-        cfg = build_config({**DEMO_OVERRIDES, "method": method, "steps": steps, "seed": seed})
+        cfg = build_config({**DEMO_OVERRIDES, "method": method, "steps": steps, "seed": seed,
+                            "data.source": f"gta5:{layout.gta5_root}",
+                            "data.target": f"cityscapes:{layout.cityscapes_root}"})
         run_dir = runs / method
         if run_dir.exists():  # an earlier demo's run: start afresh rather than refuse
             shutil.rmtree(run_dir)
         started = time.perf_counter()
-        result = train(cfg, source=("gta5", layout.gta5_root), target=("cityscapes", layout.cityscapes_root),
-                       out=run_dir, progress=True)
-        seconds = time.perf_counter() - started
-        model = load_model(result.checkpoint)
-        with torch.inference_mode():
-            results[method] = evaluate_cityscapes(model, layout.cityscapes_root, split="val",
-                                                  size=DEMO_OVERRIDES["eval.size"], progress=False)
+        result = train(cfg, out=run_dir, progress=True)
+        lines.append((method, time.perf_counter() - started, result.checkpoint))
+        predictors.append(ModelPredictor.from_checkpoint(result.checkpoint, name=method, device="cpu"))
+    results = evaluate(predictors, LabelledSplit.from_root(layout.cityscapes_root, "val"),
+                       ADAPTSEGNET.at(DEMO_OVERRIDES["eval.size"]), progress=False)
+    for method, seconds, checkpoint in lines:
         click.echo(f"   {method:<12} {steps} steps in {seconds:.1f} s, mIoU {results[method].miou * 100:.2f}  "
-                   f"-> {result.checkpoint}")
+                   f"-> {checkpoint}")
     click.echo(format_comparison(results, delta=("clan-norm", "source-only")))
     return {m: {"miou": r.miou * 100, "checkpoint": str(runs / m)} for m, r in results.items()}
 
 
 def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
-    from ftadapt.export.ensemble import load_ensemble
-    from ftadapt.export.ensemble_eval import evaluate_ensemble, format_ensemble_results
+    from ftadapt.ensemble import load_ensemble
+    from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
+    from ftadapt.evaluation.pytorch import EnsemblePredictor
+    from ftadapt.evaluation.tables import best_of, format_comparison
     from ftadapt.export.onnx_export import export_onnx
 
     runs = out / "runs"
     size = DEMO_OVERRIDES["eval.size"]
     ensemble = load_ensemble([f"{runs / 'norm-only'}:0.5", f"{runs / 'clan-norm'}:0.5"])
-    results = evaluate_ensemble(ensemble, layout.cityscapes_root, size=size, device="cpu", progress=False,
-                                num_workers=0)
-    click.echo(format_ensemble_results(results))
+    fused = EnsemblePredictor(ensemble, device="cpu")
+    results = evaluate([*fused.member_predictors(), fused], LabelledSplit.from_root(layout.cityscapes_root, "val"),
+                       ADAPTSEGNET.at(size), progress=False)
+    best = best_of({k: v for k, v in results.items() if k != "ensemble"})
+    click.echo(format_comparison(results, delta=("ensemble", best)))
     paths = {}
     for precision in ("fp32", "fp16"):
         exported = export_onnx(ensemble, out / f"ensemble-{precision}.onnx", precision=precision, working_size=size,
@@ -125,7 +137,7 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
 
 def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
     from ftadapt.bench.runtime_latency import time_segmenter
-    from ftadapt.evaluate_dir import evaluate_pred_dir
+    from ftadapt.evaluation.folder import evaluate_pred_dir
     from ftadapt.imageio import read_rgb
     from ftadapt.runtime import Segmenter
     from ftadapt.runtime.predict import collect_sources, predict_files

@@ -4,11 +4,10 @@ Each member runs on the same input with its own head rule ("sum" of both heads f
 and its own ASPP variant (both come from the member's config.json), its logits go through a softmax in FP32, and the
 fused prediction is the weighted sum of the members' probabilities with the weights normalised to sum to 1.
 
-:class:`Ensemble` keeps the forward contract of :class:`~ftadapt.models.deeplab.DeepLabV2` that evaluation relies on
-(``model(x).logits``, ``model.config.head_rule``, parameters on the model's device), so ``evaluate_dataset`` and every
-other consumer of a model take an ensemble unchanged. Its single "logits" entry holds the fused *probabilities*:
-upsampling and argmax of it give exactly what the exported graph computes. (A softmax over it, as flip-TTA applies,
-is therefore not the ensemble's TTA; the CLI refuses that combination.)
+:class:`Ensemble` is not a model: its output is the fused *probabilities* (``ensemble.probs(x)``), whose upsampling and
+argmax give exactly what the exported graph computes. Evaluation scores it through
+:class:`~ftadapt.evaluation.pytorch.EnsemblePredictor` and the export wraps it in
+:class:`~ftadapt.export.onnx_graph.SegmentationGraph`.
 """
 from __future__ import annotations
 
@@ -23,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from ftadapt.artifact import ArtifactMember
-from ftadapt.checkpoint import META_FILE, load_model, resolve_checkpoint
+from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
 from ftadapt.errors import UsageError
-from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, SegOutput, combine_heads
+from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, combine_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +72,6 @@ class MemberInfo:
                               sha256=self.sha256, miou=self.miou, miou_source=self.miou_source)
 
 
-@dataclasses.dataclass(frozen=True)
-class EnsembleConfig:
-    """The part of a model config that consumers of a model read: the fused output is already one prediction."""
-
-    num_classes: int
-    head_rule: str = "main"
-
-
 def recorded_miou(meta: dict[str, Any]) -> tuple[float | None, str | None]:
     """The mIoU (percent) a checkpoint's meta.json records and the field it came from: ``metrics.miou`` (a plain
     evaluation), else ``metrics.eval/miou_oracle`` (the trainer's periodic evaluation on target val)."""
@@ -90,13 +81,6 @@ def recorded_miou(meta: dict[str, Any]) -> tuple[float | None, str | None]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value), f"metrics.{key}"
     return None, None
-
-
-def _member_name(path: Path) -> str:
-    """The run name for a run's checkpoint (``runs/clan/checkpoints/step_000100`` → ``clan@step_000100``)."""
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
-        return f"{path.parent.parent.name}@{path.name}"
-    return path.name or str(path)
 
 
 class Ensemble(nn.Module):
@@ -130,7 +114,7 @@ class Ensemble(nn.Module):
         self.rules = tuple(rules)
         self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
         self.infos = tuple(infos) if infos is not None else ()
-        self.config = EnsembleConfig(num_classes=classes.pop())
+        self.num_classes = classes.pop()
 
     def member_probs(self, x: Tensor) -> list[Tensor]:
         """Each member's softmax over its combined logits, in FP32.
@@ -151,13 +135,13 @@ class Ensemble(nn.Module):
             fused = fused + probs[i] * self.weights[i]
         return fused
 
-    def forward(self, x: Tensor) -> SegOutput:
-        """Shape: x N×3×H×W → logits ``(fused probabilities N×C×h×w,)``; features None (members differ)."""
-        return SegOutput((self.fuse(self.member_probs(x)),), None)
+    def probs(self, x: Tensor) -> Tensor:
+        """The fused probabilities at the members' stride 8. Shape: x N×3×H×W (BGR − mean) → N×C×h×w (FP32)."""
+        return self.fuse(self.member_probs(x))
 
-    def predict_logits(self, x: Tensor, rule: str | None = None) -> Tensor:
-        """The fused probabilities (the ensemble's one prediction; ``rule`` is accepted for interface parity)."""
-        return self(x).logits[0]
+    def forward(self, x: Tensor) -> Tensor:
+        """``probs(x)``."""
+        return self.probs(x)
 
 
 def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.device = "cpu") -> Ensemble:
@@ -176,7 +160,7 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
         model = load_model(path, device=device)  # verifies the weights' sha256 against meta.json
         meta = json.loads((path / META_FILE).read_text())
         models.append(model)
-        name = _member_name(path)
+        name = checkpoint_name(path)
         name = name if name not in names else f"{name}#{len(infos) + 1}"
         names.add(name)
         miou, miou_source = recorded_miou(meta)
@@ -186,4 +170,4 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     return Ensemble(models, [s.weight for s in specs], infos=infos).eval()
 
 
-__all__ = ["Ensemble", "EnsembleConfig", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]
+__all__ = ["Ensemble", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]

@@ -5,7 +5,7 @@ in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MA
 :func:`distributed` joins the process group: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on the
 CPU. Without those variables everything is a single process and nothing here changes the training.
 
-What the trainer does with it (``ftadapt.train``):
+What the trainer does with it (``ftadapt.training``):
 
 - G and D are wrapped in DistributedDataParallel. A step runs several backward passes into G (source, then target);
   all but the last run under ``no_sync()``, so G's gradients are all-reduced once per step, as the mean over ranks
@@ -16,7 +16,7 @@ What the trainer does with it (``ftadapt.train``):
 - BatchNorm: each rank normalises with its own batch's statistics — with the paper's batch of 1 per GPU that is the
   reference behaviour (one image per BN batch). Running statistics are not synchronised (they never enter a training
   forward); each rank keeps the average over its own batches and checkpoints hold rank 0's. SyncBatchNorm (BN
-  statistics over all ranks' images, unlike the reference; CUDA only) is ``train(..., sync_bn=True)``, off by default.
+  statistics over all ranks' images, unlike the reference; CUDA only) is the config key ``sync_bn``, off by default.
 - Only rank 0 writes the run folder (config, logs, checkpoints) and runs periodic evaluation; the logged losses are
   means over ranks. A SIGINT/SIGTERM is acted on at the next logging step, where the ranks agree to stop together.
 """

@@ -1,4 +1,4 @@
-"""Segmentation metrics on numpy (no torch): the dataset-level confusion matrix, IoU / mIoU, results and tables.
+"""Segmentation metrics on numpy (no torch): the dataset-level confusion matrix, IoU / mIoU and the result record.
 
 The protocol is AdaptSegNet's (``reference/methods.md`` §6.1, DESIGN §5): one 19×19 confusion matrix (rows = ground
 truth, columns = prediction) accumulated over the whole set, only pixels with 0 ≤ gt < 19 counted, IoU_c =
@@ -12,7 +12,7 @@ Cityscapes evaluation scripts count a prediction of any non-evaluated id this wa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,22 +122,16 @@ class ConfusionMatrix:
 
     def miou(self) -> float:
         """Mean IoU over the classes that are not NaN (a fraction; NaN when no class is present)."""
-        return _nanmean(self.iou())
+        return nanmean(self.iou())
 
     def miou_subset(self, class_ids: Sequence[int]) -> float:
         """Mean IoU over a subset of trainIds, e.g. ``labels.SYNTHIA_16`` / ``labels.SYNTHIA_13`` (a fraction)."""
-        return _nanmean(self.iou()[list(class_ids)])
+        return nanmean(self.iou()[list(class_ids)])
 
 
-def _nanmean(values: np.ndarray) -> float:
+def nanmean(values: np.ndarray) -> float:
     present = values[~np.isnan(values)]
     return float(present.mean()) if present.size else math.nan
-
-
-def adaptsegnet_protocol(**fields: object) -> dict:
-    """The protocol description of a result: AdaptSegNet's defaults, updated with (or extended by) ``fields``."""
-    return {"name": "adaptsegnet", "accumulation": "dataset", "gt_resolution": "full",
-            "prediction_255": "counted as wrong", **fields}
 
 
 @dataclass
@@ -158,23 +152,23 @@ class EvalResult:
 
     @property
     def miou(self) -> float:
-        return _nanmean(self.iou)
+        return nanmean(self.iou)
 
     @property
     def miou16(self) -> float:
-        return _nanmean(self.iou[list(SYNTHIA_16)])
+        return nanmean(self.iou[list(SYNTHIA_16)])
 
     @property
     def miou13(self) -> float:
-        return _nanmean(self.iou[list(SYNTHIA_13)])
+        return nanmean(self.iou[list(SYNTHIA_13)])
 
     def to_dict(self) -> dict:
         """JSON-ready dict: percentages at full precision, ``None`` (null) for NaN, 19 classes in trainId order."""
-        out = {"miou": _percent(self.miou)}
+        out = {"miou": percent(self.miou)}
         if self.synthia_subsets:
-            out["miou16"] = _percent(self.miou16)
-            out["miou13"] = _percent(self.miou13)
-        out["per_class_iou"] = [_percent(v) for v in self.iou]
+            out["miou16"] = percent(self.miou16)
+            out["miou13"] = percent(self.miou13)
+        out["per_class_iou"] = [percent(v) for v in self.iou]
         out["classes"] = list(CLASS_NAMES)
         out["n_images"] = self.n_images
         out["protocol"] = dict(self.protocol)
@@ -183,67 +177,5 @@ class EvalResult:
         return out
 
 
-def _percent(value: float) -> float | None:
+def percent(value: float) -> float | None:
     return None if math.isnan(value) else 100.0 * float(value)
-
-
-def _cell(value: float, digits: int) -> str:
-    return "-" if math.isnan(value) else f"{100.0 * value:.{digits}f}"
-
-
-def _summary_rows(result: EvalResult, synthia: bool) -> list[tuple[str, float]]:
-    rows = [("mIoU", result.miou)]
-    if synthia:
-        rows += [("mIoU16", result.miou16), ("mIoU13", result.miou13)]
-    return rows
-
-
-def format_table(result: EvalResult, *, digits: int = 2) -> str:
-    """A table for people: the 19 classes with IoU in percent, then mIoU (and mIoU16/13 for SYNTHIA)."""
-    width = max(len(n) for n in CLASS_NAMES)
-    lines = [f"{'id':>2}  {'class':<{width}}  {'IoU':>6}", "-" * (width + 12)]
-    lines += [f"{c:>2}  {name:<{width}}  {_cell(result.iou[c], digits):>6}" for c, name in enumerate(CLASS_NAMES)]
-    lines.append("-" * (width + 12))
-    summary = _summary_rows(result, result.synthia_subsets)
-    lines += [f"{'':>2}  {label:<{width}}  {_cell(value, digits):>6}" for label, value in summary]
-    details = ", ".join(f"{k} {v}" for k, v in result.protocol.items() if k != "name" and v is not None)
-    lines.append(f"{result.n_images} images; protocol {result.protocol.get('name', '?')} ({details})")
-    return "\n".join(lines)
-
-
-def format_comparison(results: Mapping[str, EvalResult], *, delta: tuple[str, str] | None = None,
-                      digits: int = 2) -> str:
-    """Several results side by side (one column per run), optionally with a column ``delta = (a, b)``: a − b.
-
-    E.g. ``format_comparison({"clan": r1, "maxsquare": r2, "ensemble": r3}, delta=("ensemble", "clan"))``.
-    """
-    if not results:
-        raise UsageError("format_comparison needs at least one result")
-    names = list(results)
-    if delta is not None and not set(delta) <= set(names):
-        raise UsageError(f"delta columns {delta} must name runs among {names}")
-    width = max(len(n) for n in CLASS_NAMES)
-    cols = [max(len(n), 6) for n in names]
-    header = f"{'id':>2}  {'class':<{width}}" + "".join(f"  {n:>{w}}" for n, w in zip(names, cols))
-    if delta is not None:
-        delta_title = f"{delta[0]}-{delta[1]}"
-        header += f"  {delta_title:>{max(len(delta_title), 6)}}"
-
-    def row(head: str, values: list[float]) -> str:
-        line = head + "".join(f"  {_cell(v, digits):>{w}}" for v, w in zip(values, cols))
-        if delta is not None:
-            a, b = values[names.index(delta[0])], values[names.index(delta[1])]
-            diff = "-" if math.isnan(a) or math.isnan(b) else f"{100.0 * (a - b):+.{digits}f}"
-            line += f"  {diff:>{max(len(delta_title), 6)}}"
-        return line
-
-    rule = "-" * len(header)
-    lines = [header, rule]
-    lines += [row(f"{c:>2}  {name:<{width}}", [r.iou[c] for r in results.values()])
-              for c, name in enumerate(CLASS_NAMES)]
-    lines.append(rule)
-    synthia = any(r.synthia_subsets for r in results.values())
-    summaries = [_summary_rows(r, synthia) for r in results.values()]
-    for i, (label, _) in enumerate(summaries[0]):
-        lines.append(row(f"{'':>2}  {label:<{width}}", [s[i][1] for s in summaries]))
-    return "\n".join(lines)

@@ -1,12 +1,14 @@
-"""G's forward and backward replayed as CUDA graphs (the ``cuda_graphs`` config key), without torch.compile.
+"""G's forward and backward replayed as CUDA graphs in training (the ``speed.cuda_graphs`` config key), without
+torch.compile. Not to be confused with the exported ONNX graph (``ftadapt.export.onnx_graph``) or the TensorRT
+engine's CUDA graph at deployment (``ftadapt.runtime.trt_cuda_graph``): this one exists only inside a training step.
 
 An eager DeepLab-v2 R101 clan-norm training step makes ~12,500 operator calls (torch.profiler's count; ~15,200 under
 bf16 autocast, which adds the weight and activation casts), nearly all of them in G's forward and backward; on a fast
-GPU the host cannot queue them as fast as the GPU runs them. ``GraphedModel`` captures G's forward and backward once
-per (domain, input shape) with ``torch.cuda.make_graphed_callables`` and then replays each as one graph launch; the
-losses, the discriminator, the gradient accumulation and the optimizers stay eager (~3,000 calls by the same count).
-Capture takes seconds, not the minutes of compilation, and the kernels are the eager ones, so the numbers are those
-of the eager step.
+GPU the host cannot queue them as fast as the GPU runs them. ``CudaGraphedForward`` captures G's forward and backward
+once per (domain, input shape) with ``torch.cuda.make_graphed_callables`` and then replays each as one graph launch;
+the losses, the discriminator, the gradient accumulation and the optimizers stay eager (~3,000 calls by the same
+count). Capture takes seconds, not the minutes of compilation, and the kernels are the eager ones, so the numbers are
+those of the eager step.
 
 What the capture needs and this module provides: a fixed input shape per graph (CLAN's random scale gives three per
 domain, each captured on first sight or ahead with ``capture``); the source and target forwards in separate graphs
@@ -42,7 +44,7 @@ class _Forward(nn.Module):
         return self.model(image)
 
 
-class GraphedModel:
+class CudaGraphedForward:
     """``graphed(domain, image)`` = ``model(image)`` with G's forward and backward replayed from CUDA graphs, one pair
     per (domain, image shape, strides, dtype), captured on first use or ahead by ``capture``. ``maker`` is
     ``torch.cuda.make_graphed_callables`` (tests pass a stand-in with the same contract)."""
@@ -51,7 +53,7 @@ class GraphedModel:
         self.model = model
         self.maker = maker or torch.cuda.make_graphed_callables
         self.options = _capture_options(self.maker)
-        self.graphs: dict[tuple, Callable[[Tensor], SegOutput]] = {}
+        self.captured: dict[tuple, Callable[[Tensor], SegOutput]] = {}  # (domain, shape, strides, dtype) → replay
 
     def __call__(self, domain: str, image: Tensor) -> SegOutput:
         graphed = self.capture(domain, image)
@@ -62,10 +64,10 @@ class GraphedModel:
         """The graphed forward for ``image``'s (domain, shape, strides, dtype), captured now if it is new; ``image``
         is only the capture's sample (its values do not matter). Call it under the step's autocast."""
         key = (domain, tuple(image.shape), image.stride(), image.dtype)
-        graphed = self.graphs.get(key)
+        graphed = self.captured.get(key)
         if graphed is None:
             with _on_device(image):
-                graphed = self.graphs[key] = self._capture(image)
+                graphed = self.captured[key] = self._capture(image)
         return graphed
 
     def _capture(self, image: Tensor) -> Callable[[Tensor], SegOutput]:
@@ -87,7 +89,7 @@ def _on_device(image: Tensor) -> contextlib.AbstractContextManager:
 def _capture_options(maker: Callable) -> dict[str, str]:
     """``capture_error_mode="thread_local"`` where ``maker`` takes it (``make_graphed_callables`` does from PyTorch
     2.14 on): a loader thread that pins memory during a capture then cannot invalidate it. Older releases capture in
-    the global mode, where it can; ``ftadapt.train`` therefore captures every input shape before its loaders start."""
+    the global mode, where it can; the training loop therefore captures every input shape before its loaders start."""
     try:
         parameters = inspect.signature(maker).parameters
     except (TypeError, ValueError):  # a callable without a signature: the plain call
@@ -95,4 +97,4 @@ def _capture_options(maker: Callable) -> dict[str, str]:
     return {"capture_error_mode": "thread_local"} if "capture_error_mode" in parameters else {}
 
 
-__all__ = ["GraphedModel"]
+__all__ = ["CudaGraphedForward", "WARMUP_ITERS"]

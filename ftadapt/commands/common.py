@@ -1,0 +1,100 @@
+"""What every command shares: the option types (sizes are W×H everywhere), ``--json``, and one way to emit results.
+
+Torch-free and cheap to import: ``ftadapt --help`` imports every command module.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftadapt.config import DATASET_KINDS, parse_dataset_spec
+from ftadapt.errors import UsageError
+
+
+class SizeType(click.ParamType):
+    """A ``WIDTHxHEIGHT`` size in pixels, e.g. ``1024x512`` (width first, as the paper writes sizes) → (W, H)."""
+
+    name = "WxH"
+
+    def __init__(self, minimum: int = 1) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        w, sep, h = str(value).strip().lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels (width first), e.g. 1024x512", param, ctx)
+        if min(int(w), int(h)) < self.minimum:
+            self.fail(f"{value!r}: width and height must both be at least {self.minimum} pixels", param, ctx)
+        return int(w), int(h)
+
+
+SIZE = SizeType()
+
+
+def legacy_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """The deprecated ``HEIGHTxWIDTH`` options (``--max-size``/``--min-size`` of the runtime commands) → (W, H), with
+    a warning naming the W×H option that replaces them. Kept for one release."""
+    if value is None:
+        return None
+    new = param.opts[0].replace("-size", "-frame")
+    try:
+        h, w = SIZE.convert(value, param, ctx)  # the same syntax, the other order
+    except click.BadParameter:
+        raise click.BadParameter(f"{value!r}: expected HEIGHTxWIDTH, e.g. 1024x2048 ({param.opts[0]} is deprecated: "
+                                 f"use {new} WIDTHxHEIGHT, e.g. 2048x1024)", ctx, param) from None
+    click.echo(f"warning: {param.opts[0]} {value} is HEIGHTxWIDTH and deprecated; sizes are now WIDTHxHEIGHT "
+               f"everywhere: use {new} {w}x{h}", err=True)
+    return w, h
+
+
+class DatasetSpecType(click.ParamType):
+    """``KIND:ROOT`` (e.g. ``cityscapes:/data/Cityscapes``) → (kind, root); ``kinds`` restricts KIND."""
+
+    name = "KIND:ROOT"
+
+    def __init__(self, kinds: tuple[str, ...] = DATASET_KINDS) -> None:
+        self.kinds = kinds
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, Path]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            kind, root = parse_dataset_spec(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+        if kind not in self.kinds:
+            self.fail(f"{value!r}: expected {' or '.join(self.kinds)}:ROOT here, not {kind}", param, ctx)
+        return kind, root
+
+
+def json_option(what: str = "the result"):
+    """``--json FILE``: also write ``what`` as JSON there ('-' = stdout, the table then goes to stderr)."""
+    return click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+                        help=f"Also write {what} as JSON to this file ('-' = stdout; the table then goes to stderr).")
+
+
+def echo(text: str, json_out: str | None = None) -> None:
+    """Print a line for people: to stdout, or to stderr when stdout carries JSON (``--json -``)."""
+    click.echo(text, err=json_out == "-")
+
+
+def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False) -> None:
+    """Hand over a result as JSON: to ``json_out`` (written atomically; '-' = stdout) and, with ``always`` (the
+    benchmarks, which print their figures whatever else is asked), to stdout as well."""
+    # Results must be strict JSON; a benchmark's NaN (a ratio of nothing) must not lose its other figures.
+    text = json.dumps(payload, indent=2, default=str, allow_nan=always) + "\n"
+    if always or json_out == "-":
+        click.echo(text, nl=False)
+    if json_out not in (None, "-"):
+        from ftadapt.fsutil import write_text_atomic
+
+        write_text_atomic(json_out, text)
+        click.echo(f"wrote {json_out}", err=True)
+
+
+__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "json_option", "echo", "emit", "DATASET_KINDS"]

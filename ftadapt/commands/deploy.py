@@ -1,0 +1,126 @@
+"""``ftadapt build-engine`` and ``ftadapt predict``: an exported file on the runtime (``ftadapt.runtime``).
+
+Frame-size options are W×H like every size of the CLI (``--max-frame 2048x1024``); the runtime's Python API keeps
+numpy's (H, W) order. The older ``--max-size``/``--min-size`` took H×W; they still work for one release, with a
+warning.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ftadapt.commands.common import SIZE, echo, emit, json_option, legacy_hw
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    if value == "cpu":
+        return value
+    if value.isdigit():
+        return int(value)
+    raise click.BadParameter(f"{value!r}: expected a CUDA device index (0, 1, …) or 'cpu'")
+
+
+def _frame_options(func):
+    """``--max-frame``/``--min-frame`` (W×H) and their deprecated H×W spellings ``--max-size``/``--min-size``."""
+    options = [
+        click.option("--max-frame", type=SIZE, default=None, help="Largest frame W×H [TensorRT: 2048x1024]."),
+        click.option("--min-frame", type=SIZE, default=None,
+                     help="Smallest frame W×H [1x1]; equal to --max-frame with --max-batch 1 builds a static engine."),
+        click.option("--max-size", "legacy_max", callback=legacy_hw, metavar="HxW", default=None, hidden=True),
+        click.option("--min-size", "legacy_min", callback=legacy_hw, metavar="HxW", default=None, hidden=True),
+    ]
+    for option in options:
+        func = option(func)
+    return func
+
+
+def _hw(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The runtime's (H, W) of a W×H frame option (or its deprecated spelling)."""
+    if frame is not None and legacy is not None:
+        raise click.UsageError("give --max-frame/--min-frame (W×H) only; --max-size/--min-size are their deprecated "
+                               "H×W spellings")
+    size = frame or legacy
+    return None if size is None else (size[1], size[0])
+
+
+@click.command("build-engine")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Engine cache folder [$FTADAPT_ENGINE_CACHE or ~/.cache/ftadapt/engines].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Largest batch per engine call.")
+@_frame_options
+@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@click.option("--workspace-mb", type=click.IntRange(min=64), default=None, help="Builder workspace limit [4096].")
+@json_option("the engine report")
+def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min_frame, legacy_max, legacy_min,
+                 device: int, workspace_mb: int | None, json_out: str | None) -> None:
+    """Build the TensorRT engine of an exported MODEL for this GPU into the engine cache (or find it there).
+
+    \b
+    ftadapt build-engine ens.onnx --max-frame 2048x1024 --min-frame 2048x1024   # static: one camera resolution
+    Needs the `trt` extra (TensorRT ≥ 10.12, pycuda) and an NVIDIA GPU. The Segmenter then loads the cached engine
+    when created with the same max_batch / max_size / min_size.
+    """
+    from ftadapt.runtime import Segmenter
+
+    with Segmenter(model, backend="tensorrt", device=device, engine_cache=cache, max_batch=max_batch,
+                   max_size=_hw(max_frame, legacy_max), min_size=_hw(min_frame, legacy_min),
+                   workspace_mb=workspace_mb) as seg:
+        info = seg.describe()
+    engine = info["engine"]
+    (lh, lw), (hh, hw) = info["min_size"], info["max_size"]
+    rows = {"engine": engine["path"], "built": f"yes, in {engine['build_seconds']} s" if engine["built"] else
+            "no (found in the cache)", "half layers": f"{engine['half_layers']} of {engine['layers']}",
+            "precision": info["precision"], "tensorrt": info["tensorrt"],
+            "gpu": f"{info['gpu']} (sm {info['compute_capability']})",
+            "profile": f"batch ≤ {info['max_batch']}, frames {lw}x{lh} … {hw}x{hh} (W×H)"}
+    for key, value in rows.items():
+        echo(f"{key:>12}  {value}", json_out)
+    for note in info["notes"]:
+        click.echo(f"note: {note}", err=True)
+    emit(info, json_out)
+
+
+@click.command("predict")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .onnx file written by `ftadapt export`.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for <name>.png label maps (class ids) and <name>_color.png overlays.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
+              show_default=True, help="auto: TensorRT if usable, else ONNX Runtime CUDA, else CPU.")
+@click.option("--device", callback=_device, default="0", show_default=True, help="CUDA device index, or 'cpu'.")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="TensorRT engine cache folder.")
+@click.option("--max-frame", type=SIZE, default=None, help="Largest frame W×H [TensorRT: 2048x1024].")
+@click.option("--max-size", "legacy_max", callback=legacy_hw, metavar="HxW", default=None, hidden=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Opacity of the colours in the overlays.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Videos: segment every N-th frame.")
+@json_option("the summary")
+def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, device: int | str,
+            engine_cache: Path | None, max_frame, legacy_max, threads: int | None, alpha: float, every: int,
+            json_out: str | None) -> None:
+    """Segment images, folders of images or videos (OpenCV) with an exported model.
+
+    \b
+    ftadapt predict --model ens.onnx frames/ drive.mp4 --out preds/ [--backend onnxruntime --device cpu]
+    """
+    from ftadapt.runtime import Segmenter
+    from ftadapt.runtime.predict import collect_sources, predict_files
+
+    sources = collect_sources(inputs)  # bad inputs fail before an engine is built
+    with Segmenter(model, backend=backend, device=device, engine_cache=engine_cache,
+                   max_size=_hw(max_frame, legacy_max), threads=threads) as seg:
+        click.echo(f"backend {seg.backend} ({', '.join(seg.providers)})", err=True)
+        for note in seg.notes:
+            click.echo(f"note: {note}", err=True)
+        summary = predict_files(seg, sources, out, alpha=alpha, every=every)
+        summary.update(backend=seg.backend, providers=list(seg.providers))
+    echo(f"{summary['frames']} frames in {summary['seconds']} s ({summary['fps']} frames/s end to end, "
+         f"{summary['model_ms_mean']} ms per frame in the model) → {out}", json_out)
+    emit(summary, json_out)

@@ -1,0 +1,190 @@
+"""``ftadapt eval``: mIoU of any predictors — checkpoints, an ensemble and its members, exported files, prediction
+PNGs — scored side by side in one pass over a labelled Cityscapes split.
+
+Every predictor is named by an explicit option and every one given is evaluated; nothing is guessed from which
+options appear together.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftadapt.commands.common import SIZE, DatasetSpecType, echo, emit, json_option
+
+_WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE or --pred-dir DIR; "
+         "with --data cityscapes:ROOT (or --gt-dir CITYSCAPES/gtFine/val for prediction PNGs)")
+
+
+@click.command("eval")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              help="A checkpoint folder (or run folder: its newest checkpoint); repeatable.")
+@click.option("--ensemble", "members", multiple=True, metavar="DIR:WEIGHT",
+              help="A member of one ensemble (checkpoint or run folder and weight), repeatable; the members are "
+                   "scored beside the ensemble.")
+@click.option("--onnx", "onnx_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A file written by `ftadapt export`, run through ftadapt.runtime; repeatable.")
+@click.option("--pred-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A folder of trainId PNGs named by Cityscapes frame id (*_color.png ignored).")
+@click.option("--data", type=DatasetSpecType(("cityscapes",)), default=None, metavar="cityscapes:ROOT",
+              help="The Cityscapes root whose --split is evaluated.")
+@click.option("--gt-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Instead of --data for prediction PNGs: the gtFine/<split> folder.")
+@click.option("--split", default="val", show_default=True, help="Cityscapes split of --data.")
+@click.option("--protocol", type=click.Choice(["adaptsegnet", "maxsquare"]), default="adaptsegnet", show_default=True,
+              help="adaptsegnet: upsample to the full-resolution ground truth (the papers' tables); maxsquare: ground "
+                   "truth downsampled to the input size (MaxSquare's variant, higher, labelled).")
+@click.option("--size", type=SIZE, default="1024x512", show_default=True, help="Model input size W×H.")
+@click.option("--heads", type=click.Choice(["sum", "main"]), default=None,
+              help="Head rule of --checkpoint models: both heads summed (CLAN) or the main head [the model's own].")
+@click.option("--flip", is_flag=True, help="Horizontal-flip TTA of --checkpoint models (mean of the two softmaxes).")
+@click.option("--save-pred", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write <frame>.png (trainIds) and <frame>_color.png of the one model evaluated here.")
+@click.option("--device", default="auto", show_default=True, help="PyTorch models: auto, cpu, cuda or cuda:N.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="Runtime backend of --onnx files.")
+@click.option("--allow-missing", is_flag=True,
+              help="Evaluate the matched frames when some are missing or differ in size (listed) instead of failing.")
+@click.option("--synthia", "synthia_subsets", is_flag=True,
+              help="Also report mIoU16 and mIoU13 (SYNTHIA → Cityscapes).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: CPU cores].")
+@json_option()
+def evaluate_cmd(**opts: Any) -> None:
+    """mIoU on the AdaptSegNet protocol (one confusion matrix over the split, full-resolution ground truth).
+
+    \b
+    ftadapt eval --checkpoint runs/clan-norm --data cityscapes:data/Cityscapes [--flip] [--protocol maxsquare]
+    ftadapt eval --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --data cityscapes:data/Cityscapes
+    ftadapt eval --onnx ens.onnx --checkpoint runs/norm-only --data cityscapes:data/Cityscapes
+    ftadapt eval --pred-dir preds/ --gt-dir Cityscapes/gtFine/val [--json result.json]
+    """
+    from ftadapt.evaluation import evaluate, get_protocol
+    from ftadapt.evaluation.evaluate import problem_report
+
+    _check_options(opts)
+    split = _split(opts)  # usage errors first, then the data, before any model is loaded
+    predictors, kinds = _predictors(opts)
+    try:
+        results = evaluate(predictors, split, get_protocol(opts["protocol"], opts["size"]),
+                           workers=opts["workers"], allow_missing=opts["allow_missing"],
+                           synthia_subsets=opts["synthia_subsets"])
+    finally:
+        for p in predictors:
+            getattr(p, "close", lambda: None)()
+    for result in results.values():
+        for line in problem_report(result.missing or {}):
+            click.echo(f"warning: {line} (skipped)", err=True)
+    table, payload = _report(results, kinds)
+    echo(table, opts["json_out"])
+    emit(payload, opts["json_out"])
+
+
+def _check_options(opts: dict[str, Any]) -> None:
+    if not (opts["checkpoints"] or opts["members"] or opts["onnx_files"] or opts["pred_dir"]):
+        raise click.UsageError(_WHAT)
+    if opts["members"] and not opts["checkpoints"] and (opts["flip"] or opts["heads"]):
+        raise click.UsageError("--flip and --heads apply to --checkpoint models; an ensemble fuses each member's "
+                               "softmax under its own head rule, so flip-TTA or a head override of it is not supported")
+
+
+def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
+    """The predictors the options name, in option order, and each one's kind (checkpoint, member, ensemble, onnx,
+    predictions)."""
+    out: list = []
+    kinds: dict[str, str] = {}
+
+    def add(predictor, kind: str) -> None:
+        base, k = predictor.name, 2
+        while predictor.name in kinds:
+            predictor.name, k = f"{base}#{k}", k + 1
+        kinds[predictor.name] = kind
+        out.append(predictor)
+
+    if opts["checkpoints"] or opts["members"]:
+        from ftadapt.evaluation.pytorch import EnsemblePredictor, ModelPredictor
+
+        for path in opts["checkpoints"]:
+            add(ModelPredictor.from_checkpoint(path, rule=opts["heads"], flip=opts["flip"], device=opts["device"]),
+                "checkpoint")
+        if opts["members"]:
+            from ftadapt.ensemble import load_ensemble
+
+            ensemble = EnsemblePredictor(load_ensemble(list(opts["members"])), device=opts["device"])
+            for member in ensemble.member_predictors():
+                add(member, "member")
+            add(ensemble, "ensemble")
+    for path in opts["onnx_files"]:
+        from ftadapt.evaluation.onnx import OnnxPredictor
+
+        add(OnnxPredictor.open(path, backend=opts["backend"], device=_runtime_device(opts["device"])), "onnx")
+    if opts["pred_dir"]:
+        from ftadapt.evaluation.folder import PredictionFolder
+
+        add(PredictionFolder(opts["pred_dir"]), "predictions")
+    return _saving(out, kinds, opts["save_pred"]), kinds
+
+
+def _runtime_device(device: str) -> int | str:
+    """The runtime's device for a PyTorch-style name: "cpu", or the CUDA index of auto/cuda/cuda:N."""
+    if device == "cpu":
+        return device
+    index = device.removeprefix("cuda").removeprefix(":") if device != "auto" else "0"
+    if not (index or "0").isdigit():
+        raise click.BadParameter(f"{device!r}: expected auto, cpu, cuda or cuda:N", param_hint="--device")
+    return int(index or 0)
+
+
+def _saving(predictors: list, kinds: dict[str, str], folder: Path | None) -> list:
+    """``--save-pred``: the one model predictor wrapped to write its predictions there."""
+    if folder is None:
+        return predictors
+    models = [p for p in predictors if kinds[p.name] != "predictions"]
+    if len(models) != 1:
+        raise click.UsageError(f"--save-pred writes the predictions of one model; {len(models)} are evaluated here "
+                               f"({', '.join(p.name for p in models) or 'none'})")
+    from ftadapt.evaluation.folder import SavingPredictions
+
+    return [SavingPredictions(p, folder) if p is models[0] else p for p in predictors]
+
+
+def _split(opts: dict[str, Any]):
+    """The labelled split: the --data root (checked by the dataset doctor when models read its images), or the
+    --gt-dir folder for prediction PNGs alone."""
+    from ftadapt.evaluation import LabelledSplit
+
+    models = [f"--{flag}" for flag, key in (("checkpoint", "checkpoints"), ("ensemble", "members"),
+                                            ("onnx", "onnx_files")) if opts[key]]
+    if opts["data"] is None:
+        if models or opts["gt_dir"] is None:
+            needs = "--data cityscapes:ROOT" + ("" if models else " (or --gt-dir CITYSCAPES/gtFine/<split>)")
+            raise click.UsageError(f"{', '.join(models) or '--pred-dir'}: evaluating also needs {needs}")
+        return LabelledSplit.from_gt_dir(opts["gt_dir"])
+    if opts["gt_dir"] is not None:
+        raise click.UsageError("give the ground truth once: --data cityscapes:ROOT or --gt-dir, not both")
+    root = opts["data"][1]
+    if not models:
+        return LabelledSplit.from_gt_dir(root / "gtFine" / opts["split"])
+    from ftadapt.data.check import require_usable
+
+    require_usable("cityscapes", root, [opts["split"]])
+    return LabelledSplit.from_root(root, opts["split"])
+
+
+def _report(results: dict, kinds: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The table and the JSON: one result alone; an ensemble beside its members, with deltas against the best
+    member; any other set side by side, with deltas of the last against the first."""
+    from ftadapt.evaluation.tables import best_of, format_comparison, format_table
+
+    if len(results) == 1:
+        (result,) = results.values()
+        return format_table(result), result.to_dict()
+    if set(kinds.values()) == {"member", "ensemble"}:
+        (ensemble,) = (name for name, kind in kinds.items() if kind == "ensemble")
+        best = best_of({k: v for k, v in results.items() if k != ensemble})
+        payload = {"members": {k: v.to_dict() for k, v in results.items() if k != ensemble},
+                   "ensemble": results[ensemble].to_dict(), "delta_vs": best}
+        return format_comparison(results, delta=(ensemble, best)), payload
+    names = list(results)
+    return (format_comparison(results, delta=(names[-1], names[0])),
+            {"results": {k: v.to_dict() for k, v in results.items()}, "delta": [names[-1], names[0]]})

@@ -1,0 +1,95 @@
+"""``ftadapt train`` and ``ftadapt convert``: checkpoints in — trained here, or imported from released files."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ftadapt.commands.common import echo, emit, json_option
+from ftadapt.config import METHODS
+
+CONVERT_KINDS = ("deeplab-init", "adaptsegnet", "clan", "maxsquare", "feature-to-adapt")
+
+
+def config_overrides(config_file: Path | None, sets: tuple[str, ...], **options: object) -> dict:
+    """The config keys a command asks for, lowest priority first: a config file, ``--set KEY=VALUE``, then the
+    command's own options (those that are not None)."""
+    from ftadapt.config import parse_set, read_config_file
+
+    overrides = read_config_file(config_file) if config_file else {}
+    overrides.update(parse_set(sets))
+    overrides.update({key: value for key, value in options.items() if value is not None})
+    return overrides
+
+
+def config_options(func):
+    """``--config FILE`` and ``--set KEY=VALUE``: the one way every command that builds a training config takes it."""
+    func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help="Config key, repeatable: e.g. --set preset=paper-code --set loss.lambda_norm=2e-4 "
+                             "--set speed.amp=bf16 (every key is in a run's config.json).")(func)
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="JSON or TOML file of config keys (a run's config.json works).")(func)
+
+
+@click.command("train")
+@click.argument("method", type=click.Choice(METHODS))
+@click.option("--source", required=True, metavar="KIND:ROOT", help="Labelled source, KIND gta5 or synthia.")
+@click.option("--target", default=None, metavar="cityscapes:ROOT",
+              help="Unlabelled target (its train split; every method but source-only needs it).")
+@click.option("--model", default=None, help="Registered model: deeplabv2-r101 (default; maxsquare*: "
+                                            "deeplabv2-r101-multi-reduced), deeplabv2-r50, tiny.")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Initial weights: a checkpoint folder or an official .pth (e.g. the DeepLab ImageNet init).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Number of steps (poly horizon) [100000].")
+@config_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@json_option("the outcome")
+def train(method: str, source: str, target: str | None, model: str | None, init: Path | None, steps: int | None,
+          config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool, json_out: str | None) -> None:
+    """Train METHOD (source-only, norm-only, clan, clan-norm, maxsquare, maxsquare-norm) into a run folder.
+
+    \b
+    ftadapt train clan-norm --source gta5:data/GTA5 --target cityscapes:data/Cityscapes \\
+        --init DeepLab_resnet_pretrained_init-f81d91e8.pth --out runs/clan-norm [--set preset=paper-code]
+    SIGINT/SIGTERM stop after the current step with a checkpoint; --resume continues bit-for-bit.
+    """
+    from ftadapt.training import resolve_config
+    from ftadapt.training import train as run_training
+
+    overrides = config_overrides(config_file, sets, method=method, model=model, steps=steps,
+                                 **{"data.source": source, "data.target": target,
+                                    "init": str(init) if init is not None else None})
+    cfg = resolve_config(overrides, out=out, resume=resume)
+    result = run_training(cfg, out=out, resume=resume)
+    summary = {"run_dir": str(result.run_dir), "method": cfg.method, "model": cfg.model, "step": result.step,
+               "steps": cfg.steps, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+               "stopped_by": result.stopped_by, "oracle": result.oracle}
+    for key, value in summary.items():
+        echo(f"{key:>12}  {value}", json_out)
+    emit(summary, json_out)
+    if result.stopped_by:
+        sys.exit(128 + signal.Signals[result.stopped_by].value)
+
+
+@click.command("convert")
+@click.option("--from", "kind", type=click.Choice(CONVERT_KINDS), required=True,
+              help="Which released file SRC is: deeplab-init (DeepLab_resnet_pretrained_init), adaptsegnet, clan, "
+                   "maxsquare, feature-to-adapt.")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Checkpoint folder to write (model.pt, config.json, meta.json).")
+@click.option("--aspp", type=click.Choice(["full", "reduced"]), default=None,
+              help="Override the family's ASPP forward (AdaptSegNet/MaxSquare: reduced = branches 6+12 only; "
+                   "CLAN/FTA: full).")
+@json_option("the summary")
+def convert(kind: str, src: Path, out: Path, aspp: str | None, json_out: str | None) -> None:
+    """Import an officially released .pth (read with weights_only=True) into a checkpoint folder."""
+    from ftadapt.models.convert import convert_checkpoint
+
+    summary = convert_checkpoint(src, kind, out, aspp=aspp)
+    for key, value in summary.items():
+        echo(f"{key:>14}  {value}", json_out)
+    emit(summary, json_out)

@@ -1,0 +1,130 @@
+"""PyTorch predictors: one DeepLab-v2 model under a head rule (optionally with flip TTA), and a weighted ensemble.
+
+Both see the image at the protocol's input size (PIL BICUBIC from the decoded file, RGB → BGR − mean: the training
+pipeline's own ``ftadapt.data.transforms``), compute stride-8 scores, upsample them bilinearly with
+align_corners=True to the ground truth's resolution and take the argmax (DESIGN.md §5).
+
+- Head rules: "sum" adds both heads (CLAN), "main" takes the main head (multi-level models); default: the model's own.
+- ``flip``: the paper's test-time augmentation, the mean of softmax(image) and the mirrored softmax(mirrored image).
+- An ensemble's scores are its fused probabilities (:class:`ftadapt.ensemble.Ensemble`), each member under its own
+  head rule: exactly what the exported graph computes, up to its pre-processing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
+from ftadapt.data.transforms import image_to_tensor, resize_image
+from ftadapt.ensemble import Ensemble
+from ftadapt.errors import UsageError
+from ftadapt.evaluation.evaluate import Predictor
+from ftadapt.evaluation.frames import Sample
+from ftadapt.evaluation.protocols import Protocol
+from ftadapt.models.deeplab import HEAD_RULES, combine_heads, upsample_logits
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" → CUDA when available, else the CPU; anything else as torch reads it."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_input(sample: Sample, size: tuple[int, int]) -> Tensor:
+    """The protocol input of a decoded frame, computed once per frame and size (shared by every model predictor).
+
+    Shape: → float32 1×3×H×W (BGR − mean) with (W, H) = ``size``.
+    """
+    key = ("model_input", tuple(size))
+    if key not in sample.cache:
+        sample.cache[key] = image_to_tensor(resize_image(sample.rgb, size))[None]
+    return sample.cache[key]
+
+
+class _TorchPredictor(Predictor):
+    """Shared machinery: the input in the decoding thread, scores → upsample → argmax in the calling thread."""
+
+    def __init__(self, module: nn.Module, *, name: str, device: str | torch.device | None) -> None:
+        self.name = name
+        self.device = pick_device(device)
+        self.module = module.to(self.device).eval()
+
+    def prepare(self, sample: Sample, protocol: Protocol) -> Tensor:
+        return model_input(sample, protocol.input_size)
+
+    def scores(self, image: Tensor) -> Tensor:
+        """Shape: 1×3×h×w → 1×C×h'×w' class scores (logits or probabilities), FP32."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def predict(self, sample: Sample, prepared: Tensor) -> np.ndarray:
+        scores = self.scores(prepared.to(self.device))
+        pred = upsample_logits(scores, sample.label.shape).argmax(dim=1)[0]
+        return pred.to(torch.uint8).cpu().numpy()
+
+
+class ModelPredictor(_TorchPredictor):
+    """A DeepLab-v2 model (in eval mode) under ``rule`` (None: the model's own) with optional ``flip`` TTA;
+    ``details`` (e.g. the checkpoint it came from) are added to the result's protocol record."""
+
+    def __init__(self, model: nn.Module, *, name: str = "model", rule: str | None = None, flip: bool = False,
+                 device: str | torch.device | None = None, details: dict[str, Any] | None = None) -> None:
+        if rule is not None and rule not in HEAD_RULES:
+            raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
+        super().__init__(model, name=name, device=device)
+        self.rule = rule or model.config.head_rule
+        self.flip = flip
+        self.details = dict(details or {})
+
+    def scores(self, image: Tensor) -> Tensor:
+        logits = combine_heads(self.module(image).logits, self.rule).float()
+        if not self.flip:
+            return logits
+        mirrored = combine_heads(self.module(image.flip(-1)).logits, self.rule).float().flip(-1)
+        return (logits.softmax(dim=1) + mirrored.softmax(dim=1)) / 2
+
+    def describe(self) -> dict[str, Any]:
+        return {"heads": self.rule, "flip": self.flip, **self.details}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, name: str | None = None, **options: Any) -> ModelPredictor:
+        """The model of a checkpoint folder (or a run folder's newest checkpoint), named and described by it."""
+        path = resolve_checkpoint(path)
+        device = pick_device(options.pop("device", None))
+        model = load_model(path, device=device)
+        meta = json.loads((path / META_FILE).read_text())
+        details = {"checkpoint": str(path), "method": meta.get("method"), "step": meta.get("step")}
+        return cls(model, name=name or checkpoint_name(path), device=device, details=details, **options)
+
+
+class EnsemblePredictor(_TorchPredictor):
+    """An :class:`~ftadapt.ensemble.Ensemble`'s fused probabilities, each member under its own head rule."""
+
+    def __init__(self, ensemble: Ensemble, *, name: str = "ensemble", device: str | torch.device | None = None) -> None:
+        super().__init__(ensemble, name=name, device=device)
+
+    def scores(self, image: Tensor) -> Tensor:
+        return self.module.probs(image)
+
+    def describe(self) -> dict[str, Any]:
+        ensemble = self.module
+        names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
+        members = [{"name": n, "weight": float(w), "head_rule": r}
+                   for n, w, r in zip(names, ensemble.weights.tolist(), ensemble.rules)]
+        return {"heads": "per member", "flip": False, "fusion": "probs", "ensemble": members}
+
+    def member_predictors(self) -> list[ModelPredictor]:
+        """Each member alone under its head rule, named as in the ensemble: to be scored beside it."""
+        ensemble = self.module
+        names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
+        return [ModelPredictor(member, name=name, rule=rule, device=self.device)
+                for name, member, rule in zip(names, ensemble.members, ensemble.rules)]
+
+
+__all__ = ["ModelPredictor", "EnsemblePredictor", "model_input", "pick_device"]
