@@ -36,7 +36,10 @@ def test_defaults_are_the_papers_text():
     assert (cfg.optim.d_lr, cfg.optim.d_betas, cfg.optim.warmup_steps) == (5e-5, (0.9, 0.99), 0)
     assert (cfg.steps, cfg.data.batch_size, cfg.data.source_size, cfg.data.target_size) == (
         100_000, 1, (1280, 720), (1024, 512))
-    assert not cfg.loss.adv_damping and cfg.loss.norm_damping == 0.0
+    # "Instead of early stopping we use damping for both adversarial and norm losses": 1 − i/N on both
+    assert cfg.loss.adv_damping and cfg.loss.norm_damping == 1.0
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps, cfg.freeze_bn_affine, cfg.data.augment) == (
+        0, 0, "all", "clan")
 
 
 def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
@@ -44,10 +47,12 @@ def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
     assert cfg.loss.seg == "focal" and cfg.optim.d_lr == 1e-4 and cfg.loss.lambda_weight == 0.009
     assert cfg.optim.warmup_steps == 5000 and cfg.loss.adv_damping and cfg.loss.norm_damping == 1.5
     assert cfg.optim.d_weight_decay == 0.0
+    # the paper's code weights G's adversarial term from the first step but D's target term only after the warm-up
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (0, 5000)
     # an explicit key beats the preset wherever it comes in the overrides
     cfg = build_config({"loss.lambda_weight": "0.01", "preset": "paper-code"})
     assert cfg.loss.lambda_weight == 0.01 and cfg.loss.seg == "focal"
-    assert set(PRESETS) == {"paper", "paper-code"}
+    assert set(PRESETS) == {"paper", "paper-code", "clan-code", "maxsquare-code"}
 
 
 def test_set_values_are_typed_by_the_field():
