@@ -9,6 +9,7 @@ from train_runs import OLD_LAYOUT_CONFIG, OLD_LAYOUT_HASH
 
 from ftadapt.config import (
     KEY_ALIASES,
+    METHODS,
     PRESETS,
     RESUMABLE_KEYS,
     SpeedConfig,
@@ -177,3 +178,27 @@ def test_a_bad_dataset_spec_is_a_usage_error_naming_the_form(spec):
     with pytest.raises(UsageError, match=rf"^{spec!r}: expected KIND:ROOT with KIND one of gta5, cityscapes, synthia "
                                          r"\(e.g. cityscapes:/data/Cityscapes\)$"):
         parse_dataset_spec(spec)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_preset_resolves_for_every_method(method, preset):
+    """A preset changes exactly its keys (and those only where they differ from the paper's text), for every method."""
+    paper = flatten(build_config({"method": method}))
+    resolved = flatten(build_config({"method": method, "preset": preset}))
+    changed = {k for k in resolved if resolved[k] != paper[k]} - {"preset"}
+    assert changed == {k for k, v in PRESETS[preset].items() if paper[k] != v}
+    assert all(resolved[k] == v for k, v in PRESETS[preset].items())
+    assert resolved["model"] == ("deeplabv2-r101-multi-reduced" if method.startswith("maxsquare") else "deeplabv2-r101")
+
+
+def test_a_config_written_before_the_split_preheat_and_augmentation_styles_means_what_it_meant():
+    old = {**OLD_LAYOUT_CONFIG, "loss": {**OLD_LAYOUT_CONFIG["loss"], "adv_preheat_steps": 5000}}
+    cfg = config_from_dict(old)
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (5000, 5000)  # one key served both terms
+    assert config_from_dict({**old, "data": {**old["data"], "augment": False}}).data.augment == "none"
+    assert config_from_dict(OLD_LAYOUT_CONFIG).data.augment == "clan"
+    assert (cfg.loss.adv_damping, cfg.loss.norm_damping) == (False, 0.0)  # its own values, not today's defaults
+    assert build_config(parse_set(["data.augment=maxsquare"])).data.augment == "maxsquare"
+    with pytest.raises(UsageError, match="data.augment='crop' is invalid"):
+        build_config({"data.augment": "crop"})
