@@ -17,6 +17,7 @@ from ftadapt.commands.demo import demo
 from ftadapt.commands.deploy import build_engine, predict
 from ftadapt.commands.evaluate import evaluate_cmd
 from ftadapt.commands.export import export, inspect
+from ftadapt.commands.report import report
 from ftadapt.commands.train import convert, train
 from ftadapt.errors import FtadaptError
 
@@ -27,7 +28,7 @@ def cli() -> None:
     """ftadapt: train domain-adaptive segmentation (Feature To Adapt), fuse into ONNX, deploy with TensorRT FP16."""
 
 
-for _command in (demo, data, convert, train, evaluate_cmd, export, inspect, build_engine, predict, bench):
+for _command in (demo, data, convert, train, evaluate_cmd, report, export, inspect, build_engine, predict, bench):
     cli.add_command(_command)
 
 

@@ -137,7 +137,7 @@ def bench_preprocess(working_size: tuple[int, int], n_frames: int, checkpoint: P
             image = torch.from_numpy(rgb)[None]
             graph_labels = graph(image)[0].numpy()
             pil = image_to_tensor(resize_image(Image.fromarray(rgb), working_size))[None]
-            probs = ensemble.probs(pil)
+            probs = ensemble.fused(pil)
             up = torch.nn.functional.interpolate(probs, size=rgb.shape[:2], mode="bilinear", align_corners=True)
             pil_labels = up.argmax(1)[0].numpy()
             gt = cityscapes_to_trainid(label_ids)

@@ -27,9 +27,11 @@ DEFAULT_RUNS = {"tiny": 30, "deeplabv2-r101": 5}
 WEIGHTS_NOTE = "random-init checkpoints (latency does not depend on weight values)"
 
 
-def export_random_model(work: Path, model: str, working_size: tuple[int, int], precision: str = "fp32") -> Path:
-    """A one-member ONNX export of a random-init ``model`` under ``work`` (reused when present)."""
-    out = work / f"{model}-{working_size[0]}x{working_size[1]}-{precision}.onnx"
+def export_random_model(work: Path, model: str, working_size: tuple[int, int], precision: str = "fp32",
+                        flip: bool = False) -> Path:
+    """A one-member ONNX export of a random-init ``model`` under ``work`` (reused when present); with ``flip`` the
+    member also runs on the mirrored frame inside the graph (the paper's flip fusion)."""
+    out = work / f"{model}-{working_size[0]}x{working_size[1]}-{precision}{'-flip' if flip else ''}.onnx"
     if out.is_file():
         return out
     import torch
@@ -45,8 +47,8 @@ def export_random_model(work: Path, model: str, working_size: tuple[int, int], p
         net = create_model(model)
         save_checkpoint(ckpt, model_state=net.state_dict(), model_config=net.config,
                         meta={"method": "random-init", "metrics": {}})
-    export_onnx(load_ensemble([str(ckpt)]), out, precision=precision, working_size=working_size, verify=False,
-                progress=False)
+    export_onnx(load_ensemble([str(ckpt)], flip=flip), out, precision=precision, working_size=working_size,
+                verify=False, progress=False)
     return out
 
 
@@ -80,12 +82,12 @@ def time_segmenter(seg: Segmenter, frames: list[np.ndarray], *, warmup: int, run
 
 
 def bench_model(work: Path, model: str, *, working_size: tuple[int, int], frame_size: tuple[int, int],
-                warmup: int, runs: int, threads: int | None) -> dict[str, Any]:
+                warmup: int, runs: int, threads: int | None, flip: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
-    path = export_random_model(work, model, working_size)
+    path = export_random_model(work, model, working_size, flip=flip)
     export_s = time.perf_counter() - t0
     with Segmenter(path, backend="onnxruntime", device="cpu", threads=threads) as seg:
-        row = {"model": model, "backend": seg.backend, "providers": list(seg.providers),
+        row = {"model": model, "flip": flip, "backend": seg.backend, "providers": list(seg.providers),
                "working_size": list(working_size), "frame_size": list(frame_size), "threads": threads or "default",
                "export_or_reuse_s": round(export_s, 2)}
         row.update(time_segmenter(seg, random_frames(frame_size), warmup=warmup, runs=runs))
@@ -101,16 +103,21 @@ def machine() -> dict[str, Any]:
 def measure_runtime_latency(*, models: tuple[str, ...] = tuple(DEFAULT_RUNS),
                             working_size: tuple[int, int] = (1024, 512), frame_size: tuple[int, int] = (2048, 1024),
                             warmup: int = 2, runs: int | None = None, threads: int | None = None,
-                            workdir: Path | None = None) -> dict[str, Any]:
-    """Latency of one random-init FP32 member of each of ``models`` through the ONNX Runtime CPU backend."""
+                            workdir: Path | None = None, flip: bool = False) -> dict[str, Any]:
+    """Latency of one random-init FP32 member of each of ``models`` through the ONNX Runtime CPU backend; with
+    ``flip`` each model also as the flip-fused graph (the members run on the frame and its mirror image), with the
+    ratio flip / plain."""
     with tempfile.TemporaryDirectory(prefix="ftadapt-runtime-bench-") as tmp:
         work = workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = []
         for model in models:
-            rows.append(bench_model(work, model, working_size=working_size, frame_size=frame_size, warmup=warmup,
-                                    runs=runs or DEFAULT_RUNS.get(model, 10), threads=threads))
-            print(json.dumps(rows[-1]), flush=True)
+            for flipped in (False, True) if flip else (False,):
+                rows.append(bench_model(work, model, working_size=working_size, frame_size=frame_size, warmup=warmup,
+                                        runs=runs or DEFAULT_RUNS.get(model, 10), threads=threads, flip=flipped))
+                if flipped:
+                    rows[-1]["p50_ratio_to_plain"] = round(rows[-1]["p50_ms"] / rows[-2]["p50_ms"], 3)
+                print(json.dumps(rows[-1]), flush=True)
     return {"benchmark": "runtime_latency", "weights": WEIGHTS_NOTE, "machine": machine(), "results": rows,
             "timing": "wall clock per Segmenter call (numpy frame in, int32 label map out), after warm-up"}
 

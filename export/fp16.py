@@ -66,7 +66,8 @@ def half_ensemble(ensemble: Ensemble) -> Ensemble:
             raise UsageError(f"member {name}: a BN-folded weight reaches {largest:.4g}, beyond the FP16 range "
                              f"({FP16_MAX:g}); export it with --precision fp32")
         members.append(folded.to(torch.float16))
-    return Ensemble(members, ensemble.weights.tolist(), rules=ensemble.rules, infos=ensemble.infos).eval()
+    return Ensemble(members, ensemble.weights.tolist(), rules=ensemble.rules, infos=ensemble.infos,
+                    fusion=ensemble.fusion, flip=ensemble.flip).eval()
 
 
 __all__ = ["fold_batchnorm", "half_ensemble", "FP16_MAX"]

@@ -43,7 +43,8 @@ def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> Ar
         outputs=("labels", "probs") if graph.with_probs else ("labels",), input=dict(INPUT_SPEC),
         preprocessing={"channel_order": "BGR", "mean_bgr": list(IMG_MEAN_BGR), "scale": 1.0,
                        "resize": IMAGE_RESIZE, "upsample": PROBS_UPSAMPLE},
-        fusion="weighted mean of per-member softmax (FP32) at the working size, then upsample and argmax")
+        fusion=f"{ensemble.describe_mode()} (FP32) at the working size, then upsample and argmax",
+        ensemble={"fusion": ensemble.fusion, "flip": ensemble.flip})
 
 
 def _load_header(path: str | os.PathLike) -> onnx.ModelProto:
@@ -205,7 +206,8 @@ def format_description(desc: dict[str, Any]) -> str:
     lines += [f"ftadapt     {meta['version']} (format {meta['format_version']}), precision {meta['precision']}, "
               f"working size {w}x{h}, outputs {', '.join(meta['outputs'])}",
               f"classes     {len(meta['classes'])}: {', '.join(meta['classes'])}",
-              f"fusion      {meta['fusion']}", "members"]
+              f"fusion      {meta['ensemble']['fusion']}, flip {'on' if meta['ensemble']['flip'] else 'off'}: "
+              f"{meta['fusion']}", "members"]
     for m in meta["members"]:
         miou = "-" if m["miou"] is None else f"{m['miou']:.2f} ({m['miou_source']})"
         lines.append(f"  {m['weight']:.4f}  {m['name']}  method {m['method']}, heads {m['head_rule']}, "

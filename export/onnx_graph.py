@@ -13,8 +13,11 @@ Its steps, in order (DESIGN.md §4 "Exported artifact"):
    downscale (512×256 → 256×128) gave 99.71 % identical labels and the same mIoU to 0.01 with either
    pre-processing. Parity checks of a deployed graph therefore compare it with this module (same pre-processing),
    not with the PIL pipeline. Frames already at the working size are not resampled (the resize is the identity).
-3. The ensemble: each member's logits under its head rule, softmax in FP32, weighted sum (stride 8).
-4. Bilinear upsample (align_corners=True, as the evaluation protocol) of the fused probabilities to H×W.
+3. The ensemble (``ftadapt.ensemble``): each member's logits under its head rule, in FP32, fused at stride 8 as the
+   ensemble says — Σ w·softmax (default), Σ w·logits, or Σ w·(flip-averaged softmax), the members then also running
+   on the mirrored frame, in the same batch.
+4. Bilinear upsample (align_corners=True, as the evaluation protocol) of the fused scores to H×W; with logits fusion
+   a softmax over the classes then turns them into probabilities (the argmax is unchanged).
 5. argmax over classes cast to int32 → ``labels`` N×H×W; ``probs`` N×C×H×W (FP32) only when asked.
 """
 from __future__ import annotations
@@ -58,8 +61,9 @@ class SegmentationGraph(nn.Module):
 
         Shape: uint8 N×H×W×3 → float32 N×C×H×W.
         """
-        probs = self.ensemble.probs(self.preprocess(image))
-        return F.interpolate(probs, size=image.shape[1:3], mode="bilinear", align_corners=True)
+        scores = self.ensemble.fused(self.preprocess(image))
+        scores = F.interpolate(scores, size=image.shape[1:3], mode="bilinear", align_corners=True)
+        return scores.softmax(dim=1) if self.ensemble.fusion == "logits" else scores
 
     def forward(self, image: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """Shape: image uint8 N×H×W×3 → labels int32 N×H×W (and probs float32 N×C×H×W with ``with_probs``)."""

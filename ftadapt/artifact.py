@@ -24,6 +24,9 @@ VERIFICATION_STATUSES = ("passed", "failed", "skipped")
 # Every key the format defines, without the prefix; all are required.
 KEYS = ("format_version", "version", "classes", "palette", "members", "working_size", "precision", "opset", "input",
         "outputs", "preprocessing", "fusion", "verification")
+# Keys added within format 1, with the value a file written before them means (such files stay readable).
+OPTIONAL_KEYS: dict[str, Any] = {"ensemble": {"fusion": "probs", "flip": False}}
+FUSIONS = ("probs", "logits")
 
 
 class ArtifactError(FtadaptError):
@@ -49,8 +52,9 @@ class ArtifactInfo:
     """Everything ``metadata_props`` says about an exported graph.
 
     ``working_size`` is (W, H), the resolution the members run at. ``input`` describes the ``image`` tensor (uint8 RGB
-    N×H×W×3), ``preprocessing`` what the graph does to it, ``fusion`` how member outputs combine, ``verification``
-    the parity figures (``status`` one of passed / failed / skipped).
+    N×H×W×3), ``preprocessing`` what the graph does to it, ``fusion`` how member outputs combine (for people),
+    ``ensemble`` the same as data — ``{"fusion": "probs" | "logits", "flip": bool}`` —, ``verification`` the parity
+    figures (``status`` one of passed / failed / skipped).
     """
 
     classes: tuple[str, ...]
@@ -65,6 +69,7 @@ class ArtifactInfo:
     preprocessing: dict[str, Any] = dataclasses.field(default_factory=dict)
     fusion: str = "weighted mean of per-member softmax"
     verification: dict[str, Any] = dataclasses.field(default_factory=lambda: {"status": "skipped"})
+    ensemble: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(OPTIONAL_KEYS["ensemble"]))
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -89,9 +94,10 @@ class ArtifactInfo:
             "palette": [list(c) for c in self.palette], "members": [dataclasses.asdict(m) for m in self.members],
             "working_size": list(self.working_size), "precision": self.precision, "opset": self.opset,
             "input": self.input, "outputs": list(self.outputs), "preprocessing": self.preprocessing,
-            "fusion": self.fusion, "verification": self.verification,
+            "fusion": self.fusion, "verification": self.verification, "ensemble": self.ensemble,
         }
-        return {PREFIX + key: json.dumps(values[key], allow_nan=False, separators=(",", ":")) for key in KEYS}
+        return {PREFIX + key: json.dumps(values[key], allow_nan=False, separators=(",", ":"))
+                for key in (*KEYS, *OPTIONAL_KEYS)}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], *, source: str = "the model") -> ArtifactInfo:
@@ -110,13 +116,15 @@ class ArtifactInfo:
             raise ArtifactError(f"{source}: ftadapt metadata lacks {', '.join(absent)}; the file is damaged or was "
                                 "edited — re-export it")
         v = {key: _json(props, key, source) for key in KEYS}
+        v.update({key: _json(props, key, source) if PREFIX + key in props else default
+                  for key, default in OPTIONAL_KEYS.items()})
         try:
             members = tuple(ArtifactMember(**m) for m in v["members"])
             return cls(classes=tuple(v["classes"]), palette=tuple(tuple(c) for c in v["palette"]), members=members,
                        working_size=tuple(v["working_size"]), precision=v["precision"], opset=v["opset"],
                        version=v["version"], outputs=tuple(v["outputs"]), input=v["input"],
                        preprocessing=v["preprocessing"], fusion=v["fusion"], verification=v["verification"],
-                       format_version=v["format_version"])
+                       ensemble=v["ensemble"], format_version=v["format_version"])
         except (TypeError, ValueError) as exc:  # wrong JSON shapes, unknown member fields, failed validation
             raise ArtifactError(f"{source}: invalid ftadapt metadata: {exc}") from None
 
@@ -151,6 +159,11 @@ def _validate(info: ArtifactInfo) -> None:
         raise ValueError(f"opset must be a positive integer, got {info.opset!r}")
     if not info.outputs or info.outputs[0] != "labels" or not set(info.outputs) <= set(OUTPUTS):
         raise ValueError(f"outputs must be ['labels'] or ['labels', 'probs'], got {list(info.outputs)}")
+    mode = info.ensemble
+    if not (isinstance(mode, dict) and set(mode) == {"fusion", "flip"} and mode["fusion"] in FUSIONS
+            and isinstance(mode["flip"], bool)):
+        raise ValueError(f"ensemble must be {{'fusion': one of {', '.join(FUSIONS)}, 'flip': true/false}}, "
+                         f"got {mode!r}")
     if not isinstance(info.verification, dict) or info.verification.get("status") not in VERIFICATION_STATUSES:
         raise ValueError(f"verification must be an object whose status is one of {', '.join(VERIFICATION_STATUSES)}")
 

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ftadapt.errors import UsageError
+from ftadapt.presets import PRESETS
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
 DATASET_KINDS = ("gta5", "cityscapes", "synthia")
+AUGMENTATIONS = ("clan", "maxsquare", "none")
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path]:
@@ -44,7 +46,11 @@ class DataConfig:
     target: str = ""  # unlabelled target, "cityscapes:ROOT" ("": none; methods using the target need it)
     source_size: tuple[int, int] = (1280, 720)  # GTA5 protocol resize; source logits are upsampled to this size
     target_size: tuple[int, int] = (1024, 512)  # Cityscapes protocol resize ("crop 512×1024" in the paper)
-    augment: bool = True  # CLAN's random image scale (×1.1 / ×0.8) and mirror, both domains
+    # "clan": CLAN's random image scale (×1.1 / ×0.8) and mirror; "maxsquare": mirror and Gaussian blur (MaxSquare's);
+    # "none". Both domains. (Configs before this key took true / false: "clan" / "none".)
+    augment: str = "clan"
+    source_list: str = ""  # a list file selecting source images (e.g. MaxSquare's 12,403-image GTA5 train split)
+    target_list: str = ""  # a list file selecting target train images
     batch_size: int = 1
     # Loader processes per domain. One core prepares ~12 Cityscapes / ~16 GTA5 samples per second (PNG decoding
     # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process.
@@ -74,13 +80,14 @@ class LossConfig:
     aux_weight: float = 0.1  # multi-level heads: CE(main) + aux_weight · CE(aux)
     lambda_norm: float = 1.5e-4
     delta_r: float = 0.12
-    norm_damping: float = 0.0  # factor 1 − k·i/steps on the norm term (paper code: k = 1.5)
+    norm_damping: float = 1.0  # factor 1 − k·i/steps on the norm term (the paper: damped, k = 1; its code: 1.5; 0 off)
     lambda_adv: float = 1e-3
     lambda_weight: float = 0.01  # paper code: 0.009
     lambda_local: float = 40.0
     epsilon: float = 0.4
-    adv_damping: bool = False  # factor 1 − i/steps on the adversarial and weight terms (paper code: on)
-    adv_preheat_steps: int = 0  # CLAN code: plain (unweighted) BCE before this step; the paper's code weights from 0
+    adv_damping: bool = True  # factor 1 − i/steps on the adversarial and weight terms (the paper and its code)
+    adv_preheat_steps: int = 0  # G's adversarial term: plain (unweighted) BCE before this step (CLAN code: 5000)
+    d_preheat_steps: int = 0  # D's target term: plain BCE before this step (CLAN code and the paper's code: 5000)
     lambda_target: float = 0.1  # MaxSquare target term
     iw_ratio: float = 0.0  # > 0: image-wise class-balanced MaxSquare with this ratio (MaxSquare's IW uses 0.2)
     self_guidance: bool = False  # MaxSquare's multi-level self-produced guidance (multi heads only)
@@ -115,12 +122,14 @@ class TrainConfig:
 
     method: str = "source-only"
     model: str = "deeplabv2-r101"
-    preset: str = "paper"  # "paper" (the text) or "paper-code" (every deviation of the paper's code)
+    preset: str = "paper"  # "paper" (the text), "paper-code", "clan-code", "maxsquare-code" (ftadapt.presets)
     steps: int = 100_000  # poly horizon and number of steps
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" …
     init: str = ""  # fresh runs start from these weights: a checkpoint folder or an official .pth ("": random init)
     sync_bn: bool = False  # several processes: BN statistics over all ranks' images (CUDA only; not the reference)
+    # Backbone BN weight and bias frozen in training: "all" (AdaptSegNet, CLAN, FTA) or "stem" (MaxSquare).
+    freeze_bn_affine: str = "all"
     checkpoint_every: int = 2000
     keep_checkpoints: int = 0  # > 0: keep only the newest K checkpoints (plus last / oracle_best); 0 keeps every one
     log_every: int = 10
@@ -141,6 +150,8 @@ class TrainConfig:
             ("speed.amp", self.speed.amp in ("off", "bf16"), "'off' or 'bf16'"),
             ("speed.compile", self.speed.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
             ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
+            ("data.augment", self.data.augment in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
+            ("freeze_bn_affine", self.freeze_bn_affine in ("all", "stem"), "'all' or 'stem'"),
             ("steps", self.steps > 0, "a positive number of steps"),
             ("data.batch_size", self.data.batch_size > 0, "positive"),
             ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
@@ -171,18 +182,18 @@ KEY_ALIASES: dict[str, str] = {
     "space_to_batch": "speed.space_to_batch",
 }
 
+# Values of keys whose type changed: data.augment was true / false before augmentation styles existed.
+LEGACY_VALUES: dict[str, dict[bool, str]] = {"data.augment": {True: "clan", False: "none"}}
+LEGACY_HASH_VALUES = {key: {new: old for old, new in values.items()} for key, values in LEGACY_VALUES.items()}
+
+# Keys added after runs were first recorded, at the value those runs had: left out of ``config_hash`` at that value,
+# so older runs keep their hash (a ``None`` value: left out when equal to the key it was split from).
+ADDED_KEYS: dict[str, Any] = {"sync_bn": False, "freeze_bn_affine": "all", "data.source_list": "",
+                              "data.target_list": "", "loss.d_preheat_steps": None}
+
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.
 DEFAULT_MODELS = {"maxsquare": "deeplabv2-r101-multi-reduced", "maxsquare-norm": "deeplabv2-r101-multi-reduced"}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "paper-code": {
-        "loss.seg": "focal", "optim.d_lr": 1e-4, "optim.d_weight_decay": 0.0, "loss.lambda_weight": 0.009,
-        "optim.warmup_steps": 5000, "loss.adv_damping": True, "loss.norm_damping": 1.5,
-    },
-}
-
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys → values of a (nested) dataclass, e.g. ``{"loss.lambda_norm": 0.00015, ...}``."""
@@ -235,6 +246,8 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != n:
             raise bad(f"{n} numbers, e.g. {'512x256' if elem is int else '0.9,0.99'}")
         return tuple(_convert(key, v, elem) for v in value)
+    if key in LEGACY_VALUES and str(value).lower() in ("true", "false"):
+        value = str(value).lower() == "true"
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -252,7 +265,7 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
         except ValueError:
             raise bad(f"a number ({hint.__name__})") from None
     if hint is str:
-        return str(value)
+        return LEGACY_VALUES.get(key, {}).get(value, value) if isinstance(value, bool) else str(value)
     raise AssertionError(f"unsupported config type {hint} for {key}")
 
 
@@ -343,15 +356,23 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Inverse of ``config_to_dict`` (unknown keys are an error; the old layout, with top-level speed keys and without
-    the keys recorded since, reads with their defaults)."""
-    return build_config(_flatten_mapping(data))
+    """Inverse of ``config_to_dict`` (unknown keys are an error). An older layout reads as it meant: top-level speed
+    keys are aliases, ``data.augment`` true/false are "clan"/"none", keys recorded since take their defaults, and
+    without ``loss.d_preheat_steps`` the D term warms up with the G term (one ``adv_preheat_steps`` served both)."""
+    flat = {canonical_key(k): v for k, v in _flatten_mapping(data).items()}
+    if "loss.adv_preheat_steps" in flat:
+        flat.setdefault("loss.d_preheat_steps", flat["loss.adv_preheat_steps"])
+    return build_config(flat)
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    """sha256 of everything that defines what a run learns (all keys except ``RESUMABLE_KEYS``). ``sync_bn`` off, as
-    every run before it was recorded, is left out, so those runs keep their hash."""
-    flat = {k: v for k, v in flatten(cfg).items() if k not in RESUMABLE_KEYS and (k, v) != ("sync_bn", False)}
+    """sha256 of everything that defines what a run learns (all keys except ``RESUMABLE_KEYS``). Keys added later are
+    left out at the value earlier runs had, and changed value types hash as before (``ADDED_KEYS``,
+    ``LEGACY_VALUES``), so those runs keep their hash."""
+    flat = flatten(cfg)
+    added = {**ADDED_KEYS, "loss.d_preheat_steps": flat["loss.adv_preheat_steps"]}
+    flat = {k: LEGACY_HASH_VALUES.get(k, {}).get(v, v) for k, v in flat.items()
+            if k not in RESUMABLE_KEYS and not (k in added and v == added[k])}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 

@@ -1,11 +1,15 @@
 """Weighted ensembles of checkpoint folders: the paper's starred rows (e.g. 0.7 · norm-only + 0.3 · original CLAN).
 
 Each member runs on the same input with its own head rule ("sum" of both heads for CLAN layouts, "main" for multi)
-and its own ASPP variant (both come from the member's config.json), its logits go through a softmax in FP32, and the
-fused prediction is the weighted sum of the members' probabilities with the weights normalised to sum to 1.
+and its own ASPP variant (both from the member's config.json); the weights are normalised to sum to 1. Three modes,
+all at the members' stride 8 (the fused scores are then upsampled, align_corners=True, and argmaxed):
 
-:class:`Ensemble` is not a model: its output is the fused *probabilities* (``ensemble.probs(x)``), whose upsampling and
-argmax give exactly what the exported graph computes. Evaluation scores it through
+- ``fusion="probs"`` (default, what a deployment runs): Σ w_i · softmax(logits_i);
+- ``fusion="logits"``: Σ w_i · logits_i — the paper's evaluation code without flip (methods.md §6.3);
+- ``fusion="probs", flip=True``: Σ w_i · ½(softmax(logits_i(x)) + mirror(softmax(logits_i(mirror x)))) — the paper's
+  evaluation code with flip. (Flip with logits fusion is not a mode of the paper and is refused.)
+
+:class:`Ensemble` is not a model: its output is the fused scores (``ensemble.fused(x)``). Evaluation scores it through
 :class:`~ftadapt.evaluation.pytorch.EnsemblePredictor` and the export wraps it in
 :class:`~ftadapt.export.onnx_graph.SegmentationGraph`.
 """
@@ -25,6 +29,8 @@ from ftadapt.artifact import ArtifactMember
 from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, combine_heads
+
+FUSIONS = ("probs", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,15 +90,18 @@ def recorded_miou(meta: dict[str, Any]) -> tuple[float | None, str | None]:
 
 
 class Ensemble(nn.Module):
-    """Weighted soft voting over DeepLab-v2 members; see the module docstring for the contract.
+    """Weighted fusion of DeepLab-v2 members; see the module docstring for the modes.
 
     ``rules`` overrides each member's head rule (default: its config's). ``infos`` records where members came from.
-    Members may be in half precision (the FP16 export): the input is cast to each member's dtype and the logits back
-    to FP32 before the softmax, so the softmax and the fusion always run in FP32.
+    ``fusion`` is "probs" (Σ w_i · softmax, the deployment default) or "logits" (Σ w_i · logits, the paper's
+    evaluation without flip); ``flip`` replaces each member's softmax by the mean of softmax(member(x)) and the
+    mirrored softmax(member(mirrored x)) — the paper's evaluation with flip, which fuses probabilities. Members may be
+    in half precision (the FP16 export): the input is cast to each member's dtype and the logits back to FP32, so the
+    softmax, the flip average and the fusion always run in FP32.
     """
 
     def __init__(self, models: Sequence[DeepLabV2], weights: Sequence[float], *, rules: Sequence[str] | None = None,
-                 infos: Sequence[MemberInfo] | None = None) -> None:
+                 infos: Sequence[MemberInfo] | None = None, fusion: str = "probs", flip: bool = False) -> None:
         super().__init__()
         if not models:
             raise UsageError("an ensemble needs at least one member")
@@ -103,6 +112,7 @@ class Ensemble(nn.Module):
         for rule in rules:
             if rule not in HEAD_RULES:
                 raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
+        check_mode(fusion, flip)
         classes = {m.config.num_classes for m in models}
         if len(classes) > 1:
             names = [i.name for i in infos] if infos else [f"#{i + 1}" for i in range(len(models))]
@@ -115,41 +125,69 @@ class Ensemble(nn.Module):
         self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
         self.infos = tuple(infos) if infos is not None else ()
         self.num_classes = classes.pop()
+        self.fusion, self.flip = fusion, bool(flip)
 
-    def member_probs(self, x: Tensor) -> list[Tensor]:
-        """Each member's softmax over its combined logits, in FP32.
+    def member_scores(self, x: Tensor) -> list[Tensor]:
+        """What each member contributes before weighting, in FP32: its combined logits ("logits" fusion), its softmax
+        ("probs"), or with ``flip`` its flip-averaged softmax — the frame and its mirror image in one batch.
 
         Shape: x N×3×H×W (BGR − mean, FP32) → list of N×C×h×w (stride 8).
         """
+        n = x.shape[0]
+        views = torch.cat([x, x.flip(-1)]) if self.flip else x
         out = []
         for member, rule in zip(self.members, self.rules):
             dtype = next(member.parameters()).dtype
-            logits = combine_heads(member(x.to(dtype)).logits, rule).float()
-            out.append(logits.softmax(dim=1))
+            logits = combine_heads(member(views.to(dtype)).logits, rule).float()
+            if self.fusion == "logits":
+                out.append(logits)
+            elif self.flip:
+                probs = logits.softmax(dim=1)
+                out.append((probs[:n] + probs[n:].flip(-1)) / 2)
+            else:
+                out.append(logits.softmax(dim=1))
         return out
 
-    def fuse(self, probs: Sequence[Tensor]) -> Tensor:
-        """Σ_i w_i · p_i with the normalised weights. Shape: list of N×C×h×w → N×C×h×w."""
-        fused = probs[0] * self.weights[0]
-        for i in range(1, len(probs)):
-            fused = fused + probs[i] * self.weights[i]
+    def fuse(self, scores: Sequence[Tensor]) -> Tensor:
+        """Σ_i w_i · s_i with the normalised weights. Shape: list of N×C×h×w → N×C×h×w."""
+        fused = scores[0] * self.weights[0]
+        for i in range(1, len(scores)):
+            fused = fused + scores[i] * self.weights[i]
         return fused
 
-    def probs(self, x: Tensor) -> Tensor:
-        """The fused probabilities at the members' stride 8. Shape: x N×3×H×W (BGR − mean) → N×C×h×w (FP32)."""
-        return self.fuse(self.member_probs(x))
+    def fused(self, x: Tensor) -> Tensor:
+        """The fused scores at the members' stride 8: probabilities for "probs" fusion, logits for "logits"; their
+        upsampled argmax is the ensemble's prediction. Shape: x N×3×H×W (BGR − mean) → N×C×h×w (FP32)."""
+        return self.fuse(self.member_scores(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``probs(x)``."""
-        return self.probs(x)
+        """``fused(x)``."""
+        return self.fused(x)
+
+    def describe_mode(self) -> str:
+        """One line for people: how members are combined."""
+        what = {"probs": "softmax", "logits": "raw logits (under each head rule)"}[self.fusion]
+        return f"weighted sum of each member's {'flip-averaged ' if self.flip else ''}{what}"
 
 
-def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.device = "cpu") -> Ensemble:
-    """Load every member's checkpoint folder (a run folder means its newest checkpoint) into an :class:`Ensemble`.
+def check_mode(fusion: str, flip: bool) -> None:
+    """UsageError unless (``fusion``, ``flip``) is one of the ensemble's modes."""
+    if fusion not in FUSIONS:
+        raise UsageError(f"fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
+    if flip and fusion == "logits":
+        raise UsageError("flip averages each member's softmax over the frame and its mirror image, so it fuses "
+                         "probabilities: use fusion 'probs' with flip (the paper's evaluation), or 'logits' without")
+
+
+def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.device = "cpu", fusion: str = "probs",
+                  flip: bool = False) -> Ensemble:
+    """Load every member's checkpoint folder (a run folder means its newest checkpoint) into an :class:`Ensemble`
+    fusing with ``fusion`` and ``flip``.
 
     Raises CheckpointError for a missing, corrupt or backbone-only folder and UsageError for weights ≤ 0 or
     mismatched label spaces.
     """
+    check_mode(fusion, flip)
     specs = [MemberSpec.parse(s) if isinstance(s, str) else s for s in specs]
     if not specs:
         raise UsageError("name at least one member: ftadapt export DIR, or --ensemble DIR:WEIGHT (repeatable)")
@@ -167,7 +205,7 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
         infos.append(MemberInfo(name=name, path=path, method=meta.get("method"), head_rule=model.config.head_rule,
                                 weight=spec.weight / total, sha256=str(meta.get("sha256")), miou=miou,
                                 miou_source=miou_source))
-    return Ensemble(models, [s.weight for s in specs], infos=infos).eval()
+    return Ensemble(models, [s.weight for s in specs], infos=infos, fusion=fusion, flip=flip).eval()
 
 
-__all__ = ["Ensemble", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]
+__all__ = ["Ensemble", "FUSIONS", "check_mode", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]

@@ -17,3 +17,5 @@ CITYSCAPES_LABEL_SIZE: tuple[int, int] = (2048, 1024)
 # CLAN training augmentation: (probability, scale) of the image-only random rescale, then a mirror with p = 0.5.
 RANDOM_SCALES: tuple[tuple[float, float], ...] = ((0.3, 1.1), (0.3, 0.8))
 MIRROR_P = 0.5
+# MaxSquare's training augmentation: mirror with p = 0.5, then a Gaussian blur of radius U(0, 1) with this probability.
+BLUR_P = 0.5

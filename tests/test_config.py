@@ -9,6 +9,7 @@ from train_runs import OLD_LAYOUT_CONFIG, OLD_LAYOUT_HASH
 
 from ftadapt.config import (
     KEY_ALIASES,
+    METHODS,
     PRESETS,
     RESUMABLE_KEYS,
     SpeedConfig,
@@ -36,7 +37,10 @@ def test_defaults_are_the_papers_text():
     assert (cfg.optim.d_lr, cfg.optim.d_betas, cfg.optim.warmup_steps) == (5e-5, (0.9, 0.99), 0)
     assert (cfg.steps, cfg.data.batch_size, cfg.data.source_size, cfg.data.target_size) == (
         100_000, 1, (1280, 720), (1024, 512))
-    assert not cfg.loss.adv_damping and cfg.loss.norm_damping == 0.0
+    # "Instead of early stopping we use damping for both adversarial and norm losses": 1 − i/N on both
+    assert cfg.loss.adv_damping and cfg.loss.norm_damping == 1.0
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps, cfg.freeze_bn_affine, cfg.data.augment) == (
+        0, 0, "all", "clan")
 
 
 def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
@@ -44,10 +48,12 @@ def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
     assert cfg.loss.seg == "focal" and cfg.optim.d_lr == 1e-4 and cfg.loss.lambda_weight == 0.009
     assert cfg.optim.warmup_steps == 5000 and cfg.loss.adv_damping and cfg.loss.norm_damping == 1.5
     assert cfg.optim.d_weight_decay == 0.0
+    # the paper's code weights G's adversarial term from the first step but D's target term only after the warm-up
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (0, 5000)
     # an explicit key beats the preset wherever it comes in the overrides
     cfg = build_config({"loss.lambda_weight": "0.01", "preset": "paper-code"})
     assert cfg.loss.lambda_weight == 0.01 and cfg.loss.seg == "focal"
-    assert set(PRESETS) == {"paper", "paper-code"}
+    assert set(PRESETS) == {"paper", "paper-code", "clan-code", "maxsquare-code"}
 
 
 def test_set_values_are_typed_by_the_field():
@@ -172,3 +178,27 @@ def test_a_bad_dataset_spec_is_a_usage_error_naming_the_form(spec):
     with pytest.raises(UsageError, match=rf"^{spec!r}: expected KIND:ROOT with KIND one of gta5, cityscapes, synthia "
                                          r"\(e.g. cityscapes:/data/Cityscapes\)$"):
         parse_dataset_spec(spec)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_preset_resolves_for_every_method(method, preset):
+    """A preset changes exactly its keys (and those only where they differ from the paper's text), for every method."""
+    paper = flatten(build_config({"method": method}))
+    resolved = flatten(build_config({"method": method, "preset": preset}))
+    changed = {k for k in resolved if resolved[k] != paper[k]} - {"preset"}
+    assert changed == {k for k, v in PRESETS[preset].items() if paper[k] != v}
+    assert all(resolved[k] == v for k, v in PRESETS[preset].items())
+    assert resolved["model"] == ("deeplabv2-r101-multi-reduced" if method.startswith("maxsquare") else "deeplabv2-r101")
+
+
+def test_a_config_written_before_the_split_preheat_and_augmentation_styles_means_what_it_meant():
+    old = {**OLD_LAYOUT_CONFIG, "loss": {**OLD_LAYOUT_CONFIG["loss"], "adv_preheat_steps": 5000}}
+    cfg = config_from_dict(old)
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (5000, 5000)  # one key served both terms
+    assert config_from_dict({**old, "data": {**old["data"], "augment": False}}).data.augment == "none"
+    assert config_from_dict(OLD_LAYOUT_CONFIG).data.augment == "clan"
+    assert (cfg.loss.adv_damping, cfg.loss.norm_damping) == (False, 0.0)  # its own values, not today's defaults
+    assert build_config(parse_set(["data.augment=maxsquare"])).data.augment == "maxsquare"
+    with pytest.raises(UsageError, match="data.augment='crop' is invalid"):
+        build_config({"data.augment": "crop"})

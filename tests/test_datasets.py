@@ -12,7 +12,7 @@ from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.gta5 import GTA5
 from ftadapt.data.png16 import read_label_channel0
 from ftadapt.data.synthia import SYNTHIA
-from ftadapt.errors import DatasetError
+from ftadapt.errors import DatasetError, UsageError
 from ftadapt.imageio import write_png
 from ftadapt.protocol import CITYSCAPES_SIZE, GTA5_SIZE, SYNTHIA_SIZE
 
@@ -62,6 +62,17 @@ def test_gta5_list_file_sets_order_and_missing_entries_fail(gta5_root, tmp_path)
         GTA5(gta5_root, list_file=lst)
 
 
+def test_maxsquare_lists_of_integer_ids_and_split_prefixed_frames(gta5_root, tmp_path):
+    """MaxSquare's lists: GTA5 integer ids (its 12,403-image train split), Cityscapes ``<split>_<frame>`` ids."""
+    lst = tmp_path / "msq_gta5.txt"
+    lst.write_text("3\n1\n")
+    assert [f.name for f in GTA5(gta5_root, list_file=lst).frames] == ["00003", "00001"]
+    root = make_cityscapes(tmp_path / "cs", {"val": 3})
+    lst.write_text("val_bremen_000002_000019\nval_aachen_000001_000019\n")
+    assert [f.name for f in Cityscapes(root, split="val", list_file=lst).frames] == [
+        "bremen_000002_000019", "aachen_000001_000019"]
+
+
 def test_augmentation_comes_from_the_key_seed(gta5_root):
     ds = GTA5(gta5_root, size=(24, 12), augment=True)
     plain = GTA5(gta5_root, size=(24, 12))[0]
@@ -76,6 +87,10 @@ def test_augmentation_comes_from_the_key_seed(gta5_root):
     assert ds[(0, seed)]["image"].shape[1:] == T.scaled_size((24, 12), drawn.scale)[::-1]
     unaugmented = GTA5(gta5_root, size=(24, 12))[(0, seed, 0.8)]
     assert torch.equal(unaugmented["image"], plain["image"])  # augment=False ignores the seed
+    maxsquare = GTA5(gta5_root, size=(24, 12), augment="maxsquare")[(0, seed, 0.8)]
+    assert maxsquare["image"].shape == (3, 12, 24)  # no rescale in MaxSquare's augmentation
+    with pytest.raises(UsageError, match="augment='crop'"):
+        GTA5(gta5_root, augment="crop")
 
 
 def test_index_errors(gta5_root):

@@ -64,7 +64,7 @@ def test_fusion_is_the_weighted_mean_of_member_softmaxes():
     ensemble = Ensemble([clan, multi], [3.0, 1.0]).eval()
     x = torch.randn(2, 3, 40, 72) * 50
     with torch.no_grad():
-        fused = ensemble.probs(x)
+        fused = ensemble.fused(x)
         clan_out, multi_out = clan(x).logits, multi(x).logits
     expected = 0.75 * (clan_out[0] + clan_out[1]).softmax(1) + 0.25 * multi_out[1].softmax(1)  # sum / main rule
     assert ensemble.weights.tolist() == [0.75, 0.25]
@@ -74,11 +74,35 @@ def test_fusion_is_the_weighted_mean_of_member_softmaxes():
     torch.testing.assert_close(fused.sum(1), torch.ones(2, 6, 10))
 
 
+def test_the_papers_two_evaluation_modes_value_for_value():
+    """FeatureToAdapt's evaluate.py (methods.md §6.3), built here by hand for a CLAN-layout and a multi member with
+    weights 0.7 / 0.3: without flip the weighted sum of raw logits under each head rule (p1 + p2; main head), with flip
+    the weighted sum of each member's mean of softmax(x) and the mirrored softmax(mirrored x). Both at stride 8."""
+    clan, multi = tiny_member(0), tiny_member(1, heads="multi", aspp="reduced")
+    x = torch.randn(2, 3, 40, 72) * 50
+    with torch.no_grad():
+        c, m = clan(x).logits, multi(x).logits
+        c_flip, m_flip = clan(x.flip(-1)).logits, multi(x.flip(-1)).logits
+        logits_mode = Ensemble([clan, multi], [0.7, 0.3], fusion="logits").fused(x)
+        flip_mode = Ensemble([clan, multi], [0.7, 0.3], flip=True).fused(x)
+    by_hand_logits = 0.7 * (c[0] + c[1]) + 0.3 * m[1]
+    clan_tta = ((c[0] + c[1]).softmax(1) + (c_flip[0] + c_flip[1]).softmax(1).flip(-1)) / 2
+    multi_tta = (m[1].softmax(1) + m_flip[1].softmax(1).flip(-1)) / 2
+    by_hand_flip = 0.7 * clan_tta + 0.3 * multi_tta
+    torch.testing.assert_close(logits_mode, by_hand_logits, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(flip_mode, by_hand_flip, atol=1e-6, rtol=0)
+    assert not torch.allclose(flip_mode, Ensemble([clan, multi], [0.7, 0.3]).fused(x), atol=1e-3)  # flip matters
+    with pytest.raises(UsageError, match="use fusion 'probs' with flip"):
+        Ensemble([clan], [1.0], fusion="logits", flip=True)
+    with pytest.raises(UsageError, match="fusion 'max'"):
+        Ensemble([clan], [1.0], fusion="max")
+
+
 def test_head_rule_override_and_single_member():
     model = tiny_member(0)
     x = torch.randn(1, 3, 32, 32) * 50
     with torch.no_grad():
-        fused = Ensemble([model], [5.0], rules=["main"]).probs(x)
+        fused = Ensemble([model], [5.0], rules=["main"]).fused(x)
         torch.testing.assert_close(fused, model(x).logits[1].softmax(1))
 
 
@@ -93,7 +117,7 @@ def test_ensemble_predictor_upsamples_and_argmaxes_the_fused_probabilities():
     x = torch.randn(1, 3, 32, 64) * 50
     labels = predictor.predict(Sample("f", np.zeros((64, 128), np.uint8)), x)
     with torch.no_grad():
-        fused = ensemble.probs(x)
+        fused = ensemble.fused(x)
     expected = nn.functional.interpolate(fused, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)[0]
     assert labels.shape == (64, 128) and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, expected.numpy())
@@ -170,7 +194,7 @@ def test_half_ensemble_runs_members_in_half_and_fuses_in_fp32():
     assert next(ensemble.members[0].parameters()).dtype == torch.float32  # the FP32 ensemble is untouched
     x = torch.randn(1, 3, 40, 40) * 50
     with torch.no_grad():
-        ref, out = ensemble.probs(x), half.probs(x)
+        ref, out = ensemble.fused(x), half.fused(x)
     assert out.dtype == torch.float32
     assert (ref - out).abs().max() < 0.05
     assert (ref.argmax(1) == out.argmax(1)).float().mean() > 0.95
@@ -211,7 +235,12 @@ def test_eval_ensemble_prints_members_and_ensemble_side_by_side(tmp_path, synthe
 
 
 @pytest.mark.parametrize("args, message", [(["--ensemble", "a:1"], "also needs --data"),
-                                           (["--ensemble", "a:1", "--flip"], "flip-TTA or a head override of it")])
+                                           (["--ensemble", "a:1", "--heads", "sum", "--data", "cityscapes:."],
+                                            "--heads applies to --checkpoint models"),
+                                           (["--ensemble", "a:1", "--fusion", "logits", "--flip", "--data",
+                                             "cityscapes:."], "use fusion 'probs' with flip"),
+                                           (["--pred-dir", ".", "--gt-dir", ".", "--fusion", "logits"],
+                                            "--fusion applies to an ensemble")])
 def test_eval_ensemble_usage_errors(args, message):
     from click.testing import CliRunner
 

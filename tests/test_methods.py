@@ -116,14 +116,21 @@ def test_clan_terms_match_the_formulas_and_d_step_never_reaches_g():
     assert all(p.grad is not None for p in disc.parameters())
 
 
-def test_clan_preheat_uses_plain_bce():
+def test_clan_preheat_uses_plain_bce_separately_for_g_and_d():
     disc = FCDiscriminator(C, ndf=8)
-    method = create_method("clan", LossConfig(adv_preheat_steps=3))
-    tgt = _out(h=32, w=32, label=False)
+    tgt, src = _out(h=32, w=32, label=False), _out(h=32, w=32, seed=1)
     d_out = disc(F.softmax(tgt.logits[0] + tgt.logits[1], 1))  # 1×1 output: the upsample is a broadcast
-    plain = F.binary_cross_entropy_with_logits(d_out, torch.zeros_like(d_out))
-    loss = method.target_losses(_ctx(create_model("tiny"), step=2, disc=disc), tgt)["adv"]
-    torch.testing.assert_close(loss, 0.001 * plain)
+    plain_g = F.binary_cross_entropy_with_logits(d_out, torch.zeros_like(d_out))
+    plain_d = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+    model = create_model("tiny")
+    for g_preheat, d_preheat in ((3, 0), (0, 3), (3, 3), (0, 0)):
+        method = create_method("clan", LossConfig(adv_preheat_steps=g_preheat, d_preheat_steps=d_preheat,
+                                                  adv_damping=False))
+        ctx = _ctx(model, step=2, disc=disc)
+        g_loss = method.target_losses(ctx, tgt)["adv"]
+        d_loss = method.discriminator_losses(ctx, src, tgt)["d_tgt"]
+        assert torch.allclose(g_loss, 0.001 * plain_g) == (g_preheat > 2), (g_preheat, d_preheat)
+        assert torch.allclose(d_loss, plain_d) == (d_preheat > 2), (g_preheat, d_preheat)
 
 
 def test_maxsquare_variants():

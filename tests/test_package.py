@@ -18,7 +18,8 @@ RANKS = {
     "ftadapt.artifact": 0, "ftadapt.training.schedules": 0,
     "ftadapt.evaluation": 1, "ftadapt.data": 1,
     "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.ensemble": 3,
-    "ftadapt.config": 4, "ftadapt.methods": 4, "ftadapt.training": 4, "ftadapt.evaluation.pytorch": 4,
+    "ftadapt.config": 4, "ftadapt.presets": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
+    "ftadapt.evaluation.pytorch": 4,
     "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.evaluation.onnx": 6, "ftadapt.bench": 7,
     "ftadapt.commands": 9, "ftadapt.cli": 9,
     # The package facade only re-exports lazily (module __getattr__), so it may name any stage.
@@ -29,7 +30,8 @@ RUNTIME_ALLOWED = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadap
 TORCH_FREE = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.imageio",
               "ftadapt.artifact", "ftadapt.evaluation", "ftadapt.evaluation.metrics", "ftadapt.evaluation.tables",
               "ftadapt.evaluation.protocols", "ftadapt.evaluation.frames", "ftadapt.evaluation.evaluate",
-              "ftadapt.evaluation.folder", "ftadapt.evaluation.onnx", "ftadapt.config", "ftadapt.training.schedules",
+              "ftadapt.evaluation.folder", "ftadapt.evaluation.onnx", "ftadapt.evaluation.report", "ftadapt.config",
+              "ftadapt.presets", "ftadapt.training.schedules",
               "ftadapt", "ftadapt.cli",
               "ftadapt.commands", "ftadapt.commands.common"}
 

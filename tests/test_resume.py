@@ -24,9 +24,11 @@ from ftadapt.training.run_folder import read_metrics
 def test_a_run_folder_of_the_old_layout_resumes_bit_for_bit(synthetic, tmp_path):
     # A run folder written before the speed section and the recorded roots: its config.json (a real one of that
     # layout) has the speed keys at the top level and no roots; the resume gets them from the command.
-    run(synthetic, tmp_path / "straight")
+    # That config's own loss settings (undamped, as the defaults were then), not today's defaults.
+    then = {"loss.adv_damping": False, "loss.norm_damping": 0.0}
+    run(synthetic, tmp_path / "straight", **then)
     old = tmp_path / "old"
-    run(synthetic, old, stop_at=1)
+    run(synthetic, old, stop_at=1, **then)
     (old / "config.json").write_text(json.dumps(OLD_LAYOUT_CONFIG, indent=2) + "\n")
     with pytest.raises(UsageError, match="no labelled source"):
         run(synthetic, old, resume=True, stop_at=0)

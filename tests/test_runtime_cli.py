@@ -144,3 +144,13 @@ def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatc
     assert report["results"]["tensorrt"].startswith("not available: ")
     assert "tensorrt-cuda-graph" not in report["results"]
     json.dumps(report)  # serialisable for the GPU script's report
+
+
+def test_runtime_latency_bench_times_the_flip_graph_beside_the_plain_one(tmp_path, capsys):
+    main(["bench", "runtime-latency", "--model", "tiny", "--working-size", "64x32", "--frame-size", "128x64",
+          "--warmup", "1", "--runs", "2", "--flip", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    plain, flipped = report["results"]
+    assert (plain["flip"], flipped["flip"], plain["runs"], flipped["runs"]) == (False, True, 2, 2)
+    assert flipped["p50_ratio_to_plain"] == round(flipped["p50_ms"] / plain["p50_ms"], 3) > 0
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["tiny-64x32-fp32-flip.onnx", "tiny-64x32-fp32.onnx"]

@@ -87,3 +87,16 @@ def test_draw_augment_is_a_function_of_the_seed_with_clan_frequencies():
 def test_draw_augment_scale_override_keeps_the_mirror_decision():
     for seed in range(20):
         assert T.draw_augment(seed, scale=0.8) == T.Augment(0.8, T.draw_augment(seed).mirror)
+
+
+def test_maxsquare_augmentation_mirrors_and_blurs_but_never_rescales():
+    draws = [T.draw_augment(seed, scale=0.8, style="maxsquare") for seed in range(3000)]
+    assert {d.scale for d in draws} == {1.0}  # the loader's batch scale is ignored: fixed resize
+    blurred = np.array([d.blur for d in draws if d.blur > 0])
+    assert abs(np.mean([d.mirror for d in draws]) - 0.5) < 0.04 and abs(len(blurred) / 3000 - 0.5) < 0.04
+    assert blurred.min() >= 0 and blurred.max() < 1 and abs(blurred.mean() - 0.5) < 0.04  # radius U(0, 1)
+    assert T.draw_augment(7, style="none") == T.NO_AUGMENT
+    img = Image.fromarray((np.arange(12 * 16).reshape(12, 16) % 7 * 30).astype(np.uint8)).convert("RGB")
+    plain, _ = T.sample_from(img, None, size=(16, 12))
+    blurred_t, _ = T.sample_from(img, None, size=(16, 12), augment=T.Augment(blur=0.9))
+    assert blurred_t.shape == plain.shape and blurred_t.std() < plain.std()  # a blur smooths the image

@@ -4,6 +4,7 @@
 - :mod:`~ftadapt.commands.data` — ``data synth``, ``data check``
 - :mod:`~ftadapt.commands.train` — ``train``, ``convert``
 - :mod:`~ftadapt.commands.evaluate` — ``eval``
+- :mod:`~ftadapt.commands.report` — ``report``: results as the paper's Table 1
 - :mod:`~ftadapt.commands.export` — ``export``, ``inspect``
 - :mod:`~ftadapt.commands.deploy` — ``build-engine``, ``predict``
 - :mod:`~ftadapt.commands.bench` — ``bench <name>``, every benchmark

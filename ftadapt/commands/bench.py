@@ -117,6 +117,7 @@ def export_speed(json_out, **options) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep (and reuse) checkpoints and ONNX files here.")
+@click.option("--flip", is_flag=True, help="Also time each model exported with flip fusion (the ratio to plain).")
 @_json_option
 def runtime_latency(json_out, **options) -> None:
     """Per-frame latency of the runtime (ONNX Runtime CPU) on random-init exported members."""

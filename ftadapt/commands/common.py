@@ -72,6 +72,13 @@ class DatasetSpecType(click.ParamType):
         return kind, root
 
 
+def fusion_option(func):
+    """``--fusion probs|logits``: how an ensemble's members combine (``ftadapt.ensemble``)."""
+    return click.option("--fusion", type=click.Choice(["probs", "logits"]), default="probs", show_default=True,
+                        help="Ensembles: weighted sum of the members' softmax (probs, for deployment) or of their raw "
+                             "logits (the paper's evaluation without --flip).")(func)
+
+
 def json_option(what: str = "the result"):
     """``--json FILE``: also write ``what`` as JSON there ('-' = stdout, the table then goes to stderr)."""
     return click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
@@ -97,4 +104,5 @@ def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False)
         click.echo(f"wrote {json_out}", err=True)
 
 
-__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "json_option", "echo", "emit", "DATASET_KINDS"]
+__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "fusion_option", "json_option", "echo", "emit",
+           "DATASET_KINDS"]

@@ -2,10 +2,11 @@
 
 Stages: (1) write the synthetic two-domain dataset and run the dataset doctor on it; (2) train the tiny DeepLab-v2
 with ``source-only``, ``norm-only`` and ``clan-norm`` and compare their per-class IoU on the synthetic target val set;
-(3) evaluate the 0.5/0.5 ensemble of the two adapted runs beside its members and export it as one ONNX graph in FP32
-and FP16, each verified against PyTorch; (4) run the FP16 graph through ``ftadapt.runtime.Segmenter`` on the val
-frames, write colour overlays, report backend, providers and latency, and score the deployed predictions with the
-same evaluator to show the deployed mIoU next to PyTorch's.
+(3) evaluate the 0.5/0.5 ensemble of the two adapted runs beside its members, with probability fusion and with the
+paper's flip fusion, and export the first as one ONNX graph in FP32 and FP16, each verified against PyTorch; (4) run
+the FP16 graph through ``ftadapt.runtime.Segmenter`` on the val frames, write colour overlays, report backend,
+providers and latency, and score the deployed predictions with the same evaluator to show the deployed mIoU next to
+PyTorch's.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS) -> dict:
     figures["train"] = _train_and_compare(out / "runs", layout, seed=seed, steps=steps)
     _done(t)
 
-    t = _stage("3. ensemble of the adapted runs (0.5 norm-only + 0.5 clan-norm): evaluate, export FP32 + FP16")
+    t = _stage("3. ensemble of the adapted runs (0.5 norm-only + 0.5 clan-norm, with and without flip): evaluate, "
+               "export FP32 + FP16")
     figures["ensemble"], onnx_paths = _ensemble_and_export(out, layout)
     _done(t)
 
@@ -118,11 +120,13 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
 
     runs = out / "runs"
     size = DEMO_OVERRIDES["eval.size"]
-    ensemble = load_ensemble([f"{runs / 'norm-only'}:0.5", f"{runs / 'clan-norm'}:0.5"])
+    members = [f"{runs / 'norm-only'}:0.5", f"{runs / 'clan-norm'}:0.5"]
+    ensemble = load_ensemble(members)
     fused = EnsemblePredictor(ensemble, device="cpu")
-    results = evaluate([*fused.member_predictors(), fused], LabelledSplit.from_root(layout.cityscapes_root, "val"),
-                       ADAPTSEGNET.at(size), progress=False)
-    best = best_of({k: v for k, v in results.items() if k != "ensemble"})
+    flipped = EnsemblePredictor(load_ensemble(members, flip=True), name="ensemble+flip", device="cpu")
+    results = evaluate([*fused.member_predictors(), fused, flipped],
+                       LabelledSplit.from_root(layout.cityscapes_root, "val"), ADAPTSEGNET.at(size), progress=False)
+    best = best_of({k: v for k, v in results.items() if not k.startswith("ensemble")})
     click.echo(format_comparison(results, delta=("ensemble", best)))
     paths = {}
     for precision in ("fp32", "fp16"):
@@ -131,8 +135,8 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
         click.echo(f"   {exported.path}  ({exported.path.stat().st_size / 2**20:.1f} MiB, "
                    f"{exported.export_seconds:.1f} s)  {exported.verification.summary()}")
         paths[precision] = exported.path
-    return {"ensemble_miou": results["ensemble"].miou * 100,
-            "members_miou": {k: v.miou * 100 for k, v in results.items() if k != "ensemble"}}, paths
+    return {"ensemble_miou": results["ensemble"].miou * 100, "ensemble_flip_miou": results["ensemble+flip"].miou * 100,
+            "members_miou": {k: v.miou * 100 for k, v in results.items() if not k.startswith("ensemble")}}, paths
 
 
 def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:

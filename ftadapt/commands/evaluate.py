@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ftadapt.commands.common import SIZE, DatasetSpecType, echo, emit, json_option
+from ftadapt.commands.common import SIZE, DatasetSpecType, echo, emit, fusion_option, json_option
 
 _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE or --pred-dir DIR; "
          "with --data cityscapes:ROOT (or --gt-dir CITYSCAPES/gtFine/val for prediction PNGs)")
@@ -38,7 +38,10 @@ _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeata
 @click.option("--size", type=SIZE, default="1024x512", show_default=True, help="Model input size W×H.")
 @click.option("--heads", type=click.Choice(["sum", "main"]), default=None,
               help="Head rule of --checkpoint models: both heads summed (CLAN) or the main head [the model's own].")
-@click.option("--flip", is_flag=True, help="Horizontal-flip TTA of --checkpoint models (mean of the two softmaxes).")
+@click.option("--flip", is_flag=True,
+              help="Horizontal-flip TTA of --checkpoint models and of an ensemble's members (mean of the two "
+                   "softmaxes; an ensemble then fuses the flip-averaged softmaxes, as the paper's evaluation).")
+@fusion_option
 @click.option("--save-pred", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write <frame>.png (trainIds) and <frame>_color.png of the one model evaluated here.")
 @click.option("--device", default="auto", show_default=True, help="PyTorch models: auto, cpu, cuda or cuda:N.")
@@ -55,7 +58,8 @@ def evaluate_cmd(**opts: Any) -> None:
 
     \b
     ftadapt eval --checkpoint runs/clan-norm --data cityscapes:data/Cityscapes [--flip] [--protocol maxsquare]
-    ftadapt eval --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --data cityscapes:data/Cityscapes
+    ftadapt eval --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --data cityscapes:data/Cityscapes \\
+        [--fusion logits | --flip]
     ftadapt eval --onnx ens.onnx --checkpoint runs/norm-only --data cityscapes:data/Cityscapes
     ftadapt eval --pred-dir preds/ --gt-dir Cityscapes/gtFine/val [--json result.json]
     """
@@ -83,9 +87,19 @@ def evaluate_cmd(**opts: Any) -> None:
 def _check_options(opts: dict[str, Any]) -> None:
     if not (opts["checkpoints"] or opts["members"] or opts["onnx_files"] or opts["pred_dir"]):
         raise click.UsageError(_WHAT)
-    if opts["members"] and not opts["checkpoints"] and (opts["flip"] or opts["heads"]):
-        raise click.UsageError("--flip and --heads apply to --checkpoint models; an ensemble fuses each member's "
-                               "softmax under its own head rule, so flip-TTA or a head override of it is not supported")
+    if opts["members"] and not opts["checkpoints"] and opts["heads"]:
+        raise click.UsageError("--heads applies to --checkpoint models; an ensemble runs each member under its own "
+                               "head rule")
+    if opts["fusion"] != "probs" and not opts["members"]:
+        raise click.UsageError("--fusion applies to an ensemble (--ensemble DIR:WEIGHT, repeatable)")
+    if opts["members"]:
+        from ftadapt.ensemble import check_mode
+        from ftadapt.errors import UsageError
+
+        try:
+            check_mode(opts["fusion"], opts["flip"])
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
 
 
 def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
@@ -110,7 +124,8 @@ def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
         if opts["members"]:
             from ftadapt.ensemble import load_ensemble
 
-            ensemble = EnsemblePredictor(load_ensemble(list(opts["members"])), device=opts["device"])
+            ensemble = EnsemblePredictor(load_ensemble(list(opts["members"]), fusion=opts["fusion"],
+                                                       flip=opts["flip"]), device=opts["device"])
             for member in ensemble.member_predictors():
                 add(member, "member")
             add(ensemble, "ensemble")

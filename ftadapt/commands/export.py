@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SizeType, echo, emit, json_option
+from ftadapt.commands.common import SizeType, echo, emit, fusion_option, json_option
 
 
 @click.command("export")
@@ -17,6 +17,10 @@ from ftadapt.commands.common import SizeType, echo, emit, json_option
               help="fp16: BN folded in FP32, members in half, softmax/fusion/argmax in FP32.")
 @click.option("--working-size", type=SizeType(minimum=8), default="1024x512", show_default=True,
               help="Resolution W×H the members run at (frames of any size are resized to it inside the graph).")
+@fusion_option
+@click.option("--flip", is_flag=True,
+              help="Members also run on the mirrored frame (one batch); each contributes its flip-averaged softmax "
+                   "(the paper's evaluation with flip; needs --fusion probs).")
 @click.option("--probs", "with_probs", is_flag=True, help="Also output the fused probabilities (N×C×H×W float32).")
 @click.option("--no-verify", is_flag=True, help="Skip the checker + ONNX Runtime parity verification.")
 @click.option("--verify-frames", type=click.IntRange(min=1), default=2, show_default=True,
@@ -24,13 +28,14 @@ from ftadapt.commands.common import SizeType, echo, emit, json_option
 @click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True)
 @json_option()
 def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precision: str,
-           working_size: tuple[int, int], with_probs: bool, no_verify: bool, verify_frames: int, opset: int,
-           json_out: str | None) -> None:
+           working_size: tuple[int, int], fusion: str, flip: bool, with_probs: bool, no_verify: bool,
+           verify_frames: int, opset: int, json_out: str | None) -> None:
     """Fuse checkpoints into one ONNX graph: uint8 RGB frames in, int32 label maps out.
 
     \b
     ftadapt export runs/clan-norm --out clan-norm.onnx
     ftadapt export --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --out ens.onnx --precision fp16
+    ftadapt export --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --flip --out ens-flip.onnx
     Verification (default) compares ONNX Runtime (CPU) with the PyTorch module; a failure marks the file and exits 1.
     """
     from ftadapt.ensemble import load_ensemble
@@ -39,7 +44,7 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     if (checkpoint is None) == (not members):
         raise click.UsageError("give either one checkpoint folder (ftadapt export DIR --out F) or --ensemble "
                                "DIR:WEIGHT (repeatable), not both")
-    ensemble = load_ensemble([str(checkpoint)] if checkpoint else list(members))
+    ensemble = load_ensemble([str(checkpoint)] if checkpoint else list(members), fusion=fusion, flip=flip)
     try:
         result = export_onnx(ensemble, out, precision=precision, working_size=working_size, with_probs=with_probs,
                              verify=not no_verify, frames_per_size=verify_frames, opset=opset)
@@ -49,6 +54,7 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     w, h = working_size
     echo(f"wrote {', '.join(map(str, result.files))} ({result.size_bytes / 2**20:.1f} MiB, {precision}, working size "
          f"{w}x{h}, exported in {result.export_seconds:.1f} s)", json_out)
+    echo(f"  fusion: {ensemble.describe_mode()}", json_out)
     for m in result.info.members:
         echo(f"  {m.weight:.4f}  {m.name}  ({m.method}, heads {m.head_rule})", json_out)
     echo(result.verification.summary() if result.verification else "verification skipped (--no-verify)", json_out)

@@ -9,7 +9,8 @@ A sample (``dataset[key]``) is a dict:
 - ``"orig_hw"``: (H, W) of the original image file.
 
 ``key`` is an int index (never augmented) or ``(index, sample_seed)`` or ``(index, sample_seed, scale)``: with
-``augment=True`` the seed decides the mirror and, unless the loader passes the batch's ``scale``, the rescale factor.
+``augment="clan"`` the seed decides the mirror and, unless the loader passes the batch's ``scale``, the rescale factor
+(``augment="maxsquare"``: the mirror and the blur).
 
 Decoding: images with Pillow (``ftadapt.imageio``), the reference decoder, so the BICUBIC resize matches the reference
 code; on a 1914×1052 PNG it measured as fast as ``torchvision.io.decode_png`` (96 vs 110 ms). SYNTHIA's 16-bit labels
@@ -18,7 +19,7 @@ go through ``ftadapt.data.png16``. A file that fails raises ``DatasetError`` (no
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -116,15 +117,16 @@ def png_names(folder: Path) -> list[str]:
         return []
 
 
-def scan_same_names(image_dir: Path, label_dir: Path, list_file: str | os.PathLike | None) -> Scan:
+def scan_same_names(image_dir: Path, label_dir: Path, list_file: str | os.PathLike | None,
+                    name_of: Callable[[str], str] = str) -> Scan:
     """Pairs of ``image_dir/<name>`` and ``label_dir/<same name>`` (GTA5, SYNTHIA): every ``*.png`` in ``image_dir``
-    sorted, or the names of ``list_file`` in order."""
+    sorted, or the names of ``list_file`` in order (each entry through ``name_of``)."""
     label_names = set(png_names(label_dir))
     if list_file is None:
         names, missing_images = png_names(image_dir), []
         orphans = [label_dir / n for n in sorted(label_names.difference(names))]
     else:
-        entries = read_list_file(list_file)
+        entries = [name_of(e) for e in read_list_file(list_file)]
         names = [e for e in entries if (image_dir / e).is_file()]
         missing_images = [image_dir / e for e in entries if not (image_dir / e).is_file()]
         orphans = []
@@ -152,7 +154,8 @@ class SegmentationDataset(Dataset):
     Args:
         frames: the images (and label files) in order.
         size: protocol (W, H) every sample is resized to.
-        augment: CLAN training augmentation (random image-only rescale, mirror), drawn from the key's seed.
+        augment: the training augmentation drawn from the key's seed: "clan" (random image-only rescale, mirror),
+            "maxsquare" (mirror, Gaussian blur) or "none"; True / False mean "clan" / "none".
     """
 
     kind: ClassVar[str]
@@ -161,12 +164,15 @@ class SegmentationDataset(Dataset):
     #: bool mask over raw label values: which ids the label files may hold
     valid_ids: ClassVar[np.ndarray]
 
-    def __init__(self, frames: Sequence[Frame], *, size: tuple[int, int], augment: bool = False) -> None:
+    def __init__(self, frames: Sequence[Frame], *, size: tuple[int, int], augment: bool | str = False) -> None:
         if len(size) != 2 or min(int(s) for s in size) < 1:
             raise UsageError(f"size must be (W, H) with positive ints, got {size!r}")
+        styles = {True: "clan", False: "none", "clan": "clan", "maxsquare": "maxsquare", "none": "none"}
+        if augment not in styles:
+            raise UsageError(f"augment={augment!r}: expected 'clan', 'maxsquare' or 'none'")
         self.frames = list(frames)
         self.size = (int(size[0]), int(size[1]))
-        self.augment = bool(augment)
+        self.augment = styles[augment]
 
     # Subclass hooks -------------------------------------------------------------------------------------------
     @classmethod
@@ -231,7 +237,7 @@ class SegmentationDataset(Dataset):
                 raise TypeError(f"dataset key must be index, (index, seed) or (index, seed, scale), got {key!r}")
             index, seed = int(key[0]), int(key[1])
             scale = float(key[2]) if len(key) == 3 else None
-            augment = T.draw_augment(seed, scale) if self.augment else T.NO_AUGMENT
+            augment = T.draw_augment(seed, scale, self.augment)
         else:
             index, augment = int(key), T.NO_AUGMENT
         if not -len(self.frames) <= index < len(self.frames):

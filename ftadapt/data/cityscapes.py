@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,16 @@ def _subdirs(folder: Path) -> list[str]:
         return []
 
 
+_MAXSQUARE_ENTRY = re.compile(r"(?:train|val|test)_([a-z]+)_(\d{6}_\d{6})")
+
+
+def _list_entry(entry: str) -> str:
+    """A list entry as ``<city>/<frame>_leftImg8bit.png``: AdaptSegNet's entries as they are, MaxSquare's
+    ``train_aachen_000000_000019`` ids converted."""
+    match = _MAXSQUARE_ENTRY.fullmatch(entry)
+    return f"{match[1]}/{match[1]}_{match[2]}{IMAGE_SUFFIX}" if match else entry
+
+
 class Cityscapes(SegmentationDataset):
     """Cityscapes frames of one split, sorted by city and frame, or in the order of a list file.
 
@@ -40,7 +51,7 @@ class Cityscapes(SegmentationDataset):
         size: protocol (W, H), 1024×512 by default.
         augment: CLAN training augmentation (see ``ftadapt.data.base``).
         list_file: entries such as ``frankfurt/frankfurt_000001_007973_leftImg8bit.png`` relative to
-            ``leftImg8bit/<split>/`` (the AdaptSegNet lists).
+            ``leftImg8bit/<split>/`` (the AdaptSegNet lists) or ``val_frankfurt_000001_007973`` (MaxSquare's lists).
         with_labels: False for the unlabeled target of training: samples then carry no ``"label"`` key.
     """
 
@@ -49,7 +60,8 @@ class Cityscapes(SegmentationDataset):
     valid_ids = CITYSCAPES_VALID_IDS
 
     def __init__(self, root: str | os.PathLike, *, split: str = "train", size: tuple[int, int] = CITYSCAPES_SIZE,
-                 augment: bool = False, list_file: str | os.PathLike | None = None, with_labels: bool = True) -> None:
+                 augment: bool | str = False, list_file: str | os.PathLike | None = None,
+                 with_labels: bool = True) -> None:
         scan = self.scan(root, split=split, list_file=list_file, with_labels=with_labels)
         self.root = Path(root).expanduser()
         self.split = split
@@ -77,7 +89,7 @@ class Cityscapes(SegmentationDataset):
             entries = [f"{city}/{name}" for city in _subdirs(image_dir) for name in png_names(image_dir / city)
                        if name.endswith(IMAGE_SUFFIX)]
         else:
-            entries = read_list_file(list_file)
+            entries = [_list_entry(e) for e in read_list_file(list_file)]
             bad = [e for e in entries if not e.endswith(IMAGE_SUFFIX) or e.count("/") != 1]
             if bad:
                 raise DatasetError(f"{list_file}: entries must look like frankfurt/frankfurt_000001_007973"

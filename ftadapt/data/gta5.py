@@ -20,7 +20,8 @@ class GTA5(SegmentationDataset):
         root: the folder holding ``images/`` and ``labels/``.
         size: protocol (W, H), 1280×720 by default.
         augment: CLAN training augmentation (see ``ftadapt.data.base``).
-        list_file: names such as ``00001.png``, one per line, relative to ``images/`` (the AdaptSegNet list).
+        list_file: names such as ``00001.png``, one per line, relative to ``images/`` (the AdaptSegNet list), or
+            integer ids such as ``1`` (MaxSquare's lists of the official split: 12,403 train images).
     """
 
     kind = "gta5"
@@ -28,7 +29,7 @@ class GTA5(SegmentationDataset):
     read_label_ids = staticmethod(Cityscapes.read_label_ids)
     to_trainid = staticmethod(Cityscapes.to_trainid)
 
-    def __init__(self, root: str | os.PathLike, *, size: tuple[int, int] = GTA5_SIZE, augment: bool = False,
+    def __init__(self, root: str | os.PathLike, *, size: tuple[int, int] = GTA5_SIZE, augment: bool | str = False,
                  list_file: str | os.PathLike | None = None) -> None:
         scan = self.scan(root, list_file=list_file)
         self.root = Path(root).expanduser()
@@ -46,4 +47,10 @@ class GTA5(SegmentationDataset):
         if not labels_dir.is_dir():
             raise DatasetError(f"{root}: no labels/ folder beside images/; extract the GTA5 label archives so that "
                                f"{labels_dir}/NNNNN.png exist")
-        return scan_same_names(root / "images", labels_dir, list_file)
+        return scan_same_names(root / "images", labels_dir, list_file, name_of=_list_name)
+
+
+def _list_name(entry: str) -> str:
+    """A list entry as a file name: ``00001.png`` as it is (AdaptSegNet's lists), ``1`` as ``00001.png`` (MaxSquare's
+    integer-id lists of the official GTA5 train/val split)."""
+    return f"{int(entry):05d}.png" if entry.isdigit() else entry

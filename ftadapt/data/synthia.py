@@ -39,7 +39,7 @@ class SYNTHIA(SegmentationDataset):
     read_label_ids = staticmethod(read_label_channel0)
     to_trainid = staticmethod(synthia_to_trainid)
 
-    def __init__(self, root: str | os.PathLike, *, size: tuple[int, int] = SYNTHIA_SIZE, augment: bool = False,
+    def __init__(self, root: str | os.PathLike, *, size: tuple[int, int] = SYNTHIA_SIZE, augment: bool | str = False,
                  list_file: str | os.PathLike | None = None) -> None:
         scan = self.scan(root, list_file=list_file)
         self.root = Path(root).expanduser()

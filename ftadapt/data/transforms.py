@@ -10,20 +10,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from ftadapt.imageio import resize_image, resize_label
-from ftadapt.protocol import IMG_MEAN_BGR, MIRROR_P, RANDOM_SCALES
+from ftadapt.protocol import BLUR_P, IMG_MEAN_BGR, MIRROR_P, RANDOM_SCALES
 
 _MEAN_BGR = torch.tensor(IMG_MEAN_BGR, dtype=torch.float32).view(3, 1, 1)
 
 
 @dataclass(frozen=True)
 class Augment:
-    """The augmentation of one sample: image-only rescale factor and horizontal mirror (image and label)."""
+    """The augmentation of one sample: image-only rescale factor, horizontal mirror (image and label) and an
+    image-only Gaussian blur of that radius (0: none)."""
 
     scale: float = 1.0
     mirror: bool = False
+    blur: float = 0.0
 
 
 NO_AUGMENT = Augment()
@@ -40,12 +42,22 @@ def draw_scale(rng: np.random.Generator) -> float:
     return 1.0
 
 
-def draw_augment(seed: int, scale: float | None = None) -> Augment:
-    """The augmentation a sample seed stands for; ``scale`` (drawn once per batch by the loader) overrides the draw.
+def draw_augment(seed: int, scale: float | None = None, style: str = "clan") -> Augment:
+    """The augmentation a sample seed stands for under ``style``:
 
-    The scale is always drawn first, so the mirror decision for a seed does not depend on whether ``scale`` is given.
+    - "clan": CLAN's image rescale and mirror; ``scale`` (drawn once per batch by the loader) overrides the drawn
+      scale. The scale is always drawn first, so the mirror for a seed does not depend on whether ``scale`` is given.
+    - "maxsquare": MaxSquare's mirror (p 0.5) and Gaussian blur (p 0.5, radius uniform in [0, 1)), no rescale
+      (``scale`` is ignored: the batch keeps the protocol size).
+    - "none": nothing.
     """
+    if style == "none":
+        return NO_AUGMENT
     rng = np.random.default_rng(seed)
+    if style == "maxsquare":
+        mirror = bool(rng.random() < MIRROR_P)
+        blur = float(rng.random()) if rng.random() < BLUR_P else 0.0
+        return Augment(mirror=mirror, blur=blur)
     drawn = draw_scale(rng)
     mirror = bool(rng.random() < MIRROR_P)
     return Augment(scale=drawn if scale is None else float(scale), mirror=mirror)
@@ -87,7 +99,8 @@ def label_to_tensor(label: np.ndarray) -> torch.Tensor:
 def sample_from(image: Image.Image, label: np.ndarray | None, *, size: tuple[int, int],
                 augment: Augment = NO_AUGMENT) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The whole protocol for one decoded pair: image resized to ``size`` × ``augment.scale`` (BICUBIC), label to
-    ``size`` (NEAREST, never rescaled: the logits are upsampled to the nominal size), optional joint mirror, tensors.
+    ``size`` (NEAREST, never rescaled: the logits are upsampled to the nominal size), optional joint mirror, optional
+    image blur, tensors.
 
     Shape: image (H0, W0) RGB, label (H1, W1) uint8 trainIds → (3, h, w) float32, (size[1], size[0]) int64.
     """
@@ -96,4 +109,6 @@ def sample_from(image: Image.Image, label: np.ndarray | None, *, size: tuple[int
         label = resize_label(label, size)
     if augment.mirror:
         image, label = mirror(image, label)
+    if augment.blur > 0:
+        image = image.filter(ImageFilter.GaussianBlur(radius=augment.blur))
     return image_to_tensor(image), None if label is None else label_to_tensor(label)

@@ -6,8 +6,9 @@ align_corners=True to the ground truth's resolution and take the argmax (DESIGN.
 
 - Head rules: "sum" adds both heads (CLAN), "main" takes the main head (multi-level models); default: the model's own.
 - ``flip``: the paper's test-time augmentation, the mean of softmax(image) and the mirrored softmax(mirrored image).
-- An ensemble's scores are its fused probabilities (:class:`ftadapt.ensemble.Ensemble`), each member under its own
-  head rule: exactly what the exported graph computes, up to its pre-processing.
+- An ensemble's scores are its fused scores (:class:`ftadapt.ensemble.Ensemble`: probabilities, logits, or
+  flip-averaged probabilities), each member under its own head rule: exactly what the exported graph computes, up to
+  its pre-processing.
 """
 from __future__ import annotations
 
@@ -104,26 +105,27 @@ class ModelPredictor(_TorchPredictor):
 
 
 class EnsemblePredictor(_TorchPredictor):
-    """An :class:`~ftadapt.ensemble.Ensemble`'s fused probabilities, each member under its own head rule."""
+    """An :class:`~ftadapt.ensemble.Ensemble`'s fused scores, each member under its own head rule."""
 
     def __init__(self, ensemble: Ensemble, *, name: str = "ensemble", device: str | torch.device | None = None) -> None:
         super().__init__(ensemble, name=name, device=device)
 
     def scores(self, image: Tensor) -> Tensor:
-        return self.module.probs(image)
+        return self.module.fused(image)
 
     def describe(self) -> dict[str, Any]:
         ensemble = self.module
         names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
         members = [{"name": n, "weight": float(w), "head_rule": r}
                    for n, w, r in zip(names, ensemble.weights.tolist(), ensemble.rules)]
-        return {"heads": "per member", "flip": False, "fusion": "probs", "ensemble": members}
+        return {"heads": "per member", "flip": ensemble.flip, "fusion": ensemble.fusion, "ensemble": members}
 
     def member_predictors(self) -> list[ModelPredictor]:
-        """Each member alone under its head rule, named as in the ensemble: to be scored beside it."""
+        """Each member alone under its head rule (with the ensemble's flip), named as in the ensemble: to be scored
+        beside it."""
         ensemble = self.module
         names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
-        return [ModelPredictor(member, name=name, rule=rule, device=self.device)
+        return [ModelPredictor(member, name=name, rule=rule, flip=ensemble.flip, device=self.device)
                 for name, member, rule in zip(names, ensemble.members, ensemble.rules)]
 
 

@@ -30,7 +30,8 @@ def _discriminate(ctx: StepContext, prob: Tensor) -> Tensor:
 class ClanAdversarial(Term):
     """G: λ_adv · damping · WBCE(D(softmax(p1_t + p2_t)), source, M) — M not detached, as in CLAN.
     D: BCE(D(source prediction), source) + WBCE(D(target prediction), target, M), all inputs detached; no ½, no damping.
-    Before ``adv_preheat_steps`` (CLAN's code) both use plain BCE on the target."""
+    G's term is plain BCE before step ``adv_preheat_steps``, D's target term before ``d_preheat_steps`` (CLAN's code:
+    both 5,000; the paper's code: G weighted from the first step, D after its 5,000-step warm-up)."""
 
     uses_target = True
     uses_discriminator = True
@@ -41,24 +42,24 @@ class ClanAdversarial(Term):
     def check_model(self, heads: str) -> None:
         require_heads("the CLAN adversarial term", heads, "clan", "deeplabv2-r101")
 
-    def _wbce(self, d_logits: Tensor, label: float, weight_map: Tensor | None, step: int) -> Tensor:
-        if step < self.cfg.adv_preheat_steps:
-            weight_map = None
-        return weighted_bce_with_logits(d_logits, label, weight_map, self.cfg.epsilon, self.cfg.lambda_local)
+    def _wbce(self, d_logits: Tensor, label: float, weight_map: Tensor | None, plain: bool) -> Tensor:
+        return weighted_bce_with_logits(d_logits, label, None if plain else weight_map, self.cfg.epsilon,
+                                        self.cfg.lambda_local)
 
     def target(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
         p1, p2 = out.logits
         weight_map = clan_weight_map(p1, p2)
         prob = torch.softmax(p1 + p2, dim=1)
         ctx.cache["clan_target"] = (prob.detach(), weight_map.detach())
-        loss = self._wbce(_discriminate(ctx, prob), SOURCE, weight_map, ctx.step)
+        loss = self._wbce(_discriminate(ctx, prob), SOURCE, weight_map, ctx.step < self.cfg.adv_preheat_steps)
         return {"adv": self.cfg.lambda_adv * _adv_damping(self.cfg, ctx) * loss}
 
     def discriminator(self, ctx: StepContext, src: DomainOutput, tgt: DomainOutput) -> dict[str, Tensor]:
         prob_s = torch.softmax(src.logits[0].detach() + src.logits[1].detach(), dim=1)
         prob_t, weight_map = ctx.cache["clan_target"]
         return {"d_src": weighted_bce_with_logits(_discriminate(ctx, prob_s), SOURCE),
-                "d_tgt": self._wbce(_discriminate(ctx, prob_t), TARGET, weight_map, ctx.step)}
+                "d_tgt": self._wbce(_discriminate(ctx, prob_t), TARGET, weight_map,
+                                    ctx.step < self.cfg.d_preheat_steps)}
 
 
 class WeightDiscrepancy(Term):

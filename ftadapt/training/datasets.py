@@ -60,11 +60,12 @@ def open_datasets(cfg: TrainConfig, *, needs_target: bool, doctor: bool, progres
         if target is not None and (needs_target or cfg.eval_every):
             splits = ["train"] * needs_target + [cfg.eval.split] * (cfg.eval_every > 0)
             require_usable("cityscapes", target[1], splits, progress=progress, skip_hint=skip)
-    src = SOURCES[kind](root, size=cfg.data.source_size, augment=cfg.data.augment)
+    src = SOURCES[kind](root, size=cfg.data.source_size, augment=cfg.data.augment,
+                        list_file=cfg.data.source_list or None)
     tgt = val = None
     if needs_target:
         tgt = Cityscapes(target[1], split="train", size=cfg.data.target_size, augment=cfg.data.augment,
-                         with_labels=False)
+                         list_file=cfg.data.target_list or None, with_labels=False)
     if cfg.eval_every:
         val = LabelledSplit.from_root(target[1], cfg.eval.split)
     return Datasets(src, tgt, val)

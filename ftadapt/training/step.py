@@ -50,7 +50,7 @@ def build_train_step(cfg: TrainConfig, *, dist_env: DistEnv = SINGLE, load_init:
         raise UsageError(f"--init {cfg.init}: no such file or folder (a checkpoint folder or an official .pth file)")
     method = create_method(cfg.method, cfg.loss)
     seed_everything(cfg.seed)
-    model = create_model(cfg.model)
+    model = create_model(cfg.model, freeze_bn_affine=cfg.freeze_bn_affine)
     method.check_model(model.config.heads)
     disc = FCDiscriminator(model.config.num_classes) if method.uses_discriminator else None
     init_report = load_init_weights(model, cfg.init) if load_init and cfg.init else None
@@ -172,8 +172,8 @@ class TrainStep:
 
 def input_shapes(cfg: TrainConfig, uses_target: bool) -> dict[str, list[tuple[int, ...]]]:
     """The N×3×H×W image shapes G sees per domain ("source", "target"): each domain's size at every scale of CLAN's
-    random rescale (×1, ×1.1, ×0.8) with ``data.augment``, else at its size alone."""
-    scales = [1.0] + ([scale for _, scale in RANDOM_SCALES] if cfg.data.augment else [])
+    random rescale (×1, ×1.1, ×0.8) with ``data.augment = "clan"``, else at its size alone."""
+    scales = [1.0] + ([scale for _, scale in RANDOM_SCALES] if cfg.data.augment == "clan" else [])
     sizes = {"source": cfg.data.source_size, **({"target": cfg.data.target_size} if uses_target else {})}
     return {domain: [(cfg.data.batch_size, 3, h, w) for w, h in dict.fromkeys(scaled_size(size, s) for s in scales)]
             for domain, size in sizes.items()}

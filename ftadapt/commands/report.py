@@ -1,0 +1,36 @@
+"""``ftadapt report``: saved evaluation results as one table in the paper's Table 1 shape, Markdown and CSV."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("results", nargs=-1, required=True, metavar="[LABEL=]RESULT.json...")
+@click.option("--baseline", default=None, metavar="LABEL",
+              help="Add a table of every row's difference to this row, class by class (e.g. the CLAN baseline).")
+@click.option("--paper", "with_paper", is_flag=True, help="Add the paper's Table 1 rows for reference.")
+@click.option("--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table: .md as Markdown, .csv as CSV (repeatable).")
+def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, outs: tuple[Path, ...]) -> None:
+    """Render evaluation results (`ftadapt eval --json`, …) as the paper's Table 1: one row per result, 19 classes
+    and mIoU, with deltas against a baseline.
+
+    \b
+    ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
+        --out table1.md --out table1.csv
+    """
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_rows
+    from ftadapt.fsutil import write_text_atomic
+
+    rows = [row for spec in results for row in read_rows(spec)] + (paper_rows() if with_paper else [])
+    delta_rows = deltas(rows, baseline) if baseline else []
+    for out in outs:
+        if out.suffix not in (".md", ".csv"):
+            raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
+    table = markdown(rows, delta_rows, baseline)
+    click.echo(table, nl=False)
+    for out in outs:
+        write_text_atomic(out, table if out.suffix == ".md" else csv_text(rows, delta_rows))
+        click.echo(f"wrote {out}", err=True)

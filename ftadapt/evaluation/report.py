@@ -1,0 +1,144 @@
+"""Result tables in the paper's Table 1 shape, from saved evaluation results (numpy-free, torch-free).
+
+A results file is any JSON that ``ftadapt eval --json`` (or another command) wrote: a single result (``miou``,
+``per_class_iou``: 19 percentages or null), or an object holding several — ``{"members": {...}, "ensemble": {...}}``,
+``{"results": {...}}`` and the like. Every result found is a row: 19 per-class IoUs and mIoU, in percent; a second
+table gives each row's difference to a baseline row, class by class (the paper's Table 2 shape).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftadapt.errors import UsageError
+from ftadapt.labels import CLASS_NAMES
+
+# Short column names, as the paper's table heads them.
+SHORT_NAMES = ("Road", "Sdwk", "Bldng", "Wall", "Fence", "Pole", "Light", "Sign", "Vgttn", "Trrn", "Sky", "Person",
+               "Rider", "Car", "Truck", "Bus", "Train", "Mcycl", "Bcycl")
+
+# The paper's Table 1 (GTA5 → Cityscapes, DeepLab-v2 R101; AdaptSegNet's evaluation code except where noted), for
+# reference rows next to one's own: 19 IoUs then mIoU, in percent.
+PAPER_TABLE_1: dict[str, tuple[float, ...]] = {
+    "AdaptSegNet": (86.5, 36.0, 79.9, 23.4, 23.3, 23.9, 35.2, 14.8, 83.4, 33.3, 75.6, 58.5, 27.6, 73.7, 32.5, 35.4,
+                    3.9, 30.1, 28.1, 42.4),
+    "CLAN": (87.0, 27.1, 79.6, 27.3, 23.3, 28.3, 35.5, 24.2, 83.6, 27.4, 74.2, 58.6, 28.0, 76.2, 33.1, 36.7, 6.7, 31.9,
+             31.4, 43.2),
+    "MaxSquare (its own evaluation)": (89.4, 43.0, 82.1, 30.5, 21.3, 30.3, 34.7, 24.0, 85.3, 39.4, 78.2, 63.0, 22.9,
+                                       84.6, 36.4, 43.0, 5.5, 34.7, 33.5, 46.4),
+    "Source only": (75.8, 16.8, 77.2, 12.5, 21.0, 25.5, 30.1, 20.1, 81.3, 24.6, 70.3, 53.8, 26.4, 49.9, 17.2, 25.9,
+                    6.5, 25.3, 36.0, 36.6),
+    "Only Norm loss": (86.59, 26.65, 79.63, 27.15, 22.61, 29.37, 37.19, 27.39, 83.21, 31.44, 73.7, 60.36, 28.91, 81.92,
+                       33.41, 36.53, 1.85, 32.23, 36.44, 44.03),
+    "CLAN + Norm*": (87.73, 25.41, 80.32, 28.65, 23.41, 29.47, 37.49, 26.6, 83.93, 35.38, 74.38, 60.39, 28.9, 83.48,
+                     35.42, 39.36, 1.1, 32.83, 36.27, 44.76),
+    "CLAN + Norm": (88.83, 33.17, 81.48, 32.66, 24.24, 32.28, 37.65, 27.53, 83.94, 33.88, 75.42, 60.99, 28.11, 84.73,
+                    33.36, 42.76, 0.97, 31.13, 36.66, 45.67),
+    "MaxSquare + Norm*": (89.57, 40.32, 82.06, 33.58, 23.35, 29.77, 36.11, 23.68, 84.33, 39.61, 74.89, 60.31, 27.3,
+                          83.84, 42.8, 45.95, 1.9, 32.16, 37.87, 46.81),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One result: its label, 19 IoUs and the mIoU in percent (None = class absent from both sides), its source."""
+
+    label: str
+    iou: tuple[float | None, ...]
+    miou: float | None
+    source: str
+
+
+def _results(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """Every result object in a JSON document, with the keys leading to it."""
+    if isinstance(data, dict):
+        if isinstance(data.get("per_class_iou"), list) and "miou" in data:
+            yield path, data
+            return
+        for key, value in data.items():
+            yield from _results(value, (*path, str(key)))
+
+
+def read_rows(spec: str) -> list[Row]:
+    """The rows of one results file: ``PATH`` or ``LABEL=PATH`` (a label for a file holding one result, or a prefix
+    for a file holding several; without it, the file's stem or the results' own names)."""
+    label, sep, path_text = spec.partition("=")
+    path = Path(path_text if sep else spec)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no results file {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a JSON results file ({exc})") from None
+    found = list(_results(data))
+    if not found:
+        raise UsageError(f"{path} holds no evaluation result (an object with miou and per_class_iou); write one "
+                         "with `ftadapt eval ... --json FILE`")
+    rows = []
+    for keys, result in found:
+        iou = tuple(result["per_class_iou"])
+        if len(iou) != len(CLASS_NAMES):
+            raise UsageError(f"{path}: a result has {len(iou)} per-class IoUs, not {len(CLASS_NAMES)}")
+        name = keys[-1] if keys else (label if sep else path.stem)
+        if keys and sep:
+            name = f"{label} {name}"
+        rows.append(Row(name, iou, result["miou"], str(path)))
+    return rows
+
+
+def paper_rows() -> list[Row]:
+    return [Row(f"paper: {name}", values[:-1], values[-1], "the paper's Table 1")
+            for name, values in PAPER_TABLE_1.items()]
+
+
+def _cell(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def deltas(rows: Sequence[Row], baseline: str) -> list[Row]:
+    """Each row but the baseline minus the baseline, class by class (None where either side is None)."""
+    base = next((r for r in rows if r.label == baseline), None)
+    if base is None:
+        raise UsageError(f"--baseline {baseline!r} names no row; rows: {', '.join(r.label for r in rows)}")
+
+    def minus(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a - b
+
+    return [Row(f"{r.label} − {baseline}", tuple(minus(a, b) for a, b in zip(r.iou, base.iou)),
+                minus(r.miou, base.miou), r.source) for r in rows if r is not base]
+
+
+def markdown(rows: Sequence[Row], delta_rows: Sequence[Row], baseline: str | None) -> str:
+    """The table (and the delta table against ``baseline``) as Markdown."""
+    head = "| Method | " + " | ".join(SHORT_NAMES) + " | mIoU |\n|---|" + "---:|" * (len(SHORT_NAMES) + 1) + "\n"
+
+    def line(row: Row, signed: bool) -> str:
+        return f"| {row.label} | " + " | ".join(_cell(v, signed) for v in (*row.iou, row.miou)) + " |\n"
+
+    text = head + "".join(line(r, False) for r in rows)
+    if delta_rows:
+        text += f"\nDifference to {baseline} (IoU points):\n\n" + head + "".join(line(r, True) for r in delta_rows)
+    return text
+
+
+def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
+    """One CSV line per row (``kind`` = result or delta), full precision, empty cells for absent classes."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["kind", "method", *CLASS_NAMES, "miou", "source"])
+    for kind, group in (("result", rows), ("delta", delta_rows)):
+        for r in group:
+            writer.writerow([kind, r.label, *("" if v is None else v for v in r.iou),
+                             "" if r.miou is None else r.miou, r.source])
+    return out.getvalue()
+
+
+__all__ = ["Row", "read_rows", "paper_rows", "deltas", "markdown", "csv_text", "PAPER_TABLE_1", "SHORT_NAMES"]

@@ -1,0 +1,80 @@
+"""``ftadapt report``: evaluation results as the paper's Table 1 (rows, deltas against a baseline, Markdown, CSV)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ftadapt.cli import cli
+from ftadapt.errors import UsageError
+from ftadapt.evaluation.metrics import ConfusionMatrix, EvalResult
+from ftadapt.evaluation.protocols import ADAPTSEGNET
+from ftadapt.evaluation.report import PAPER_TABLE_1, deltas, read_rows
+
+
+def _result(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    cm = ConfusionMatrix()
+    gt = rng.integers(0, 18, (40, 40)).astype(np.uint8)  # class 18 never in the ground truth …
+    pred = np.where(rng.random((40, 40)) < 0.7, gt, rng.integers(0, 18, (40, 40))).astype(np.uint8)  # … nor predicted
+    cm.update(gt, pred)
+    return EvalResult.from_confusion(cm, n_images=1, protocol=ADAPTSEGNET.describe()).to_dict()
+
+
+@pytest.fixture
+def files(tmp_path):
+    single, pair = tmp_path / "clan.json", tmp_path / "ens.json"
+    single.write_text(json.dumps(_result(0)))
+    pair.write_text(json.dumps({"members": {"norm-only": _result(1)}, "ensemble": _result(2), "delta_vs": "x"}))
+    return single, pair
+
+
+def test_rows_from_single_and_grouped_results_and_deltas(files):
+    single, pair = files
+    rows = read_rows(f"CLAN={single}") + read_rows(str(pair))
+    assert [r.label for r in rows] == ["CLAN", "norm-only", "ensemble"]
+    clan = json.loads(single.read_text())
+    assert list(rows[0].iou) == clan["per_class_iou"] and rows[0].miou == clan["miou"] and rows[0].iou[18] is None
+    (d_norm, d_ens) = deltas(rows, "CLAN")
+    assert d_ens.label == "ensemble − CLAN" and d_ens.iou[18] is None
+    assert d_ens.miou == pytest.approx(rows[2].miou - rows[0].miou)
+    assert d_norm.iou[3] == pytest.approx(rows[1].iou[3] - rows[0].iou[3])
+    with pytest.raises(UsageError, match="--baseline 'Oracle' names no row"):
+        deltas(rows, "Oracle")
+
+
+def test_cli_writes_markdown_and_csv_with_the_papers_rows(files, tmp_path):
+    single, pair = files
+    md, table = tmp_path / "t1.md", tmp_path / "t1.csv"
+    result = CliRunner().invoke(cli, ["report", f"CLAN={single}", str(pair), "--baseline", "CLAN", "--paper",
+                                      "--out", str(md), "--out", str(table)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    assert text.splitlines()[0].startswith("| Method | Road | Sdwk |") and text in result.output
+    assert "| paper: CLAN + Norm | 88.83 |" in text and "45.67 |" in text and "Difference to CLAN" in text
+    assert f"| CLAN | {json.loads(single.read_text())['per_class_iou'][0]:.2f} |" in text
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert [r["kind"] for r in rows].count("delta") == 2 + len(PAPER_TABLE_1)
+    assert rows[0]["method"] == "CLAN" and rows[0]["bicycle"] == "" and float(rows[0]["road"]) > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.json"], "no results file missing.json"),
+    (["{bad}"], "is not a JSON results file"),
+    (["{empty}"], "holds no evaluation result"),
+    (["{good}", "--out", "t.txt"], "expected a .md or .csv file name"),
+])
+def test_bad_inputs_are_named(tmp_path, files, argv, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "empty.json").write_text("{}")
+    paths = {"bad": tmp_path / "bad.json", "empty": tmp_path / "empty.json", "good": files[0]}
+    argv = [a.format(**paths) for a in argv]
+    from ftadapt.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["report", *argv])
+    assert exc.value.code == 2
