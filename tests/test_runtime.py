@@ -235,14 +235,16 @@ def test_a_gpu_provider_that_does_not_load_is_an_error_unless_the_cpu_fallback_i
 
 
 class FakeOrt:
-    """An onnxruntime stand-in recording the order of calls; its CUDA provider loads only after preload_dlls()."""
+    """An onnxruntime stand-in recording the order of calls; its CUDA provider "loads" only after preload_dlls(), and
+    a CUDA session computes on the CPU (its IO binding puts every "cuda" buffer in host memory)."""
 
-    def __init__(self, *, can_preload: bool = True, cuda_loads: bool = True) -> None:
+    def __init__(self, *, can_preload: bool = True) -> None:
         import onnxruntime
 
         self.calls: list[str] = []
-        self.cuda_loads, self.real = cuda_loads, onnxruntime
-        self.SessionOptions, self.OrtValue, self.__version__ = onnxruntime.SessionOptions, onnxruntime.OrtValue, "x"
+        self.real, self.SessionOptions, self.__version__ = onnxruntime, onnxruntime.SessionOptions, "x"
+        self.OrtValue = types.SimpleNamespace(
+            ortvalue_from_numpy=lambda array, kind, index: onnxruntime.OrtValue.ortvalue_from_numpy(array, "cpu", 0))
         if can_preload:
             self.preload_dlls = lambda: self.calls.append("preload_dlls") or print("\x1b[33mWARNING: cuDNN 9 not "
                                                                                     "found\x1b[0m")
@@ -251,11 +253,18 @@ class FakeOrt:
         names = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.calls.append(f"session {names}")
         session = self.real.InferenceSession(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
-        loaded = self.cuda_loads and "preload_dlls" in self.calls and "CUDAExecutionProvider" in names
+        loaded = "preload_dlls" in self.calls and "CUDAExecutionProvider" in names
+
+        def io_binding():
+            binding = session.io_binding()
+            return types.SimpleNamespace(bind_ortvalue_input=binding.bind_ortvalue_input,
+                                         bind_output=lambda name, kind, index: binding.bind_output(name, "cpu", 0),
+                                         get_outputs=binding.get_outputs, real=binding)
+
         return types.SimpleNamespace(
             get_providers=lambda: (["CUDAExecutionProvider"] if loaded else []) + ["CPUExecutionProvider"],
-            get_outputs=session.get_outputs, io_binding=session.io_binding,
-            run_with_iobinding=session.run_with_iobinding)
+            get_outputs=session.get_outputs, io_binding=io_binding,
+            run_with_iobinding=lambda binding: session.run_with_iobinding(binding.real))
 
 
 def test_gpu_libraries_are_preloaded_before_a_cuda_session_is_created(model, monkeypatch):
