@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -135,6 +138,25 @@ def test_verification_refuses_a_graph_that_reads_the_uint8_image_before_casting(
     result = verify_onnx(tmp_path / "old.onnx", reference, precision="fp32", batches=frames, progress=False)
     assert result.status == "failed" and result.label_agreement == 1.0  # ONNX Runtime does not mind; TensorRT does
     assert any(f"Shape {shape.name!r}" in r and "exactly one reader, a Cast to float32" in r for r in result.reasons)
+
+
+def test_every_operator_of_the_exports_is_reviewed_in_the_deployment_notes(exported):
+    """docs/deploy.md reviews each operator against TensorRT's ONNX parser; a new operator in the graph (a new fusion
+    mode, a TTA flip) needs its row there before it ships."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    reviewed = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
+    used = {n.op_type for p in (exported["fp32"], exported["fp16"].path)
+            for n in onnx.load(str(p), load_external_data=False).graph.node}
+    assert used and used <= reviewed, f"review {sorted(used - reviewed)} in docs/deploy.md"
+
+
+def test_ceil_mode_max_pool_sizes_equal_tensorrts_round_up_formula():
+    """TensorRT imports ceil_mode=1 as PaddingMode EXPLICIT_ROUND_UP, O = ceil((I + 2p − k)/s) + 1; PyTorch also drops
+    a last window that would start in the right padding. For DeepLab's stem pool (k 3, s 2, p 1) the two agree."""
+    sizes = range(1, 2049)
+    torch_sizes = [torch.nn.functional.max_pool2d(torch.zeros(1, 1, 1, n), (1, 3), (1, 2), (0, 1), ceil_mode=True)
+                   .shape[3] for n in sizes]
+    assert torch_sizes == [math.ceil((n + 2 - 3) / 2) + 1 for n in sizes]
 
 
 def test_fp16_weights_live_in_the_external_data_file(exported):
