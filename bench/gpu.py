@@ -39,6 +39,9 @@ by ``bench_train_step``.
 12. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
 13. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch
     on the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
+14. ``deploy_check``: the same exported file, FP32 and FP16, through the runtime as an application runs it
+    (``gpu_runtime.deployment_check``): ONNX Runtime CUDA must really get ``CUDAExecutionProvider`` first (the item
+    fails otherwise), and TensorRT (when installed) builds a static engine; labels against ONNX Runtime CPU.
 """
 from __future__ import annotations
 
@@ -83,6 +86,7 @@ class Item:
     needs_s: float
     run: Callable[[float], dict[str, Any]]
     cuda_only: bool = False
+    cuda_why: str = "CUDA graphs"  # what needs the CUDA device, for the skip note
 
 
 def _nvidia_smi() -> dict[str, Any]:
@@ -255,8 +259,23 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
              run=lambda left: export_parity(work, device, model=sizes["model"],
                                             working_size=(128, 64) if tiny else (1024, 512),
                                             frame_size=(256, 128) if tiny else (2048, 1024))),
+        _deploy_item(work, sizes["model"], tiny),
     ]
     return items
+
+
+def _deploy_item(work: Path, model: str, tiny: bool) -> Item:
+    working, frame = ((128, 64), (256, 128)) if tiny else ((1024, 512), (2048, 1024))
+
+    def run(left_s: float) -> dict[str, Any]:
+        from ftadapt.bench.gpu_runtime import deployment_check
+        from ftadapt.bench.runtime_latency import export_random_model
+
+        return {p: deployment_check(export_random_model(work, model, working, p), frame, engine_cache=work / "engines")
+                for p in ("fp32", "fp16")}
+
+    return Item("deploy_check", needs_s=30.0 if tiny else 240.0, run=run, cuda_only=True,
+                cuda_why="ONNX Runtime CUDA and TensorRT")
 
 
 def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
@@ -288,7 +307,7 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
             report["skipped"][item.name] = "--skip" if item.name in skip else "not in --only"
             continue
         if item.cuda_only and dev.type != "cuda":
-            report["skipped"][item.name] = "needs a CUDA device (CUDA graphs)"
+            report["skipped"][item.name] = f"needs a CUDA device ({item.cuda_why})"
             continue
         if left < item.needs_s:
             report["skipped"][item.name] = f"time budget: {left:.0f} s left, the item needs about {item.needs_s:.0f} s"

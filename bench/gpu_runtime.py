@@ -19,10 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ftadapt.bench.report import torch_info
 from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
 from ftadapt.errors import FtadaptError
-from ftadapt.runtime import Segmenter
+from ftadapt.runtime import BackendUnavailable, Segmenter
+
+
+class CheckFailed(FtadaptError):
+    """A requirement of the GPU check did not hold (e.g. ONNX Runtime ran on the CPU while asked for CUDA)."""
 
 
 def _measure(label: str, make: Any, frames: list, warmup: int, runs: int, extra: Any = None) -> dict[str, Any] | str:
@@ -94,6 +100,45 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
             "working_size": list(working_size), "frame_size": list(frame_size), "export_or_reuse_s": round(export_s, 2),
             "machine": {**machine(), **torch_info("cuda")}, "results": results,
             "timing": "wall clock per Segmenter call (host frame in, host int32 label map out), after warm-up"}
+
+
+def _agreement(seg: Segmenter, batch: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.mean(seg.predict_batch(batch) == expected))
+
+
+def deployment_check(path: str | Path, frame_size: tuple[int, int] = (2048, 1024),
+                     engine_cache: str | Path | None = None) -> dict[str, Any]:
+    """A file ``ftadapt export`` wrote, run as an application would, against ONNX Runtime on the CPU (the reference):
+    ONNX Runtime CUDA — which must really run on CUDA, ``providers[0] == "CUDAExecutionProvider"``, else CheckFailed
+    — and TensorRT with a static engine for ``frame_size`` (W, H), when TensorRT and pycuda import. Reports the share
+    of identical labels on two random frames and what the TensorRT engine is (FP16 layers, build time)."""
+    from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt
+
+    batch = np.stack(random_frames(frame_size, count=2, seed=1))
+    with Segmenter(path, "onnxruntime", device="cpu") as seg:
+        expected = seg.predict_batch(batch)
+    report: dict[str, Any] = {"model": str(path), "frame_size": list(frame_size), "reference": "onnxruntime CPU"}
+    try:
+        seg = Segmenter(path, "onnxruntime", device=0)
+    except BackendUnavailable as exc:
+        raise CheckFailed(f"ONNX Runtime CUDA did not load: {exc}") from None
+    with seg:
+        if seg.providers[0] != "CUDAExecutionProvider":
+            raise CheckFailed(f"ONNX Runtime gave {list(seg.providers)} for device 0, not CUDAExecutionProvider first")
+        report["onnxruntime_cuda"] = {"providers": list(seg.providers), "notes": list(seg.notes),
+                                      "identical_labels": _agreement(seg, batch, expected)}
+    try:
+        import_tensorrt()
+        import_pycuda()
+    except BackendUnavailable as exc:
+        report["tensorrt"] = f"not available: {exc}"
+        return report
+    h_w = (frame_size[1], frame_size[0])
+    with Segmenter(path, "tensorrt", engine_cache=engine_cache, max_size=h_w, min_size=h_w) as seg:
+        info = seg.describe()
+        report["tensorrt"] = {"tensorrt": info["tensorrt"], "tensorrt_cuda": info["tensorrt_cuda"],
+                              "engine": info["engine"], "identical_labels": _agreement(seg, batch[:1], expected[:1])}
+    return report
 
 
 if __name__ == "__main__":  # python -m ftadapt.bench.gpu_runtime: the same as `ftadapt bench gpu-runtime`

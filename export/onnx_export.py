@@ -33,6 +33,7 @@ from ftadapt.protocol import CITYSCAPES_SIZE
 DEFAULT_OPSET = 20
 EXTERNAL_DATA_BYTES = 1536 * 2**20
 MAX_DIM = 16384
+FLOAT32 = 1  # onnx.TensorProto.FLOAT
 
 
 class VerificationError(FtadaptError):
@@ -86,8 +87,29 @@ def _torch_export(graph: torch.nn.Module, destination: Path, info: ArtifactInfo,
         program = torch.onnx.export(graph, (example,), input_names=["image"], output_names=outputs,
                                     opset_version=info.opset, dynamo=True, dynamic_shapes=shapes, optimize=True,
                                     verify=False, verbose=False)
+    cast_image_first(program.model)
     program.model.metadata_props.update(info.to_props())
     program.save(str(destination), external_data=external)
+
+
+def cast_image_first(model: Any) -> None:
+    """Rewire the exported graph (an ``onnx_ir`` model) so that one Cast to float32 is the only reader of ``image``.
+
+    TensorRT accepts UINT8 only as a network input feeding a Cast directly (DESIGN.md §7; ``docs/deploy.md``). The
+    module casts first, but the exporter also reads the frame's H and W with ``Shape(image)`` for the final upsample;
+    every reader other than the Cast is given the Cast's output instead (same shape, so the same sizes).
+    """
+    image = next(v for v in model.graph.inputs if v.name == "image")
+    casts = [node for node, _ in image.uses() if node.op_type == "Cast" and node.domain == ""
+             and node.attributes["to"].as_int() == FLOAT32]
+    if not casts:
+        readers = ", ".join(sorted({node.op_type for node, _ in image.uses()})) or "nothing"
+        raise FtadaptError(f"the exported graph reads 'image' with {readers} but has no Cast of it to float32; "
+                           "SegmentationGraph.preprocess must cast the uint8 frame before anything else")
+    for node, index in list(image.uses()):
+        if node is not casts[0]:
+            node.replace_input_with(index, casts[0].outputs[0])
+    model.graph.sort()  # the exporter placed the Shape nodes before the Cast they now read
 
 
 def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = "fp32",
@@ -138,4 +160,4 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
     return result
 
 
-__all__ = ["export_onnx", "ExportResult", "VerificationError", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "cast_image_first", "ExportResult", "VerificationError", "DEFAULT_OPSET"]

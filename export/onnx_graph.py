@@ -51,8 +51,11 @@ class SegmentationGraph(nn.Module):
         self.register_buffer("mean_bgr", torch.tensor(IMG_MEAN_BGR, dtype=torch.float32).view(1, 3, 1, 1))
 
     def preprocess(self, image: Tensor) -> Tensor:
-        """Shape: uint8 N×H×W×3 (RGB) → float32 N×3×h×w (BGR − mean) at the working size (w, h)."""
-        x = image.permute(0, 3, 1, 2).float().flip(1) - self.mean_bgr
+        """Shape: uint8 N×H×W×3 (RGB) → float32 N×3×h×w (BGR − mean) at the working size (w, h).
+
+        The cast comes first: TensorRT takes UINT8 only as a network input that feeds a Cast directly (DESIGN.md §7).
+        """
+        x = image.float().permute(0, 3, 1, 2).flip(1) - self.mean_bgr
         w, h = self.working_size
         return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
 

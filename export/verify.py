@@ -97,6 +97,18 @@ def verification_frames(sizes: list[tuple[int, int]], per_size: int = 2, seed: i
             for size in sizes]
 
 
+def image_input_problems(model: onnx.ModelProto) -> list[str]:
+    """Why TensorRT would reject the graph's ``image`` input: it must be uint8 and read by exactly one node, a Cast to
+    float32 (TensorRT takes UINT8 only as a network input that feeds a Cast; ``docs/deploy.md``). Empty when fine."""
+    readers = [n for n in model.graph.node if "image" in n.input]
+    casts = [n for n in readers if n.op_type == "Cast"
+             and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    if len(readers) == 1 and casts:
+        return []
+    shown = ", ".join(f"{n.op_type} {n.name!r}" for n in readers) or "no node"
+    return [f"'image' is read by {shown}; TensorRT needs exactly one reader, a Cast to float32"]
+
+
 def _session(path: Path) -> tuple[Any, str, Path | None]:
     """An ORT CPU session that outputs the fused probabilities, its probs output name, and any file to delete."""
     model = onnx.load(str(path), load_external_data=False)
@@ -130,8 +142,9 @@ def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precis
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
         return result("failed", f"{type(exc).__name__}: {exc}", ["onnx.checker rejected the file"])
+    reasons = image_input_problems(onnx.load(str(path), load_external_data=False))
     session, probs_name, extra = _session(path)
-    reasons, diffs, same, ties, total = [], [], 0, 0, 0
+    diffs, same, ties, total = [], 0, 0, 0
     try:
         for batch in tqdm(batches, desc=f"verify {precision}", unit="batch", disable=not progress):
             labels, probs = session.run(["labels", probs_name], {"image": batch})
@@ -165,5 +178,5 @@ def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precis
     return result("failed" if reasons else "passed", "ok", reasons, max_abs_prob=max_diff,
                   label_agreement=agreement, identical_labels=identical)
 
-__all__ = ["Verification", "verify_onnx", "verification_frames", "default_sizes", "FP32_MAX_PROB_DIFF",
-           "FP32_MIN_AGREEMENT", "FP16_MIN_AGREEMENT"]
+__all__ = ["Verification", "verify_onnx", "image_input_problems", "verification_frames", "default_sizes",
+           "FP32_MAX_PROB_DIFF", "FP32_MIN_AGREEMENT", "FP16_MIN_AGREEMENT"]

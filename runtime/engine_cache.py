@@ -1,7 +1,9 @@
 """The TensorRT engine cache: shape profiles, the cache key (DESIGN.md §4) and validated reads and atomic writes.
 
-An engine (plan) is valid only for the exact ONNX bytes, TensorRT version, GPU model and compute capability,
-precision, shape profile and builder settings it was built with. All of them go into the key; the cache file is named
+An engine (plan) is valid only for the exact ONNX bytes, TensorRT version and the CUDA major version that TensorRT
+build targets (the CUDA 12 and CUDA 13 builds of one TensorRT share ``trt.__version__``), GPU model and compute
+capability, precision, the outputs it computes, shape profile and builder settings it was built with. All of them go
+into the key; the cache file is named
 by the key's digest and a JSON record beside it repeats the full key and the plan's sha256. A plan whose record is
 missing, names another key (foreign or stale) or whose bytes do not match (corrupt) is never handed to TensorRT:
 the lookup says why, and the caller rebuilds or refuses. Nothing here imports TensorRT, so it is tested on any machine.
@@ -20,7 +22,7 @@ from ftadapt.errors import FtadaptError, UsageError
 from ftadapt.fsutil import atomic_path, write_text_atomic
 from ftadapt.runtime.frames import Size, check_batch, check_size
 
-ENGINE_FORMAT = 1  # bump when the key fields or the record layout change
+ENGINE_FORMAT = 2  # bump when the key fields or the record layout change
 DEFAULT_MAX_SIZE: Size = (1024, 2048)  # (H, W) of a Cityscapes camera frame
 Shape = tuple[int, int, int, int]
 
@@ -58,19 +60,30 @@ class ShapeProfile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
-def compute_profile(max_batch: int | None = None, max_size: object = None, min_size: object = None) -> ShapeProfile:
+def compute_profile(max_batch: int | None = None, max_size: object = None, min_size: object = None, *,
+                    opt_batch: int | None = None, opt_size: object = None) -> ShapeProfile:
     """The ``image`` profile for frames up to ``max_size`` (H, W; default 1024×2048) in batches up to ``max_batch``
-    (default 1), down to ``min_size`` (default 1×1) and batch 1. TensorRT tunes for opt = the largest shape.
+    (default 1), down to ``min_size`` (default 1×1) and batch 1.
 
-    ``min_size == max_size`` with ``max_batch == 1`` gives a static profile (one camera resolution, per-frame calls).
+    TensorRT picks its tactics for the opt shape: ``opt_batch`` (default 1) frames of ``opt_size`` (default
+    ``max_size``) — a driving-perception app runs one frame per call at its camera size, so that is what is tuned by
+    default, not the largest batch. ``min_size == max_size`` with ``max_batch == 1`` gives a static profile (one
+    camera resolution, per-frame calls).
     """
     batch = 1 if max_batch is None else check_batch(max_batch)
     high = check_size(max_size, "max_size") or DEFAULT_MAX_SIZE
     low = check_size(min_size, "min_size") or (1, 1)
     if low[0] > high[0] or low[1] > high[1]:
         raise UsageError(f"min_size {low[0]}×{low[1]} exceeds max_size {high[0]}×{high[1]} (both H×W)")
-    top: Shape = (batch, high[0], high[1], 3)
-    return ShapeProfile(min=(1, low[0], low[1], 3), opt=top, max=top)
+    opt_n = 1 if opt_batch is None else check_batch(opt_batch, "opt_batch")
+    opt_hw = check_size(opt_size, "opt_size") or high
+    if opt_n > batch:
+        raise UsageError(f"opt_batch={opt_n} exceeds max_batch={batch}; tune for a batch the engine takes")
+    if not (low[0] <= opt_hw[0] <= high[0] and low[1] <= opt_hw[1] <= high[1]):
+        raise UsageError(f"opt_size {opt_hw[0]}×{opt_hw[1]} is outside min_size {low[0]}×{low[1]} … max_size "
+                         f"{high[0]}×{high[1]} (all H×W)")
+    return ShapeProfile(min=(1, low[0], low[1], 3), opt=(opt_n, opt_hw[0], opt_hw[1], 3),
+                        max=(batch, high[0], high[1], 3))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +97,14 @@ class EngineKey:
     precision: str
     profile: ShapeProfile
     builder: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cuda: str = "unknown"  # the CUDA major version of this TensorRT build, e.g. "cuda13"
+    outputs: tuple[str, ...] = ("labels",)  # the outputs the engine computes (others are unmarked before the build)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": ENGINE_FORMAT, "model_sha256": self.model_sha256, "tensorrt": self.tensorrt,
-                "gpu": self.gpu, "compute_capability": self.compute_capability, "precision": self.precision,
-                "profile": self.profile.to_dict(), "builder": dict(sorted(self.builder.items()))}
+                "cuda": self.cuda, "gpu": self.gpu, "compute_capability": self.compute_capability,
+                "precision": self.precision, "outputs": sorted(self.outputs), "profile": self.profile.to_dict(),
+                "builder": dict(sorted(self.builder.items()))}
 
     def digest(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -129,8 +145,9 @@ class EngineCache:
         return self.root / f"{_slug(Path(model_name).stem)}-{key.digest()[:24]}.engine"
 
     def timing_cache_path(self, key: EngineKey) -> Path:
-        """Timing caches are reusable across models but not across TensorRT versions or GPU models."""
-        return self.root / f"timing-trt{_slug(key.tensorrt)}-{_slug(key.gpu)}-sm{_slug(key.compute_capability)}.cache"
+        """Timing caches are reusable across models but not across TensorRT builds or GPU models."""
+        return self.root / (f"timing-trt{_slug(key.tensorrt)}-{_slug(key.cuda)}-{_slug(key.gpu)}"
+                            f"-sm{_slug(key.compute_capability)}.cache")
 
     def lookup(self, key: EngineKey, model_name: str) -> Lookup:
         """The cached plan for ``key``, checked against its record (see the module docstring)."""

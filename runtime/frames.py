@@ -28,10 +28,10 @@ def check_size(value: object, name: str) -> Size | None:
     return h, w
 
 
-def check_batch(value: object) -> int:
+def check_batch(value: object, name: str = "max_batch") -> int:
     """A batch limit: a positive int."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"max_batch={value!r}: expected a positive integer")
+        raise UsageError(f"{name}={value!r}: expected a positive integer")
     return value
 
 

@@ -141,6 +141,28 @@ def _external_locations(r: _Reader, start: int, end: int) -> list[str]:
     return found
 
 
+def input_readers(path: str | os.PathLike, name: str) -> list[tuple[str, str]]:
+    """(op type, node name) of every node of the model's graph that takes the tensor ``name`` as an input.
+
+    Reads the node list only (NodeProto: input 1, name 3, op_type 4), which TensorRT's UINT8 rule needs: a uint8
+    network input must feed a Cast and nothing else. Call it once per engine build, not per Segmenter: a big graph
+    has thousands of nodes.
+    """
+    path = Path(path)
+    found = []
+    with open(path, "rb") as f:
+        r = _Reader(f, str(path))
+        graphs = r.children(0, path.stat().st_size, 7)
+        for g_start, g_end in graphs[:1]:
+            for n_start, n_end in r.children(g_start, g_end, 1):
+                fields = [(n, r.text(v, size)) for n, w, v, size in list(r.fields(n_start, n_end)) if w == _LEN
+                          and n in (1, 3, 4)]
+                if (1, name) in fields:
+                    texts = dict(fields)
+                    found.append((texts.get(4, "?"), texts.get(3, "")))
+    return found
+
+
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Metadata, graph inputs/outputs and external-data files of the ONNX model at ``path``.
 
@@ -172,4 +194,4 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
                      data_files=tuple(data_files))
 
 
-__all__ = ["ModelFile", "TensorSpec", "read_model_file"]
+__all__ = ["ModelFile", "TensorSpec", "input_readers", "read_model_file"]

@@ -2,12 +2,19 @@
 
 Facts from ``reference/deploy.md`` §0.4 and §6: providers are requested explicitly, and the providers a session really
 got (``get_providers()``) are checked and exposed, because ``onnxruntime-gpu`` lists CUDA and TensorRT as *available*
-on any machine and silently falls back to the CPU when their libraries are missing. Inputs and outputs go through IO
+on any machine and silently falls back to the CPU when their libraries are missing. Those libraries (cudart, cuBLAS,
+cuRAND, cuFFT, cuDNN) usually come from the ``nvidia-*`` wheels, which are not on the loader's path unless something
+loaded them first — torch does, but ``ftadapt.runtime`` imports no torch — so before a session that requests CUDA or
+TensorRT, ``onnxruntime.preload_dlls()`` loads them (ONNX Runtime ≥ 1.21). If a GPU provider still does not load while
+``device`` names a GPU, that is an error unless the caller allowed the CPU fallback. Inputs and outputs go through IO
 binding on the device the session runs on, so only the requested outputs come back to the host (``probs`` at full
 resolution is 19× the label map). The session is created once; ``run`` allocates only the returned arrays.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import warnings
 from typing import Any
 
@@ -44,14 +51,47 @@ def _provider_name(provider: Any) -> str:
     return provider[0] if isinstance(provider, (tuple, list)) else str(provider)
 
 
+def preload_gpu_libraries(ort: Any, requested: list[Any]) -> list[str]:
+    """Call ``onnxruntime.preload_dlls()`` when ``requested`` names a GPU provider and this ONNX Runtime has it (1.21+):
+    it loads cudart, cuBLAS, cuRAND, cuFFT and cuDNN from the ``nvidia-*`` wheels (or a compatible torch) so that the
+    CUDA provider's library can resolve them. Returns notes: what it printed (it reports problems with ``print``)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or not any(_provider_name(p) in _GPU_PROVIDERS for p in requested):
+        return []
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as exc:  # it loads shared libraries: OSError and whatever else the platform raises
+        return [f"onnxruntime.preload_dlls() failed: {type(exc).__name__}: {exc}"]
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", printed.getvalue()).split())
+    return [f"onnxruntime.preload_dlls(): {text}"] if text else []
+
+
+def _gpu_fallback(obtained: tuple[str, ...], missing: list[str], device: int | str, cpu_fallback: bool) -> str:
+    """The note for requested providers the session did not get; BackendUnavailable when ``device`` is a GPU, no GPU
+    provider was obtained and the caller did not allow running on the CPU."""
+    note = (f"ONNX Runtime did not give the requested {', '.join(missing)} (its log above says why); running on "
+            f"{', '.join(obtained)}")
+    lost_gpu = any(n in _GPU_PROVIDERS for n in missing) and obtained[0] not in _GPU_PROVIDERS
+    if lost_gpu and device != "cpu" and not cpu_fallback:
+        raise BackendUnavailable(
+            f"ONNX Runtime could not load its {' or '.join(n for n in missing if n in _GPU_PROVIDERS)} for device "
+            f"{device} and would run on the CPU (its log above names the missing library). Install the CUDA "
+            "libraries it needs (pip install 'onnxruntime-gpu[cuda,cudnn]'), or pass device='cpu' to run on the CPU "
+            "on purpose, or cpu_fallback=True to accept the fallback")
+    return note
+
+
 class OrtBackend:
     """Runs an exported model with ONNX Runtime. ``providers`` overrides the default order (e.g. to add TensorRT's
-    EP); ``threads`` sets the intra-op thread count (default: ONNX Runtime's, one per physical core)."""
+    EP); ``threads`` sets the intra-op thread count (default: ONNX Runtime's, one per physical core);
+    ``cpu_fallback`` lets a session meant for a GPU run on the CPU (with a warning) when no GPU provider loads."""
 
     name = "onnxruntime"
 
     def __init__(self, model: ModelFile, *, device: int | str = 0, providers: list[Any] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, cpu_fallback: bool = False) -> None:
         ort = import_onnxruntime()
         self._ort = ort
         notes: list[str] = []
@@ -59,6 +99,7 @@ class OrtBackend:
             requested, notes = default_providers(device)
         else:
             requested = list(providers)
+        notes += preload_gpu_libraries(ort, requested)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: a failed provider still logs why
         if threads is not None:
@@ -70,11 +111,9 @@ class OrtBackend:
         self.providers = tuple(self._session.get_providers())
         missing = [n for n in map(_provider_name, requested) if n not in self.providers]
         if missing:
-            note = (f"ONNX Runtime did not give the requested {', '.join(missing)} (its log above says why); running "
-                    f"on {', '.join(self.providers)}")
+            note = _gpu_fallback(self.providers, missing, device, cpu_fallback)
             notes.append(note)
-            if providers is not None:
-                warnings.warn(note, RuntimeWarning, stacklevel=3)
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
         self.notes = tuple(notes)
         gpu = self.providers[0] in _GPU_PROVIDERS
         self._device = ("cuda", device if isinstance(device, int) else 0) if gpu else ("cpu", 0)
@@ -96,4 +135,4 @@ class OrtBackend:
         self._session = None
 
 
-__all__ = ["ORT_HINT", "OrtBackend", "default_providers", "import_onnxruntime"]
+__all__ = ["ORT_HINT", "OrtBackend", "default_providers", "import_onnxruntime", "preload_gpu_libraries"]

@@ -11,6 +11,10 @@ The model is the ONNX file ``ftadapt export`` wrote (DESIGN.md §4): pre-process
 inside it, so frames go in as they come from the camera (RGB, any size within ``max_size``). Its metadata gives the
 class names, the palette and the precision.
 
+``backend="auto"`` takes TensorRT when it imports and a GPU is there, and falls back to ONNX Runtime — noting why in
+``notes`` — when it does not, and also when building or loading the engine fails (an unsupported graph, out of
+memory, …). A backend named explicitly never falls back: its failure is the error.
+
 Thread safety: a Segmenter owns one execution context and one CUDA stream (TensorRT) or one session (ONNX Runtime);
 calls from several threads are serialised by a lock, so sharing one Segmenter is safe but not parallel. For parallel
 streams create one Segmenter per thread — TensorRT engines come from the shared engine cache.
@@ -29,8 +33,8 @@ import numpy as np
 from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.errors import UsageError
 from ftadapt.labels import colorize, palette_table
-from ftadapt.runtime.backends import choose_backend
-from ftadapt.runtime.engine_cache import EngineCache, compute_profile
+from ftadapt.runtime.backends import BackendUnavailable, choose_backend
+from ftadapt.runtime.engine_cache import EngineCache, EngineError, compute_profile
 from ftadapt.runtime.frames import check_batch, check_frame, check_size, stack_frames
 from ftadapt.runtime.onnx_file import ModelFile, read_model_file
 from ftadapt.runtime.ort_backend import OrtBackend
@@ -66,46 +70,68 @@ class Segmenter:
         max_size: (H, W) of the largest frame (TensorRT default 1024×2048; ONNX Runtime: no limit unless given).
         stream: a ``pycuda.driver.Stream`` for TensorRT work (default: the Segmenter's own non-default stream).
         min_size: (H, W) of the smallest frame (TensorRT, default 1×1); ``min_size == max_size`` and
-            ``max_batch == 1`` give a static engine (fixed camera resolution), which also allows ``cuda_graph``.
+            ``max_batch == 1`` give a static engine (fixed camera resolution): the best tactics for that one shape.
         threads: ONNX Runtime intra-op threads.
         build: build a missing or invalid TensorRT engine (False: raise instead, for devices that must not build).
-        cuda_graph: replay TensorRT's enqueue as a CUDA graph (static profiles; needs ``cuda-bindings``).
+        cuda_graph: replay TensorRT's enqueue as a CUDA graph, captured per input shape (needs ``cuda-bindings``;
+            pays off at one camera size).
         workspace_mb: TensorRT builder workspace limit.
+        with_probs: also compute the fused probabilities, so that calls may pass ``probs=True`` (the model must have
+            been exported with ``--probs``). TensorRT otherwise builds its engine without that output — no
+            C×H×W×4-byte buffer per frame — and ONNX Runtime copies it only on the calls that ask.
+        opt_batch, opt_size: the batch and (H, W) TensorRT tunes its tactics for (default: 1 frame of ``max_size``,
+            one camera frame per call); part of the engine's cache key.
+        cpu_fallback: ``backend="onnxruntime"`` with a GPU ``device``: run on the CPU, with a warning, when ONNX
+            Runtime cannot load its CUDA/TensorRT provider (default: raise BackendUnavailable naming the fix).
+            ``backend="auto"`` always falls back.
     """
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto", device: int | str = 0,
                  providers: Sequence[Any] | None = None, engine_cache: str | os.PathLike | None = None,
                  max_batch: int | None = None, max_size: tuple[int, int] | None = None, stream: object = None, *,
                  min_size: tuple[int, int] | None = None, threads: int | None = None, build: bool = True,
-                 cuda_graph: bool = False, workspace_mb: int | None = None) -> None:
+                 cuda_graph: bool = False, workspace_mb: int | None = None, with_probs: bool = False,
+                 opt_batch: int | None = None, opt_size: tuple[int, int] | None = None,
+                 cpu_fallback: bool = False) -> None:
         self._lock = threading.Lock()
         self._impl: Any = None
         self.model_path = Path(model_path)
         model = read_model_file(model_path)
         self.metadata = ArtifactInfo.from_props(model.metadata, source=str(model_path))
         check_contract(model)
+        if with_probs and "probs" not in {t.name for t in model.outputs}:
+            raise UsageError(f"with_probs=True, but {self.model_path.name} has no 'probs' output; export it with "
+                             "`ftadapt export --probs`")
         choice = choose_backend(backend, device)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise UsageError(f"threads={threads!r}: expected a positive integer")
-        self.backend = choice.backend
-        if self.backend == "tensorrt":
+        self.with_probs, self.device, notes = bool(with_probs), device, list(choice.notes)
+        if choice.backend == "tensorrt":
             if providers is not None:
                 raise UsageError("providers= configures ONNX Runtime; drop it or pass backend='onnxruntime'")
-            profile = compute_profile(max_batch, max_size, min_size)
-            self._impl = TrtBackend(model, self.metadata, device=device, profile=profile,
-                                    cache=EngineCache(engine_cache), build=build, stream=stream,
-                                    cuda_graph=cuda_graph, workspace_mb=workspace_mb or DEFAULT_WORKSPACE_MB)
-            self.max_batch, self.max_size, self.min_size = profile.max_batch, profile.max_size, profile.min_size
-        else:
+            profile = compute_profile(max_batch, max_size, min_size, opt_batch=opt_batch, opt_size=opt_size)
+            try:
+                self._impl = TrtBackend(model, self.metadata, device=device, profile=profile,
+                                        cache=EngineCache(engine_cache), build=build, stream=stream,
+                                        cuda_graph=cuda_graph, workspace_mb=workspace_mb or DEFAULT_WORKSPACE_MB,
+                                        outputs=("labels", "probs") if with_probs else ("labels",))
+                self.max_batch, self.max_size, self.min_size = profile.max_batch, profile.max_size, profile.min_size
+            except (EngineError, BackendUnavailable) as exc:
+                if backend != "auto":
+                    raise
+                notes.append(f"TensorRT failed, so ONNX Runtime runs instead: {exc}")
+        if self._impl is None:
             if stream is not None or cuda_graph:
-                raise UsageError("stream= and cuda_graph= apply to the TensorRT backend only")
+                if backend == "onnxruntime":
+                    raise UsageError("stream= and cuda_graph= apply to the TensorRT backend only")
+                notes.append("stream= and cuda_graph= are ignored: they apply to TensorRT, and ONNX Runtime runs")
             self.max_batch = None if max_batch is None else check_batch(max_batch)
             self.max_size, self.min_size = check_size(max_size, "max_size"), check_size(min_size, "min_size")
             self._impl = OrtBackend(model, device=device, providers=None if providers is None else list(providers),
-                                    threads=threads)
+                                    threads=threads, cpu_fallback=cpu_fallback or backend == "auto")
+        self.backend: str = self._impl.name
         self.providers: tuple[str, ...] = self._impl.providers
-        self.notes: tuple[str, ...] = choice.notes + tuple(self._impl.notes)
-        self.device = device
+        self.notes: tuple[str, ...] = tuple(notes) + tuple(self._impl.notes)
         self._palette = palette_table(self.metadata.palette)
         # Releases the backend if the caller never closes it: at garbage collection or, at the latest, before the
         # interpreter tears down modules (pycuda and TensorRT need their context alive to free memory).
@@ -127,9 +153,9 @@ class Segmenter:
         with self._lock:
             if self._impl is None:
                 raise UsageError("this Segmenter is closed; create a new one")
-            if probs and "probs" not in self._impl.outputs:
-                raise UsageError(f"{self.model_path.name} has no 'probs' output; export it with `ftadapt export "
-                                 "--probs` to ask for probabilities")
+            if probs and not self.with_probs:
+                raise UsageError("probs=True needs a Segmenter created with with_probs=True (the TensorRT engine then "
+                                 "computes them; the model must have been exported with `ftadapt export --probs`)")
             parts = [self._impl.run(batch[i:i + step], names) for i in range(0, len(batch), step)]
         return {n: parts[0][n] if len(parts) == 1 else np.concatenate([p[n] for p in parts]) for n in names}
 
@@ -159,7 +185,8 @@ class Segmenter:
                 "device": self.device, "precision": self.metadata.precision,
                 "working_size": list(self.metadata.working_size), "members": [m.name for m in self.metadata.members],
                 "max_batch": self.max_batch, "max_size": self.max_size, "min_size": self.min_size,
-                "notes": list(self.notes), **(self._impl.description if self._impl is not None else {})}
+                "with_probs": self.with_probs, "notes": list(self.notes),
+                **(self._impl.description if self._impl is not None else {})}
 
     def close(self) -> None:
         """Release the engine, context, stream and buffers (or the session). Idempotent."""

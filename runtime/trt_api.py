@@ -7,7 +7,9 @@ precision flag, so one code path serves both (§1.3).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import re
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -16,6 +18,9 @@ from ftadapt.runtime.backends import BackendUnavailable
 
 MIN_VERSION = (10, 12)
 NEXT_UNSUPPORTED = (12, 0)
+PROC_MAPS = Path("/proc/self/maps")  # Linux: the files mapped into this process, shared libraries included
+_CU_DIST = re.compile(r"tensorrt[-_.]cu(\d+)([-_.](bindings|libs))?")
+_CUDART = re.compile(r"/libcudart\.so\.(\d+)(\.|$)")
 INSTALL_HINT = ("install the `trt` extra (pip install 'ftadapt[trt]'; TensorRT ≥ 10.12 with the CUDA libraries for "
                 "your driver) or use backend='onnxruntime'")
 
@@ -54,6 +59,28 @@ def import_tensorrt() -> ModuleType:
     return trt
 
 
+def tensorrt_cuda(trt: ModuleType) -> str:
+    """The CUDA major version this TensorRT build targets, e.g. "cuda13", for the engine-cache key.
+
+    ``trt.__version__`` is the same for the CUDA 12 and CUDA 13 builds of a TensorRT release, and their plans are not
+    interchangeable. pip installs name the build: the ``tensorrt-cu12``/``tensorrt-cu13`` distributions (and their
+    ``-bindings``/``-libs``) of this version. Other installs (tar, deb) are told apart by the CUDA runtime library
+    loaded into the process (``libcudart.so.<major>``, Linux); "unknown" when neither says.
+    """
+    majors = set()
+    for dist in importlib.metadata.distributions():
+        match = _CU_DIST.fullmatch((dist.metadata["Name"] or "").lower())
+        if match and dist.version == trt.__version__:
+            majors.add(match.group(1))
+    if not majors:
+        try:
+            maps = PROC_MAPS.read_text()
+        except OSError:
+            maps = ""
+        majors = {m.group(1) for m in _CUDART.finditer(maps)}
+    return "+".join(f"cuda{m}" for m in sorted(majors)) or "unknown"
+
+
 def import_pycuda() -> ModuleType:
     """``pycuda.driver`` (initialised); BackendUnavailable naming the fix when pycuda or the driver is missing."""
     try:
@@ -80,4 +107,4 @@ def numpy_dtype(trt: ModuleType, dtype: object) -> np.dtype:
 
 
 __all__ = ["INSTALL_HINT", "MIN_VERSION", "check_version", "import_pycuda", "import_tensorrt", "numpy_dtype",
-           "parse_version"]
+           "parse_version", "tensorrt_cuda"]

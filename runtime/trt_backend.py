@@ -3,9 +3,9 @@
 Execution follows ``reference/deploy.md`` §1.5–1.6 and §7.2: I/O tensors by name (``num_io_tensors``,
 ``get_tensor_name``, ``get_tensor_mode``), ``set_input_shape`` when the frame shape changes, device addresses bound
 once with ``set_tensor_address``, ``execute_async_v3`` on a non-default stream, and page-locked host buffers plus
-device buffers sized for the largest profile shape at start-up, so no frame allocates (the host buffer of ``probs``,
-19× the label map, only when probabilities are first asked for). The optional CUDA graph replays the enqueue for
-static profiles.
+device buffers sized for the largest profile shape at start-up, so no frame allocates. The engine has only the
+outputs asked for (``probs``, 19× the label map in FP32, only with ``outputs`` naming it). The optional CUDA graph
+replays the enqueue for the current input shape; a new shape drops it and captures again (at one camera size: once).
 
 CUDA context: the device's *primary* context is retained (once per device and process, and kept, as
 ``pycuda.autoprimaryctx`` does) and pushed around every call — what ``autoprimaryctx`` does at import, but for the
@@ -26,9 +26,16 @@ from ftadapt.artifact import ArtifactInfo
 from ftadapt.errors import UsageError
 from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
 from ftadapt.runtime.onnx_file import ModelFile
-from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt, numpy_dtype
+from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt, numpy_dtype, tensorrt_cuda
 from ftadapt.runtime.trt_cuda_graph import TrtCudaGraph, cuda_runtime
-from ftadapt.runtime.trt_engine import BUILDER_SETTINGS, DEFAULT_WORKSPACE_MB, load_or_build
+from ftadapt.runtime.trt_engine import (
+    BUILDER_SETTINGS,
+    DEFAULT_WORKSPACE_MB,
+    error_mark,
+    load_or_build,
+    logged_errors,
+    trt_logger,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -69,6 +76,17 @@ def _tensors(trt: ModuleType, engine: trt.ICudaEngine) -> tuple[list[str], list[
     return inputs, [n for n in names if n not in inputs]
 
 
+def check_labels_type(model: ModelFile) -> None:
+    """EngineError for a graph whose ``labels`` are not int32. ``ftadapt export`` writes int32; TensorRT's operator
+    docs allow an int64 → uint8 Cast into a uint8 network output, but no engine with one has been run, so the TensorRT
+    backend does not take the claim on trust (ONNX Runtime runs such a file)."""
+    labels = next((t for t in model.outputs if t.name == "labels"), None)
+    if labels is not None and labels.dtype != "int32":
+        raise EngineError(f"{model.path} returns {labels.dtype} labels; the TensorRT backend runs int32 labels only "
+                          "(uint8 network outputs are documented but unverified). Re-export the model with `ftadapt "
+                          "export` (int32 labels) or use backend='onnxruntime'")
+
+
 class TrtBackend:
     """Runs an exported model with TensorRT on one GPU (see the module docstring). Not thread-safe by itself."""
 
@@ -76,10 +94,9 @@ class TrtBackend:
 
     def __init__(self, model: ModelFile, info: ArtifactInfo, *, device: int, profile: ShapeProfile,
                  cache: EngineCache, build: bool = True, stream: object = None, cuda_graph: bool = False,
-                 workspace_mb: int = DEFAULT_WORKSPACE_MB) -> None:
+                 workspace_mb: int = DEFAULT_WORKSPACE_MB, outputs: tuple[str, ...] = ("labels",)) -> None:
         trt, cuda = import_tensorrt(), import_pycuda()
-        if cuda_graph and not profile.static:
-            raise UsageError("cuda_graph=True needs a static profile: max_batch=1 and min_size equal to max_size")
+        check_labels_type(model)
         if cuda_graph:
             cuda_runtime()  # fail now, not at the second frame, when cuda-bindings is missing
         if stream is not None and not isinstance(stream, cuda.Stream):
@@ -101,8 +118,8 @@ class TrtBackend:
             gpu, capability = gpu_identity(cuda, device)
             key = EngineKey(model_sha256=model.sha256(), tensorrt=trt.__version__, gpu=gpu,
                             compute_capability=capability, precision=info.precision, profile=profile,
-                            builder=BUILDER_SETTINGS)
-            self._logger = trt.Logger(trt.Logger.WARNING)
+                            builder=BUILDER_SETTINGS, cuda=tensorrt_cuda(trt), outputs=tuple(outputs))
+            self._logger = trt_logger(trt)
             self._runtime = trt.Runtime(self._logger)
             self._engine, self.report = load_or_build(trt, self._runtime, self._logger, model, key, cache,
                                                       build=build, workspace_mb=workspace_mb)
@@ -115,9 +132,9 @@ class TrtBackend:
         self.providers = ("TensorRT",)
         self.outputs = tuple(self._outputs)
         self.notes = self.report.notes
-        self.description = {"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": capability,
-                            "engine": self.report.to_dict(), "static_profile": profile.static,
-                            "cuda_graph": cuda_graph}
+        self.description = {"tensorrt": trt.__version__, "tensorrt_cuda": key.cuda, "gpu": gpu,
+                            "compute_capability": capability, "engine": self.report.to_dict(),
+                            "profile": profile.to_dict(), "static_profile": profile.static, "cuda_graph": cuda_graph}
 
     def _setup(self) -> None:
         """Check the engine's I/O against the contract, size and allocate every buffer once, bind the addresses."""
@@ -126,37 +143,42 @@ class TrtBackend:
         self._dtypes = {n: numpy_dtype(trt, engine.get_tensor_dtype(n)) for n in inputs + self._outputs}
         if inputs != ["image"] or self._dtypes["image"] != np.uint8:
             raise EngineError(f"the engine's inputs are {inputs}; expected one uint8 'image' (re-export the model)")
-        if "labels" not in self._outputs or self._dtypes["labels"] not in (np.int32, np.uint8):
+        if "labels" not in self._outputs or self._dtypes["labels"] != np.int32:
             raise EngineError(f"the engine's outputs are {self._outputs}; expected an int32 'labels' (re-export)")
         self._context = engine.create_execution_context()
+        if self._context is None:
+            raise EngineError("TensorRT could not create an execution context (out of device memory?); lower "
+                              "max_batch/max_size or use backend='onnxruntime'")
         self._set_shape(self.profile.max)
         shapes = {"image": self.profile.max, **{n: self._shapes[n] for n in self._outputs}}
         self._nbytes = buffer_bytes(shapes, self._dtypes)
         for name, nbytes in self._nbytes.items():
-            self._device_mem[name] = cuda.mem_alloc(max(nbytes, 1))
+            try:
+                self._device_mem[name] = cuda.mem_alloc(max(nbytes, 1))
+                self._host[name] = cuda.pagelocked_empty(nbytes // self._dtypes[name].itemsize, self._dtypes[name])
+            except cuda.Error as exc:
+                raise EngineError(f"cannot allocate the {nbytes / 2**20:.0f} MiB buffers of {name!r} ({exc}); lower "
+                                  "max_batch/max_size or use backend='onnxruntime'") from None
             if not self._context.set_tensor_address(name, int(self._device_mem[name])):
                 raise EngineError(f"TensorRT refused the device address of {name!r}")
-        for name in ("image", "labels"):  # other outputs (probs: C× the labels) get host memory when first asked for
-            self._host_buffer(name)
         if self._own_stream:
             self._stream = cuda.Stream()
 
-    def _host_buffer(self, name: str) -> np.ndarray:
-        """The page-locked host buffer of ``name``, sized for the largest shape and allocated on first use."""
-        if name not in self._host:
-            dtype = self._dtypes[name]
-            self._host[name] = self._cuda.pagelocked_empty(self._nbytes[name] // dtype.itemsize, dtype)
-        return self._host[name]
-
     def _set_shape(self, shape: tuple[int, ...]) -> None:
+        """Set the input shape; a CUDA graph captured for another shape is dropped (a graph freezes shapes)."""
         if not self._context.set_input_shape("image", shape):
             raise UsageError(f"input shape {shape} is outside the engine's profile {self.profile.to_dict()}")
         self._shape = tuple(shape)
         self._shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in self._outputs}
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+            self._want_graph = True  # one plain enqueue at the new shape, then a new capture
 
     def _enqueue(self) -> None:
+        mark = error_mark(self._logger)
         if not self._context.execute_async_v3(self._stream.handle):
-            raise EngineError("TensorRT failed to enqueue the engine (its messages are above)")
+            raise EngineError(f"TensorRT failed to enqueue the engine: {logged_errors(self._logger, mark)}")
 
     def _run_graph_or_enqueue(self) -> None:
         if self._graph is not None:
@@ -186,7 +208,7 @@ class TrtBackend:
             views = {}
             for name in outputs:
                 shape = self._shapes[name]
-                views[name] = self._host_buffer(name)[: math.prod(shape)]
+                views[name] = self._host[name][: math.prod(shape)]
                 cuda.memcpy_dtoh_async(views[name], self._device_mem[name], self._stream)
             self._stream.synchronize()
             return {name: view.reshape(self._shapes[name]).copy() for name, view in views.items()}
@@ -219,4 +241,4 @@ class TrtBackend:
             self._ctx = None
 
 
-__all__ = ["TrtBackend", "buffer_bytes", "gpu_identity"]
+__all__ = ["TrtBackend", "buffer_bytes", "check_labels_type", "gpu_identity"]

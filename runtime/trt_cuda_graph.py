@@ -3,8 +3,8 @@
 pycuda has no stream-capture API, so capture uses NVIDIA's ``cuda-bindings`` runtime module on the pycuda stream's
 handle (the same primary context). trtexec's recipe: enqueue once outside capture (lazy initialisation must not be
 captured), capture one ``execute_async_v3`` on the non-default stream, instantiate, then replay with one launch per
-frame. A graph freezes shapes and tensor addresses, which is why it is offered only for static profiles with buffers
-allocated once. Host↔device copies stay outside the graph.
+frame. A graph freezes shapes and tensor addresses: the backend allocates its buffers once and drops the graph when
+the input shape changes (then captures again). Host↔device copies stay outside the graph.
 """
 from __future__ import annotations
 
@@ -44,8 +44,14 @@ class TrtCudaGraph:
                "capture start")
         try:
             enqueue()
-        finally:
-            graph = _check(rt.cudaStreamEndCapture(self._stream), "capture end")
+        except BaseException:
+            # End the capture so the stream is usable again, but report the enqueue's error, not the capture's
+            # (a failed enqueue usually invalidates the capture, so ending it fails too).
+            result = rt.cudaStreamEndCapture(self._stream)
+            if isinstance(result, tuple) and len(result) > 1 and int(result[0]) == 0 and result[1] is not None:
+                rt.cudaGraphDestroy(result[1])
+            raise
+        graph = _check(rt.cudaStreamEndCapture(self._stream), "capture end")
         try:
             self._exec = _check(rt.cudaGraphInstantiate(graph, 0), "instantiation")
         finally:

@@ -4,8 +4,12 @@ The build follows ``reference/deploy.md`` §1.2–1.3: the ONNX is parsed from i
 network is strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` — required on 10.12+, accepted and
 ignored on 11.x where strong typing is the only mode), no precision flag is ever set (FP16 comes from the graph),
 TF32 is cleared so an FP32 export builds a true FP32 engine, the workspace is capped, the timing cache persists
-between builds, and the ``image`` input gets the optimization profile. After a build the engine inspector counts the
-layers that run in half; an FP16 export whose engine has none is refused (it would silently be an FP32 engine).
+between builds, the ``image`` input gets the optimization profile, and outputs the caller did not ask for (``probs``:
+19× the label map) are unmarked so that the engine neither computes nor binds them. Before parsing, the graph is
+checked against TensorRT's UINT8 rule (the uint8 ``image`` must feed a Cast and nothing else), so an old export fails
+with the fix instead of a parser error. After a build the engine inspector counts the layers that run in half; an
+FP16 export whose engine has none is refused (it would silently be an FP32 engine). TensorRT's own messages go to
+the ``ftadapt.runtime.tensorrt`` logger; its errors are repeated in the ``EngineError`` of a failed build or load.
 
 Every function expects the CUDA context of the target device to be current (``TrtBackend`` pushes it).
 """
@@ -13,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
-from ftadapt.runtime.onnx_file import ModelFile
+from ftadapt.runtime.onnx_file import ModelFile, input_readers
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -101,9 +106,74 @@ def progress_monitor(trt: ModuleType) -> trt.IProgressMonitor:
     return BuildProgress()
 
 
+_LOGGERS: list = []  # [(tensorrt module, its logger)]: one per process (see trt_logger)
+
+
+def trt_logger(trt: ModuleType) -> trt.ILogger:
+    """The process's TensorRT logger: warnings and errors to the ``ftadapt.runtime.tensorrt`` logging logger (Python
+    prints them to stderr when logging is not configured), errors also kept in its ``errors`` list. TensorRT keeps
+    the first logger it is given for its global messages, so every Segmenter of the process shares this one."""
+    if not _LOGGERS or _LOGGERS[0][0] is not trt:
+        log = logging.getLogger("ftadapt.runtime.tensorrt")
+        levels = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
+                  trt.ILogger.WARNING: logging.WARNING}
+
+        class RecordingLogger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+
+            def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+                level = levels.get(severity)
+                if level == logging.ERROR:
+                    self.errors.append(msg)
+                if level is not None:
+                    log.log(level, "TensorRT: %s", msg)
+
+        _LOGGERS[:] = [(trt, RecordingLogger())]
+    return _LOGGERS[0][1]
+
+
+def error_mark(logger: object) -> int:
+    """How many errors ``logger`` has recorded so far (pass it to ``logged_errors`` after the call that may fail)."""
+    return len(getattr(logger, "errors", []))
+
+
+def logged_errors(logger: object, since: int) -> str:
+    """TensorRT's errors logged after the first ``since`` ones (the last three), for an EngineError message."""
+    errors = getattr(logger, "errors", [])[since:]
+    return "; ".join(errors[-3:]) if errors else "TensorRT logged no error; its warnings are above"
+
+
+def check_uint8_input(model: ModelFile) -> None:
+    """EngineError unless the uint8 ``image`` feeds one Cast and nothing else: TensorRT supports UINT8 only as a
+    network input or output, and rejects a uint8 input that a Transpose, Reshape or Shape reads (``docs/deploy.md``).
+    Exports written before ftadapt cast first read it with a Transpose and two Shapes."""
+    readers = input_readers(model.path, "image")
+    if [op for op, _ in readers] != ["Cast"]:
+        shown = ", ".join(f"{op} {name!r}" for op, name in readers) or "no node"
+        raise EngineError(f"{model.path} reads its uint8 'image' with {shown}; TensorRT takes uint8 only into a Cast "
+                          "that reads it directly, so it cannot build this graph. Re-export the model with this "
+                          "version of ftadapt (`ftadapt export`, which casts first) or use backend='onnxruntime'")
+
+
+def _keep_outputs(network: trt.INetworkDefinition, outputs: tuple[str, ...], path: object) -> None:
+    """Unmark every network output not in ``outputs``: TensorRT then neither computes nor binds it."""
+    for i in reversed(range(network.num_outputs)):
+        tensor = network.get_output(i)
+        if tensor.name not in outputs:
+            network.unmark_output(tensor)
+    kept = sorted(network.get_output(i).name for i in range(network.num_outputs))
+    if kept != sorted(outputs):
+        raise EngineError(f"{path} has no output {sorted(set(outputs) - set(kept))}; re-export it with "
+                          "`ftadapt export` (--probs for probabilities)")
+
+
 def build_plan(trt: ModuleType, logger: trt.ILogger, model: ModelFile, profile: ShapeProfile, *,
-               workspace_mb: int, timing_cache: bytes) -> tuple[bytes, bytes]:
-    """Parse and build; returns (serialized plan, updated timing cache). EngineError with the parser's messages."""
+               workspace_mb: int, timing_cache: bytes, outputs: tuple[str, ...] = ("labels",)) -> tuple[bytes, bytes]:
+    """Parse and build ``outputs`` only; returns (serialized plan, updated timing cache). EngineError with the parser's
+    or the builder's messages."""
+    check_uint8_input(model)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -115,6 +185,7 @@ def build_plan(trt: ModuleType, logger: trt.ILogger, model: ModelFile, profile: 
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     if inputs != ["image"]:
         raise EngineError(f"{model.path} has inputs {inputs}; the runtime expects exactly one, 'image'")
+    _keep_outputs(network, outputs, model.path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     config.clear_flag(trt.BuilderFlag.TF32)
@@ -132,10 +203,11 @@ def build_plan(trt: ModuleType, logger: trt.ILogger, model: ModelFile, profile: 
         reused = False
     if not reused:  # a damaged cache, or one from another TensorRT or GPU: start a fresh one
         config.set_timing_cache(config.create_timing_cache(b""), False)
+    mark = error_mark(logger)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineError(f"TensorRT failed to build an engine for {model.path} (its messages are above); try a "
-                          "larger workspace_mb or smaller max_size/max_batch, or use backend='onnxruntime'")
+        raise EngineError(f"TensorRT failed to build an engine for {model.path}: {logged_errors(logger, mark)}. "
+                          "Use backend='onnxruntime' (backend='auto' falls back to it by itself)")
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
@@ -153,28 +225,34 @@ def load_or_build(trt: ModuleType, runtime: trt.Runtime, logger: trt.ILogger, mo
     """The engine for ``key``: from the cache when a valid plan is there, else built (when ``build``) and cached.
 
     A cached plan that is stale, foreign or corrupt is never deserialized: it is rebuilt, or — with ``build=False``
-    — refused with the reason. A plan TensorRT cannot deserialize is treated as corrupt the same way.
+    — refused with the reason. A plan whose bytes match its record but that TensorRT cannot deserialize was built by
+    another TensorRT build (its key could not tell them apart); it is treated the same way.
     """
     lookup = cache.lookup(key, model.path.name)
     problem = lookup.problem
     if lookup.plan is not None:
+        mark = error_mark(logger)
         engine = _deserialize(runtime, lookup.plan)
         if engine is not None:
             record = lookup.record or {}
             return engine, EngineReport(str(lookup.path), False, None, record.get("half_layers"), record.get("layers"))
-        problem = f"{lookup.path} cannot be deserialized by TensorRT {key.tensorrt}; it is corrupt"
+        problem = (f"{lookup.path} is intact but TensorRT {key.tensorrt} ({key.cuda}) cannot load it: "
+                   f"{logged_errors(logger, mark)}; it was built by another TensorRT build")
     if not build:
         why = problem or f"no engine for this model, TensorRT, GPU and profile in {cache.root}"
-        raise EngineError(f"{why}. Build it with `ftadapt build-engine {model.path}` (same --max-batch, --max-size "
-                          "and --min-size) or let the Segmenter build it (build=True)")
+        raise EngineError(f"{why}. Build it with `ftadapt build-engine {model.path}` (the same --max-batch, "
+                          "--max-frame, --min-frame, --opt-frame, --opt-batch and --probs) or let the Segmenter "
+                          "build it (build=True)")
     notes = [f"{problem}; rebuilt it"] if problem else []
     start = time.perf_counter()
     plan, timing = build_plan(trt, logger, model, key.profile, workspace_mb=workspace_mb,
-                              timing_cache=cache.read_timing_cache(key))
+                              timing_cache=cache.read_timing_cache(key), outputs=key.outputs)
     seconds = round(time.perf_counter() - start, 3)
+    mark = error_mark(logger)
     engine = _deserialize(runtime, plan)
     if engine is None:
-        raise EngineError(f"TensorRT built an engine for {model.path} but cannot deserialize it (messages above)")
+        raise EngineError(f"TensorRT built an engine for {model.path} but cannot deserialize it: "
+                          f"{logged_errors(logger, mark)}")
     half, layers = inspect_engine(trt, engine)
     if key.precision == "fp16" and half == 0:
         raise EngineError(f"{model.path} is an FP16 export but none of the engine's {layers} layers runs in half "
@@ -187,5 +265,5 @@ def load_or_build(trt: ModuleType, runtime: trt.Runtime, logger: trt.ILogger, mo
     return engine, EngineReport(str(path), True, seconds, half, layers, tuple(notes))
 
 
-__all__ = ["BUILDER_SETTINGS", "DEFAULT_WORKSPACE_MB", "EngineReport", "build_plan", "count_half_layers",
-           "inspect_engine", "load_or_build"]
+__all__ = ["BUILDER_SETTINGS", "DEFAULT_WORKSPACE_MB", "EngineReport", "build_plan", "check_uint8_input",
+           "count_half_layers", "error_mark", "inspect_engine", "load_or_build", "logged_errors", "trt_logger"]

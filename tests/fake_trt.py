@@ -36,11 +36,12 @@ NetworkDefinitionCreationFlag = type("NetworkDefinitionCreationFlag", (), {"STRO
 _DTYPES = {"uint8": DataType.UINT8, "int32": DataType.INT32, "float32": DataType.FLOAT, "int64": DataType.INT64}
 
 
-class Logger:
-    WARNING = "WARNING"
+class ILogger:
+    """The base class of Python loggers; the fake builder and runtime report their failures through ``log``."""
 
-    def __init__(self, severity: str = "WARNING") -> None:
-        self.min_severity = severity
+    Severity = _enum("Severity", "INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+    INTERNAL_ERROR, ERROR, WARNING = Severity.INTERNAL_ERROR, Severity.ERROR, Severity.WARNING
+    INFO, VERBOSE = Severity.INFO, Severity.VERBOSE
 
 
 class _Tensor:
@@ -50,7 +51,7 @@ class _Tensor:
 
 class INetworkDefinition:
     def __init__(self, flags: int) -> None:
-        self.flags, self.model = flags, None
+        self.flags, self.model, self.outputs = flags, None, []
 
     @property
     def num_inputs(self) -> int:
@@ -58,6 +59,16 @@ class INetworkDefinition:
 
     def get_input(self, index: int) -> _Tensor:
         return _Tensor(self.model.inputs[index].name)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.outputs)
+
+    def get_output(self, index: int) -> _Tensor:
+        return _Tensor(self.outputs[index])
+
+    def unmark_output(self, tensor: _Tensor) -> None:
+        self.outputs.remove(tensor.name)
 
 
 class ParserError:
@@ -69,7 +80,7 @@ class ParserError:
 
 
 class OnnxParser:
-    def __init__(self, network: INetworkDefinition, logger: Logger) -> None:
+    def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
         self.network, self.errors = network, []
 
     @property
@@ -84,6 +95,7 @@ class OnnxParser:
             self.errors = [ParserError("node 3 (Foo): unsupported operator")]
             return False
         self.network.model = read_model_file(model)
+        self.network.outputs = [t.name for t in self.network.model.outputs]
         return True
 
 
@@ -136,8 +148,9 @@ class IProgressMonitor:
 
 class Builder:
     half_layers = 5  # what the next build's inspector reports; tests set it to 0 to fake an FP32 engine
+    fail_with = None  # an error message: the next build logs it and returns None (e.g. out of memory)
 
-    def __init__(self, logger: Logger) -> None:
+    def __init__(self, logger: ILogger) -> None:
         self.logger = logger
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
@@ -149,8 +162,11 @@ class Builder:
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
 
-    def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes:
+    def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
         STATS["builds"] += 1
+        if Builder.fail_with:
+            self.logger.log(ILogger.ERROR, Builder.fail_with)
+            return None
         monitor = getattr(config, "progress_monitor", None)
         if monitor is not None:
             monitor.phase_start("Building engine", None, 3)
@@ -158,10 +174,11 @@ class Builder:
                 monitor.step_complete("Building engine", step)
             monitor.phase_finish("Building engine")
         model = network.model
-        plan = {"outputs": {t.name: t.dtype for t in model.outputs}, "profile": config.profiles[0].shapes,
-                "half": Builder.half_layers, "strongly_typed": network.flags,
+        plan = {"outputs": {t.name: t.dtype for t in model.outputs if t.name in network.outputs},
+                "profile": config.profiles[0].shapes, "half": Builder.half_layers, "strongly_typed": network.flags,
                 "workspace": config.pool.get(MemoryPoolType.WORKSPACE),
-                "tf32_cleared": BuilderFlag.TF32 in config.cleared, "timing_cache": config.cache.data.decode()}
+                "tf32_cleared": BuilderFlag.TF32 in config.cleared, "timing_cache": config.cache.data.decode(),
+                "build": Runtime.build}
         return json.dumps(plan).encode()
 
 
@@ -195,15 +212,16 @@ class IExecutionContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        if CAPTURE and CAPTURE[0] == stream_handle:
-            CAPTURE.append(self._compute)
+        if CAPTURE and CAPTURE[0] == stream_handle:  # a graph freezes the shape it was captured with
+            shape = self.shape
+            CAPTURE.append(lambda: self._compute(shape))
         else:
-            self._compute()
+            self._compute(self.shape)
         return True
 
-    def _compute(self) -> None:
+    def _compute(self, shape: tuple[int, ...]) -> None:
         STATS["enqueues"] += 1
-        n, h, w, _ = self.shape
+        n, h, w, _ = shape
         frames = np.frombuffer(MEMORY[self.addresses["image"]], np.uint8, n * h * w * 3).reshape(n, h, w, 3)
         labels = frames.argmax(-1).astype(np.int32)
         MEMORY[self.addresses["labels"]][: labels.nbytes] = labels.tobytes()
@@ -238,14 +256,20 @@ class ICudaEngine:
 
 
 class Runtime:
-    def __init__(self, logger: Logger) -> None:
+    build = "cuda13"  # plans record the build that wrote them; another build's plan is refused, as TensorRT does
+
+    def __init__(self, logger: ILogger) -> None:
         self.logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         try:
-            return ICudaEngine(json.loads(bytes(serialized_engine)))
+            plan = json.loads(bytes(serialized_engine))
         except ValueError:
             return None
+        if plan.setdefault("build", Runtime.build) != Runtime.build:
+            self.logger.log(ILogger.ERROR, f"the plan was built by TensorRT for {plan['build']}")
+            return None
+        return ICudaEngine(plan)
 
 
 def tensorrt_module(version: str = "11.4.0.106") -> types.ModuleType:

@@ -41,11 +41,14 @@ def artifact_info(precision: str = "fp32", *, with_probs: bool = False, classes=
 
 def build_model(path: str | Path, *, weights: np.ndarray | None = None, with_probs: bool = False,
                 precision: str = "fp32", metadata: dict[str, str] | None = None, external_data: bool = False,
-                input_dtype: int | None = None, label_dtype: int | None = None, input_name: str = "image") -> Path:
+                input_dtype: int | None = None, label_dtype: int | None = None, input_name: str = "image",
+                cast_first: bool = True) -> Path:
     """Write the toy model to ``path`` and return it.
 
     ``metadata`` replaces the ftadapt props (``{}`` writes none); ``external_data`` stores the weights in
-    ``<name>.data``; ``input_dtype`` / ``label_dtype`` / ``input_name`` break the contract on purpose.
+    ``<name>.data``; ``input_dtype`` / ``label_dtype`` / ``input_name`` break the contract on purpose;
+    ``cast_first=False`` transposes the uint8 frame before casting it (what exports did before ftadapt cast first,
+    and what TensorRT rejects).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -55,9 +58,13 @@ def build_model(path: str | Path, *, weights: np.ndarray | None = None, with_pro
     bias = np.where(np.arange(num_classes) < 3, 0.0, -1000.0).astype(np.float32)
     in_type = TensorProto.UINT8 if input_dtype is None else input_dtype
     out_type = TensorProto.INT32 if label_dtype is None else label_dtype
+    first = [helper.make_node("Cast", [input_name], ["x_f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["x_f"], ["x_nchw"], perm=[0, 3, 1, 2])]
+    if not cast_first:
+        first = [helper.make_node("Transpose", [input_name], ["x_t"], perm=[0, 3, 1, 2], name="permute"),
+                 helper.make_node("Cast", ["x_t"], ["x_nchw"], to=TensorProto.FLOAT)]
     nodes = [
-        helper.make_node("Cast", [input_name], ["x_f"], to=TensorProto.FLOAT),
-        helper.make_node("Transpose", ["x_f"], ["x_nchw"], perm=[0, 3, 1, 2]),
+        *first,
         helper.make_node("Conv", ["x_nchw", "w", "b"], ["logits"]),
         helper.make_node("ArgMax", ["logits"], ["idx"], axis=1, keepdims=0),
         helper.make_node("Cast", ["idx"], ["labels"], to=out_type),

@@ -144,6 +144,7 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     assert "meets_target" not in report["summary"]  # the target is for the paper's sizes on a GPU
     for name in ("cuda_graphs_parity", "train_bf16_graphed", "train_bf16_graphed_all"):
         assert report["skipped"][name] == "needs a CUDA device (CUDA graphs)"
+    assert report["skipped"]["deploy_check"] == "needs a CUDA device (ONNX Runtime CUDA and TensorRT)"
     (conv,) = report["results"]["conv_speed"]["convs"]  # the tiny stand-in of layer3's dilated conv
     assert (conv["channels"], conv["dilation"], conv["feature_hw"]) == (16, 2, [12, 20])
     assert min(conv["dilated_ms"], conv["space_to_batch_ms"], conv["undilated_ms"]) > 0
@@ -192,3 +193,33 @@ def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
     report = gpu.run_all(tmp_path, device="cuda")
     assert report["error"] == "no CUDA device visible to torch"
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["error"] == report["error"]
+
+
+def test_the_deployment_check_fails_when_onnxruntime_runs_a_gpu_session_on_the_cpu(tmp_path, monkeypatch):
+    from onnx_models import build_model
+
+    from ftadapt.runtime import ort_backend
+
+    model = build_model(tmp_path / "toy.onnx")
+    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (0, "no NVIDIA driver"))  # CUDA not even asked for
+    with pytest.raises(gpu_runtime.CheckFailed, match=r"\['CPUExecutionProvider'\] for device 0, not "
+                                                      r"CUDAExecutionProvider first"):
+        gpu_runtime.deployment_check(model, (32, 16))
+
+
+def test_the_deployment_check_reports_cuda_and_what_tensorrt_lacks(tmp_path, monkeypatch):
+    import sys
+
+    from onnx_models import build_model
+    from test_runtime import FakeOrt
+
+    from ftadapt.runtime import ort_backend
+
+    model = build_model(tmp_path / "toy.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", FakeOrt())  # its CUDA provider loads after preload_dlls()
+    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (1, ""))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    report = gpu_runtime.deployment_check(model, (32, 16))
+    assert report["onnxruntime_cuda"]["providers"][0] == "CUDAExecutionProvider"
+    assert report["onnxruntime_cuda"]["identical_labels"] == 1.0
+    assert report["tensorrt"].startswith("not available: TensorRT cannot be imported")

@@ -20,7 +20,7 @@ from ftadapt.data.loader import endless_batches
 from ftadapt.errors import UsageError
 from ftadapt.models.registry import create_model
 from ftadapt.training import resolve_config, train
-from ftadapt.training.cuda_graphs import WARMUP_ITERS, CudaGraphedForward
+from ftadapt.training.cuda_graphs import WARMUP_ITERS, CudaGraphedForward, CudaGraphError
 from ftadapt.training.distributed import DistEnv
 from ftadapt.training.step import build_train_step, input_shapes
 
@@ -76,6 +76,7 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
     # The capture's warm-up iterations updated the running statistics; only the real forward's update remains.
     for (name, a), b in zip(model.named_buffers(), twin.buffers()):
         assert torch.equal(a, b), name
+    graphed.new_step()
     graphed("source", _image(seed=1))
     assert len(maker.captures) == 1  # same key: replayed, not captured again
     graphed("target", _image())
@@ -83,6 +84,34 @@ def test_one_capture_per_domain_shape_and_layout_and_bn_statistics_as_after_an_e
     graphed("source", _image(channels_last=True))
     assert len(maker.captures) == len(graphed.captured) == 4
     assert maker.modes == ["thread_local"] * 4  # a loader thread pinning memory cannot invalidate a capture
+
+
+def test_a_graph_replays_at_most_once_per_step():
+    """A graph's backward writes the gradients into its own buffer, which param.grad is after the first backward: a
+    second replay before zero_grad would give 2·g2 instead of g1 + g2, so it is refused until new_step()."""
+    graphed = CudaGraphedForward(create_model("tiny").train(), maker=FakeMaker())
+    graphed("source", _image())
+    graphed("target", _image())  # another graph: fine
+    with pytest.raises(CudaGraphError, match=r"source images of shape \[1, 3, 64, 96\] would replay twice"):
+        graphed("source", _image(seed=1))
+    graphed.new_step()
+    graphed("source", _image(seed=1))
+
+
+def test_after_capturing_every_shape_an_unseen_one_is_an_error_naming_it(monkeypatch):
+    maker = FakeMaker()
+    _patched(monkeypatch, maker)
+    cfg = build_config({"method": "source-only", "model": "tiny", "speed.cuda_graphs": True, "device": "cpu",
+                        "data.source_size": "96x64", "data.augment": False, "steps": 2})
+    step = build_train_step(cfg)
+    step.capture_cuda_graphs(input_shapes(cfg, uses_target=False))
+    label = torch.randint(0, 19, (1, 64, 96))
+    step(0, {"image": _image(), "label": label}, None)
+    step(1, {"image": _image(seed=1), "label": label}, None)  # one replay per step: new_step runs every step
+    with pytest.raises(CudaGraphError, match=r"source batch of shape \[1, 3, 48, 80\].*captured before training: "
+                                             r"source \[1, 3, 64, 96\]"):
+        step(2, {"image": _image(h=48, w=80), "label": torch.randint(0, 19, (1, 48, 80))}, None)
+    assert maker.captures == [(1, 3, 64, 96)]  # nothing was captured lazily
 
 
 def test_a_pytorch_without_capture_error_mode_gets_the_plain_call():

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,7 +29,7 @@ from ftadapt.errors import UsageError
 from ftadapt.export import onnx_export
 from ftadapt.export.metadata import describe, graph_types, read_artifact, read_props, write_props
 from ftadapt.export.onnx_graph import build_graph
-from ftadapt.export.verify import Verification
+from ftadapt.export.verify import Verification, image_input_problems, verify_onnx
 from ftadapt.labels import CLASS_NAMES, PALETTE
 
 WORKING = (64, 32)
@@ -108,6 +111,52 @@ def test_fp16_graph_runs_convolutions_in_half_and_fusion_in_fp32(exported):
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
     fusion = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     assert fusion, "the fusion weights and the mean stay FP32"
+
+
+@pytest.mark.parametrize("which", ["fp32", "fp16"])
+def test_the_uint8_image_feeds_one_cast_to_float_and_nothing_else(exported, which):
+    """TensorRT's UINT8 rule (DESIGN.md §7): no Transpose or Shape may read the uint8 input; the exporter's Shape
+    nodes for the frame's H and W read the Cast's output instead. FP32 with probs and FP16 without, two members."""
+    path = exported["fp32"] if which == "fp32" else exported["fp16"].path
+    model = onnx.load(str(path), load_external_data=False)
+    readers = [n for n in model.graph.node if "image" in n.input]
+    assert [n.op_type for n in readers] == ["Cast"]
+    assert [(a.name, a.i) for a in readers[0].attribute] == [("to", onnx.TensorProto.FLOAT)]
+    cast_out = readers[0].output[0]
+    assert sum(n.op_type == "Shape" and cast_out in n.input for n in model.graph.node) == 2  # H and W of the frame
+    assert image_input_problems(model) == []
+
+
+def test_verification_refuses_a_graph_that_reads_the_uint8_image_before_casting(exported, tmp_path):
+    model = onnx.load(str(exported["fp32"]))
+    cast_out = next(n for n in model.graph.node if "image" in n.input).output[0]
+    shape = next(n for n in model.graph.node if n.op_type == "Shape" and cast_out in n.input)
+    shape.input[0] = "image"  # what torch's exporter writes: the frame's H and W read from the uint8 input
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    reference = build_graph(exported["ensemble"], working_size=WORKING)
+    frames = [np.random.default_rng(0).integers(0, 256, (1, 40, 70, 3), dtype=np.uint8)]
+    result = verify_onnx(tmp_path / "old.onnx", reference, precision="fp32", batches=frames, progress=False)
+    assert result.status == "failed" and result.label_agreement == 1.0  # ONNX Runtime does not mind; TensorRT does
+    assert any(f"Shape {shape.name!r}" in r and "exactly one reader, a Cast to float32" in r for r in result.reasons)
+
+
+def test_every_operator_of_the_exports_is_reviewed_in_the_deployment_notes(exported):
+    """docs/deploy.md reviews each operator against TensorRT's ONNX parser; a new operator in the graph (a new fusion
+    mode, a TTA flip) needs its row there before it ships."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    reviewed = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
+    used = {n.op_type for p in (exported["fp32"], exported["fp16"].path)
+            for n in onnx.load(str(p), load_external_data=False).graph.node}
+    assert used and used <= reviewed, f"review {sorted(used - reviewed)} in docs/deploy.md"
+
+
+def test_ceil_mode_max_pool_sizes_equal_tensorrts_round_up_formula():
+    """TensorRT imports ceil_mode=1 as PaddingMode EXPLICIT_ROUND_UP, O = ceil((I + 2p − k)/s) + 1; PyTorch also drops
+    a last window that would start in the right padding. For DeepLab's stem pool (k 3, s 2, p 1) the two agree."""
+    sizes = range(1, 2049)
+    torch_sizes = [torch.nn.functional.max_pool2d(torch.zeros(1, 1, 1, n), (1, 3), (1, 2), (0, 1), ceil_mode=True)
+                   .shape[3] for n in sizes]
+    assert torch_sizes == [math.ceil((n + 2 - 3) / 2) + 1 for n in sizes]
 
 
 def test_fp16_weights_live_in_the_external_data_file(exported):

@@ -181,6 +181,16 @@ def test_freeze_bn_stats_keeps_bn_in_eval_mode():
     assert all(torch.equal(m.running_mean, b) for m, b in zip(bn_layers(model), before))
 
 
+def test_freeze_bn_stats_also_holds_for_sync_batchnorm():
+    """``sync_bn`` converts G's BatchNorm2d layers to SyncBatchNorm, which is not a BatchNorm2d subclass."""
+    model = create_model("tiny", freeze_bn_stats=True)
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the children in place, as TrainStep does
+    synced = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert synced and not bn_layers(model)
+    model.train()
+    assert model.training and not any(m.training for m in synced)
+
+
 def test_stem_only_bn_freezing_maxsquare_style():
     model = create_model("tiny", freeze_bn_affine="stem")
     assert not model.bn1.weight.requires_grad and not model.bn1.bias.requires_grad

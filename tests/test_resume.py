@@ -117,3 +117,31 @@ def test_sigterm_to_a_cli_run_exits_cleanly_with_a_checkpoint(synthetic, tmp_pat
     assert "SIGTERM: stopped after step" in stdout + stderr and "--resume" in stdout + stderr
     step = load_checkpoint(out / "checkpoints" / "last").meta["step"]
     assert step >= 1 and (out / "checkpoints" / f"step_{step:06d}").is_dir()
+
+
+def test_the_cuda_rng_state_is_saved_and_restored_for_this_ranks_gpu_only(monkeypatch):
+    """Reading every visible GPU's RNG state would create a CUDA context (~0.5 GiB) on each GPU in every DDP process."""
+    import torch
+
+    from ftadapt.training.state import rng_state, set_rng_state
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("reads every GPU's state"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("writes every GPU's state"))
+    monkeypatch.setattr(torch.cuda, "get_rng_state",
+                        lambda device="cuda": calls.append(("get", device)) or torch.full((16,), 7, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda new_state, device="cuda": calls.append(("set", device, int(new_state[0]))))
+    rank1 = torch.device("cuda", 1)
+    saved = rng_state(rank1)
+    assert calls == [("get", rank1)] and saved["cuda"].tolist() == [7] * 16
+    set_rng_state(saved, rank1)
+    assert calls[-1] == ("set", rank1, 7)
+    older = {**saved, "cuda": [torch.full((16,), i, dtype=torch.uint8) for i in range(3)]}  # one per visible GPU
+    set_rng_state(older, rank1)
+    assert calls[-1] == ("set", rank1, 1)  # this device's entry
+    calls.clear()
+    assert "cuda" not in rng_state(torch.device("cpu"))
+    set_rng_state(older, torch.device("cpu"))
+    assert calls == []

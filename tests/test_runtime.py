@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from onnx_models import build_model, expected_labels
 from ftadapt.artifact import ArtifactError
 from ftadapt.errors import UsageError
 from ftadapt.labels import PALETTE
-from ftadapt.runtime import BackendUnavailable, Segmenter, backends
+from ftadapt.runtime import BackendUnavailable, Segmenter, backends, ort_backend
 from ftadapt.runtime.onnx_file import read_model_file
 
 CPU = {"backend": "onnxruntime", "device": "cpu"}
@@ -26,7 +27,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seg(model):
-    with Segmenter(model, **CPU) as s:
+    with Segmenter(model, **CPU, with_probs=True) as s:
         yield s
 
 
@@ -144,10 +145,12 @@ def test_close_is_idempotent_and_final(model):
         seg(_frame())
 
 
-def test_no_probs_output(tmp_path):
-    with Segmenter(build_model(tmp_path / "m.onnx"), **CPU) as seg, \
-            pytest.raises(UsageError, match="no 'probs' output; export it with `ftadapt export --probs`"):
-        seg(_frame(), probs=True)
+def test_no_probs_output(tmp_path, model):
+    with pytest.raises(UsageError, match="no 'probs' output; export it with `ftadapt export --probs`"):
+        Segmenter(build_model(tmp_path / "m.onnx"), **CPU, with_probs=True)
+    with Segmenter(model, **CPU) as seg, pytest.raises(UsageError, match="needs a Segmenter created with "
+                                                                         "with_probs=True"):
+        seg(_frame(), probs=True)  # one rule for both backends: TensorRT builds without probs unless asked
 
 
 def test_external_data_model(tmp_path):
@@ -216,13 +219,83 @@ def test_missing_onnxruntime_names_the_package(model, monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="on a GPU machine CUDA may really be obtained")
-def test_requested_providers_that_are_not_obtained_are_reported(model):
+def test_a_gpu_provider_that_does_not_load_is_an_error_unless_the_cpu_fallback_is_allowed(model):
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(BackendUnavailable, match=r"could not load its CUDAExecutionProvider for device 0 and would "
+                                                 r"run on the CPU.*onnxruntime-gpu\[cuda,cudnn\].*device='cpu'"):
+        Segmenter(model, backend="onnxruntime", providers=cuda)
     with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider"):
-        seg = Segmenter(model, backend="onnxruntime", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        seg = Segmenter(model, backend="onnxruntime", providers=cuda, cpu_fallback=True)
     with seg:
         assert seg.providers == ("CPUExecutionProvider",) and "CUDAExecutionProvider" in seg.notes[-1]
         frame = _frame()
         np.testing.assert_array_equal(seg(frame), expected_labels(frame))
+    with pytest.warns(RuntimeWarning):  # device='cpu': the CPU was asked for, CUDA only listed
+        Segmenter(model, backend="onnxruntime", device="cpu", providers=cuda).close()
+
+
+class FakeOrt:
+    """An onnxruntime stand-in recording the order of calls; its CUDA provider "loads" only after preload_dlls(), and
+    a CUDA session computes on the CPU (its IO binding puts every "cuda" buffer in host memory)."""
+
+    def __init__(self, *, can_preload: bool = True) -> None:
+        import onnxruntime
+
+        self.calls: list[str] = []
+        self.real, self.SessionOptions, self.__version__ = onnxruntime, onnxruntime.SessionOptions, "x"
+        self.OrtValue = types.SimpleNamespace(
+            ortvalue_from_numpy=lambda array, kind, index: onnxruntime.OrtValue.ortvalue_from_numpy(array, "cpu", 0))
+        if can_preload:
+            self.preload_dlls = lambda: self.calls.append("preload_dlls") or print("\x1b[33mWARNING: cuDNN 9 not "
+                                                                                    "found\x1b[0m")
+
+    def InferenceSession(self, path, sess_options=None, providers=()):
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        self.calls.append(f"session {names}")
+        session = self.real.InferenceSession(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        loaded = "preload_dlls" in self.calls and "CUDAExecutionProvider" in names
+
+        def io_binding():
+            binding = session.io_binding()
+            return types.SimpleNamespace(bind_ortvalue_input=binding.bind_ortvalue_input,
+                                         bind_output=lambda name, kind, index: binding.bind_output(name, "cpu", 0),
+                                         get_outputs=binding.get_outputs, real=binding)
+
+        return types.SimpleNamespace(
+            get_providers=lambda: (["CUDAExecutionProvider"] if loaded else []) + ["CPUExecutionProvider"],
+            get_outputs=session.get_outputs, io_binding=io_binding,
+            run_with_iobinding=lambda binding: session.run_with_iobinding(binding.real))
+
+
+def test_gpu_libraries_are_preloaded_before_a_cuda_session_is_created(model, monkeypatch):
+    """``ftadapt.runtime`` imports no torch, so nothing has put the nvidia-* wheels' CUDA libraries on the loader's
+    path: onnxruntime.preload_dlls() must run before the session that asks for CUDA — and only then."""
+    fake = FakeOrt()
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (1, ""))
+    seg = Segmenter(model, backend="onnxruntime", device=0)
+    assert fake.calls == ["preload_dlls", "session ['CUDAExecutionProvider', 'CPUExecutionProvider']"]
+    assert seg.providers[0] == "CUDAExecutionProvider"
+    assert seg.notes == ("onnxruntime.preload_dlls(): WARNING: cuDNN 9 not found",)  # what it printed, uncoloured
+    seg.close()
+    fake.calls.clear()
+    Segmenter(model, backend="onnxruntime", device="cpu").close()
+    assert fake.calls == ["session ['CPUExecutionProvider']"]  # no GPU provider asked for: nothing preloaded
+
+
+def test_without_preload_dlls_a_cuda_provider_that_does_not_load_is_an_error(model, monkeypatch):
+    fake = FakeOrt(can_preload=False)  # an ONNX Runtime older than 1.21
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (1, ""))
+    with pytest.raises(BackendUnavailable, match="could not load its CUDAExecutionProvider"):
+        Segmenter(model, backend="onnxruntime", device=0)
+    assert fake.calls == ["session ['CUDAExecutionProvider', 'CPUExecutionProvider']"]
+    monkeypatch.setattr(backends, "cuda_device_count", lambda: (1, ""))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # auto without TensorRT: ONNX Runtime, CPU allowed
+    with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider"):
+        seg = Segmenter(model, device=0)
+    with seg:
+        assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",)
 
 
 def test_auto_without_gpu_uses_the_cpu(model):

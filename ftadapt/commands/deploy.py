@@ -51,31 +51,40 @@ def _hw(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[
 @click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Largest batch per engine call.")
 @_frame_options
+@click.option("--opt-frame", type=SIZE, default=None, help="Frame W×H TensorRT tunes for [--max-frame].")
+@click.option("--opt-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch TensorRT tunes for (≤ --max-batch).")
+@click.option("--probs", "with_probs", is_flag=True, help="Also compute the probabilities (a model exported with "
+              "--probs; the Segmenter then needs with_probs=True to use this engine).")
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
 @click.option("--workspace-mb", type=click.IntRange(min=64), default=None, help="Builder workspace limit [4096].")
 @json_option("the engine report")
 def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min_frame, legacy_max, legacy_min,
-                 device: int, workspace_mb: int | None, json_out: str | None) -> None:
+                 opt_frame, opt_batch: int, with_probs: bool, device: int, workspace_mb: int | None,
+                 json_out: str | None) -> None:
     """Build the TensorRT engine of an exported MODEL for this GPU into the engine cache (or find it there).
 
     \b
     ftadapt build-engine ens.onnx --max-frame 2048x1024 --min-frame 2048x1024   # static: one camera resolution
     Needs the `trt` extra (TensorRT ≥ 10.12, pycuda) and an NVIDIA GPU. The Segmenter then loads the cached engine
-    when created with the same max_batch / max_size / min_size.
+    when created with the same max_batch / max_size / min_size / opt_batch / opt_size / with_probs.
     """
     from ftadapt.runtime import Segmenter
 
     with Segmenter(model, backend="tensorrt", device=device, engine_cache=cache, max_batch=max_batch,
                    max_size=_hw(max_frame, legacy_max), min_size=_hw(min_frame, legacy_min),
+                   opt_size=_hw(opt_frame, None), opt_batch=opt_batch, with_probs=with_probs,
                    workspace_mb=workspace_mb) as seg:
         info = seg.describe()
     engine = info["engine"]
     (lh, lw), (hh, hw) = info["min_size"], info["max_size"]
+    on, oh, ow, _ = info["profile"]["opt"]
     rows = {"engine": engine["path"], "built": f"yes, in {engine['build_seconds']} s" if engine["built"] else
             "no (found in the cache)", "half layers": f"{engine['half_layers']} of {engine['layers']}",
-            "precision": info["precision"], "tensorrt": info["tensorrt"],
+            "precision": info["precision"], "tensorrt": f"{info['tensorrt']} ({info['tensorrt_cuda']})",
             "gpu": f"{info['gpu']} (sm {info['compute_capability']})",
-            "profile": f"batch ≤ {info['max_batch']}, frames {lw}x{lh} … {hw}x{hh} (W×H)"}
+            "profile": f"batch ≤ {info['max_batch']}, frames {lw}x{lh} … {hw}x{hh} (W×H), tuned for {on} × "
+                       f"{ow}x{oh}", "outputs": "labels, probs" if info["with_probs"] else "labels"}
     for key, value in rows.items():
         echo(f"{key:>12}  {value}", json_out)
     for note in info["notes"]:

@@ -243,11 +243,12 @@ class DeepLabV2(nn.Module):
         return [getattr(self, name) for name in HEAD_NAMES if hasattr(self, name)]
 
     def train(self, mode: bool = True) -> DeepLabV2:
-        """As nn.Module.train, but BN layers stay in eval mode when ``config.freeze_bn_stats`` is set."""
+        """As nn.Module.train, but BN layers stay in eval mode when ``config.freeze_bn_stats`` is set — SyncBatchNorm
+        too (``sync_bn`` converts them, and it is not a BatchNorm2d subclass)."""
         super().train(mode)
         if mode and self.config.freeze_bn_stats:
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)):
                     m.eval()
         return self
 

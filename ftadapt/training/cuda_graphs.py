@@ -18,6 +18,14 @@ before the capture's warm-up iterations, so that the first replay updates them e
 graph keeps its own memory pool (the shapes arrive in random order, so pools cannot be shared safely): memory grows
 with the number of shapes (six in training with CLAN's rescale, all captured up front), each holding one domain's
 activations (the whole eager bf16 step of R101 at the paper's sizes peaks at 4.7 GiB).
+
+Two rules keep a replay from being silently wrong. A graph's outputs and the parameter gradients of its backward live
+in the graph's own static buffers, and the first backward of a step hands those buffers to ``param.grad``: a second
+replay of the same graph before ``zero_grad`` would overwrite them (2·g₂ instead of g₁ + g₂). So each graph replays at
+most once per step (``new_step`` starts one); gradient accumulation over several batches of one shape must not use
+this module. And once ``seal`` has been called (after capturing every shape training can produce), an unseen shape
+is an error naming it rather than a capture in the middle of training, which on PyTorch < 2.14 fails next to the
+loaders' pin-memory threads.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ftadapt.errors import FtadaptError
 from ftadapt.models.deeplab import SegOutput
 
 WARMUP_ITERS = 3  # make_graphed_callables' default: cuDNN autotuning and lazy initialisation happen before capture
@@ -44,9 +53,14 @@ class _Forward(nn.Module):
         return self.model(image)
 
 
+class CudaGraphError(FtadaptError):
+    """A use of the training CUDA graphs that would silently give wrong gradients or capture at the wrong time."""
+
+
 class CudaGraphedForward:
     """``graphed(domain, image)`` = ``model(image)`` with G's forward and backward replayed from CUDA graphs, one pair
-    per (domain, image shape, strides, dtype), captured on first use or ahead by ``capture``. ``maker`` is
+    per (domain, image shape, strides, dtype), captured on first use or ahead by ``capture``; at most one replay per
+    graph between ``new_step`` calls, and no capture after ``seal`` (see the module docstring). ``maker`` is
     ``torch.cuda.make_graphed_callables`` (tests pass a stand-in with the same contract)."""
 
     def __init__(self, model: nn.Module, maker: Callable | None = None) -> None:
@@ -54,18 +68,43 @@ class CudaGraphedForward:
         self.maker = maker or torch.cuda.make_graphed_callables
         self.options = _capture_options(self.maker)
         self.captured: dict[tuple, Callable[[Tensor], SegOutput]] = {}  # (domain, shape, strides, dtype) → replay
+        self.sealed = False
+        self._replayed: set[tuple] = set()  # the graphs replayed since new_step
 
     def __call__(self, domain: str, image: Tensor) -> SegOutput:
+        key = _key(domain, image)
+        if key in self._replayed:
+            raise CudaGraphError(
+                f"G's CUDA graph for {domain} images of shape {list(image.shape)} would replay twice in one step: "
+                "its backward writes the gradients into the graph's own buffer, which param.grad already is, so the "
+                "second replay would overwrite the first gradients instead of adding to them. Call new_step() after "
+                "each zero_grad, and do not accumulate gradients over batches of one shape with speed.cuda_graphs")
         graphed = self.capture(domain, image)
+        self._replayed.add(key)
         with _on_device(image):
             return graphed(image)
+
+    def new_step(self) -> None:
+        """A new training step (after ``zero_grad``): every graph may replay once again."""
+        self._replayed.clear()
+
+    def seal(self) -> None:
+        """Allow no more captures: every shape training produces is captured (``TrainStep.capture_cuda_graphs``)."""
+        self.sealed = True
 
     def capture(self, domain: str, image: Tensor) -> Callable[[Tensor], SegOutput]:
         """The graphed forward for ``image``'s (domain, shape, strides, dtype), captured now if it is new; ``image``
         is only the capture's sample (its values do not matter). Call it under the step's autocast."""
-        key = (domain, tuple(image.shape), image.stride(), image.dtype)
+        key = _key(domain, image)
         graphed = self.captured.get(key)
         if graphed is None:
+            if self.sealed:
+                known = sorted({f"{d} {list(shape)}" for d, shape, _, _ in self.captured})
+                raise CudaGraphError(
+                    f"a {domain} batch of shape {list(image.shape)} (strides {image.stride()}, {image.dtype}) has no "
+                    f"captured CUDA graph; captured before training: {', '.join(known) or 'none'}. Every shape must "
+                    "be captured before the loaders start (a capture beside their pin-memory threads fails on "
+                    "PyTorch < 2.14): check data.*_size and data.batch_size, or train with --set cuda_graphs=false")
             with _on_device(image):
                 graphed = self.captured[key] = self._capture(image)
         return graphed
@@ -79,6 +118,10 @@ class CudaGraphedForward:
             for b, s in zip(buffers, saved):
                 b.copy_(s)
         return graphed
+
+
+def _key(domain: str, image: Tensor) -> tuple:
+    return domain, tuple(image.shape), image.stride(), image.dtype
 
 
 def _on_device(image: Tensor) -> contextlib.AbstractContextManager:
@@ -97,4 +140,4 @@ def _capture_options(maker: Callable) -> dict[str, str]:
     return {"capture_error_mode": "thread_local"} if "capture_error_mode" in parameters else {}
 
 
-__all__ = ["CudaGraphedForward", "WARMUP_ITERS"]
+__all__ = ["CudaGraphError", "CudaGraphedForward", "WARMUP_ITERS"]

@@ -28,34 +28,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """torch / numpy / python RNG states as weights_only-loadable tensors, numbers and lists."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """torch / numpy / python RNG states as weights_only-loadable tensors, numbers and lists, and the CUDA RNG state of
+    ``device`` when it is a CUDA device — of that device only: reading every visible GPU's state would create a CUDA
+    context (about 0.5 GiB) on each of them in every DDP process."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, py_state, gauss = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                        "cached_gaussian": float(cached)},
              "python": {"version": version, "state": list(py_state), "gauss": gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Inverse of ``rng_state`` (the CUDA states only when this machine has as many GPUs)."""
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Inverse of ``rng_state``; the CUDA state goes to ``device`` (when it is a CUDA device) and to no other GPU.
+    Checkpoints written before ftadapt kept one state per visible GPU: the one of this device's index is used."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or device is None or device.type != "cuda":
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if isinstance(cuda, (list, tuple)):  # the older one-state-per-GPU layout
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def train_state(step: int, step_fn: TrainStep, oracle: dict | None, dist_env: DistEnv) -> dict:
     """Everything besides the model weights that a bit-for-bit resume after ``step`` needs."""
-    state = {"step": step, "optimizer": step_fn.opt_g.state_dict(), "rng": rng_state(), "oracle": oracle or {},
+    state = {"step": step, "optimizer": step_fn.opt_g.state_dict(), "rng": rng_state(step_fn.device),
+             "oracle": oracle or {},
              "world_size": dist_env.world_size}
     if step_fn.disc is not None:
         state.update(discriminator=step_fn.disc.state_dict(), optimizer_d=step_fn.opt_d.state_dict())
@@ -79,7 +89,7 @@ def restore(path: Path, step_fn: TrainStep, dist_env: DistEnv) -> tuple[int, dic
             raise CheckpointError(f"{path} has no discriminator state; it was not written by an adversarial run")
         step_fn.disc.load_state_dict(state["discriminator"])
         step_fn.opt_d.load_state_dict(state["optimizer_d"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], step_fn.device)
     return int(state["step"]), state["oracle"] or None
 
 

@@ -110,13 +110,15 @@ class TrainStep:
     def capture_cuda_graphs(self, shapes: dict[str, list[tuple[int, ...]]]) -> None:
         """With ``speed.cuda_graphs``: capture G's graphs now for every (domain, image shape) in ``shapes`` (as
         ``input_shapes`` lists them), so that no capture runs beside the loaders' pinning threads and none stalls
-        a step later; the weights and BN statistics are left as they were. Otherwise: nothing."""
+        a step later, then seal them: a batch of another shape is an error naming it. The weights and BN statistics
+        are left as they were. Otherwise: nothing."""
         if self.cuda_graphed is None:
             return
         for domain, domain_shapes in shapes.items():
             for shape in domain_shapes:
                 with self.autocast:
                     self.cuda_graphed.capture(domain, self._device_image(torch.zeros(shape)))
+        self.cuda_graphed.seal()
 
     def _device_image(self, image: Tensor) -> Tensor:
         return image.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -136,6 +138,8 @@ class TrainStep:
             torch.compiler.cudagraph_mark_step_begin()
         _set_lr(self.opt_g, cfg.optim.lr, i, cfg)
         self.opt_g.zero_grad(set_to_none=True)
+        if self.cuda_graphed is not None:
+            self.cuda_graphed.new_step()  # each graph may replay once per step (its gradients are its own buffer)
         if disc is not None:
             _set_lr(self.opt_d, cfg.optim.d_lr, i, cfg)
             self.opt_d.zero_grad(set_to_none=True)
