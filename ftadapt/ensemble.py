@@ -143,7 +143,7 @@ class Ensemble(nn.Module):
                 out.append(logits)
             elif self.flip:
                 probs = logits.softmax(dim=1)
-                out.append((probs[:n] + probs[n:].flip(-1)) / 2)
+                out.append(0.5 * (probs[:n] + probs[n:].flip(-1)))
             else:
                 out.append(logits.softmax(dim=1))
         return out

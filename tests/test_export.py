@@ -32,6 +32,9 @@ from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification, image_input_problems, verify_onnx
 from ftadapt.labels import CLASS_NAMES, PALETTE
 
+# The operators docs/deploy.md reviews against TensorRT's ONNX parser, one table row each.
+REVIEWED_OPS = set(re.findall(r"^\| `(\w+)`", (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(),
+                              flags=re.MULTILINE))
 WORKING = (64, 32)
 SIZES = [(96, 40), (50, 70)]  # verification sizes, both unlike the working size and the export example
 
@@ -143,11 +146,9 @@ def test_verification_refuses_a_graph_that_reads_the_uint8_image_before_casting(
 def test_every_operator_of_the_exports_is_reviewed_in_the_deployment_notes(exported):
     """docs/deploy.md reviews each operator against TensorRT's ONNX parser; a new operator in the graph (a new fusion
     mode, a TTA flip) needs its row there before it ships."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
-    reviewed = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
     used = {n.op_type for p in (exported["fp32"], exported["fp16"].path)
             for n in onnx.load(str(p), load_external_data=False).graph.node}
-    assert used and used <= reviewed, f"review {sorted(used - reviewed)} in docs/deploy.md"
+    assert used and used <= REVIEWED_OPS, f"review {sorted(used - REVIEWED_OPS)} in docs/deploy.md"
 
 
 def test_ceil_mode_max_pool_sizes_equal_tensorrts_round_up_formula():
@@ -324,6 +325,9 @@ def test_the_papers_ensemble_modes_export_and_verify(exported, tmp_path, precisi
         info = read_artifact(result.path)
         assert info.ensemble == {"fusion": fusion, "flip": flip}
         assert ("flip-averaged" in info.fusion) == flip and ("logits" in info.fusion) == (fusion == "logits")
+        nodes = onnx.load(str(result.path), load_external_data=False).graph.node
+        assert {n.op_type for n in nodes} <= REVIEWED_OPS, "review the new operators in docs/deploy.md"
+        assert [n.op_type for n in nodes if "image" in n.input] == ["Cast"]  # TensorRT's UINT8 rule
         text = CliRunner().invoke(cli, ["inspect", str(result.path)]).output
         assert f"fusion      {fusion}, flip {'on' if flip else 'off'}" in text
         image = np.random.default_rng(1).integers(0, 256, (2, 40, 96, 3), dtype=np.uint8)
