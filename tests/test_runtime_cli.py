@@ -67,7 +67,10 @@ def test_predict_input_errors(tmp_path, inputs, capsys):
     assert _run([*base, tmp_path / "dup", tmp_path / "other"]) == 2
     assert "would both be written as sub.png" in capsys.readouterr().err
     assert _run([*base, "--max-frame", "4x4", folder]) == 2
-    assert "larger than max_size 4×4" in capsys.readouterr().err
+    # issue 16, case 14: the input file and the CLI flag that fixes it, not a Python fix
+    err = capsys.readouterr().err
+    assert "frankfurt_000000_000294_leftImg8bit.png: the frame is 10x6 (W×H), larger than the largest frame" in err
+    assert "pass --max-frame 10x6" in err and not list((tmp_path / "out").rglob("*.png"))
     assert _run([*base, "--max-frame", "4by4", folder]) == 2
     assert "'4by4' is not WIDTHxHEIGHT" in capsys.readouterr().err
     assert _run([*base, "--max-size", "4by4", folder]) == 2  # the deprecated H×W spelling
@@ -83,6 +86,60 @@ def test_predict_input_errors(tmp_path, inputs, capsys):
     finally:
         monkey.undo()
     assert "pip install opencv-python-headless" in capsys.readouterr().err
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_predict_never_writes_into_its_inputs_nor_over_earlier_outputs(tmp_path, inputs, capsys):
+    """Issue 16, case 1: ``--out IMGS`` replaced the photos with label maps (exit 0), a second run read its own
+    outputs, and x.png + x_color.png in one folder overwrote each other's outputs."""
+    folder, _ = inputs
+    model = build_model(tmp_path / "toy.onnx")
+    base = ["predict", "--model", model, "--backend", "onnxruntime", "--device", "cpu"]
+    photos = _tree(folder)
+    for out, why in ((folder, "is the input"), (folder / "sub" / "out", "lies inside the input")):
+        assert _run([*base, folder, "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} {why} {folder}; a command never writes into what it reads" in err, err
+        assert _tree(folder) == photos
+    (tmp_path / "pair").mkdir()
+    for name in ("x", "x_color"):
+        Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "pair" / f"{name}.png")
+    assert _run([*base, tmp_path / "pair", "--out", tmp_path / "o1"]) == 2
+    err = capsys.readouterr().err
+    assert "x.png and " in err and "x_color.png would both be written as x_color.png" in err
+    assert not (tmp_path / "o1").exists()
+    assert _run([*base, folder, "--out", tmp_path / "o2"]) == 0
+    first = _tree(tmp_path / "o2")
+    (tmp_path / "o2" / "sub" / "b.png").write_bytes(b"edited by hand")
+    assert _run([*base, folder, "--out", tmp_path / "o2"]) == 2  # a rerun does not replace earlier outputs …
+    err = capsys.readouterr().err
+    assert "already exists (4 of the 4 outputs do); pass --overwrite to replace them" in err
+    assert (tmp_path / "o2" / "sub" / "b.png").read_bytes() == b"edited by hand"
+    assert _run([*base, folder, "--out", tmp_path / "o2", "--overwrite"]) == 0  # … unless asked to
+    assert _tree(tmp_path / "o2") == first
+
+
+def test_an_image_too_large_to_decode_is_named_with_the_way_to_allow_it(tmp_path, monkeypatch, capsys):
+    """Issue 16, case 5: a 15000×15000 PNG died in Pillow's DecompressionBombError. Shown here with Pillow's limit
+    lowered so that a 60×60 image trips the same guard (a real 15000×15000 frame needs 675 MB to build)."""
+    from PIL import Image as PILImage
+
+    model = build_model(tmp_path / "toy.onnx")
+    Image.fromarray(np.zeros((60, 60, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels
+    base = ["predict", "--model", model, tmp_path / "big.png", "--device", "cpu", "--out", tmp_path / "out"]
+    assert _run(base) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "big.png: too large to decode safely (Image size (3600 pixels)" in err
+    assert "FTADAPT_MAX_IMAGE_PIXELS=<pixels>" in err and "PIL.Image.MAX_IMAGE_PIXELS" in err
+    monkeypatch.setenv("FTADAPT_MAX_IMAGE_PIXELS", "4000")
+    assert _run(base) == 0 and (tmp_path / "out" / "big.png").is_file()
+    monkeypatch.setenv("FTADAPT_MAX_IMAGE_PIXELS", "lots")
+    assert _run([*base[:-1], tmp_path / "out2"]) == 1
+    assert "FTADAPT_MAX_IMAGE_PIXELS='lots': expected a positive whole number of pixels" in capsys.readouterr().err
 
 
 def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
