@@ -14,13 +14,16 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftadapt.errors import UsageError
+from ftadapt.machine import loader_workers
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
@@ -47,8 +50,9 @@ class DataConfig:
     augment: bool = True  # CLAN's random image scale (×1.1 / ×0.8) and mirror, both domains
     batch_size: int = 1
     # Loader processes per domain. One core prepares ~12 Cityscapes / ~16 GTA5 samples per second (PNG decoding
-    # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process.
-    num_workers: int = 4
+    # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process. The
+    # default is sized to the machine (``ftadapt.machine.loader_workers``: 1 on 2 cores, 4 from 9 cores on).
+    num_workers: int = field(default_factory=loader_workers)
 
 
 @dataclass
@@ -135,25 +139,14 @@ class TrainConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def __post_init__(self) -> None:
-        checks = [
-            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
-            ("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
-            ("speed.amp", self.speed.amp in ("off", "bf16"), "'off' or 'bf16'"),
-            ("speed.compile", self.speed.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
-            ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
-            ("steps", self.steps > 0, "a positive number of steps"),
-            ("data.batch_size", self.data.batch_size > 0, "positive"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
-            ("keep_checkpoints", self.keep_checkpoints >= 0, "≥ 0 (0: keep every checkpoint)"),
-            ("speed.channel_multiple", self.speed.channel_multiple >= 0,
-             "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
-            ("log_every", self.log_every > 0, "positive"),
-            ("stop_at", 0 <= self.stop_at <= self.steps, f"between 0 (off) and steps ({self.steps})"),
-            ("optim.warmup_steps", self.optim.warmup_steps >= 0, "≥ 0"),
-        ]
-        for key, ok, expected in checks:
-            if not ok:
-                raise UsageError(f"config {key}={get_key(self, key)!r} is invalid: expected {expected}")
+        """Refuse values the run cannot use, naming the key and the allowed range (not torch's error, later)."""
+        for key, value in flatten(self).items():
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise UsageError(f"config {key}={value!r} is invalid: expected a finite number")
+            rule = VALUE_RULES.get(key)
+            if rule is not None and not rule[0](value, self):
+                raise UsageError(f"config {key}={value!r} is invalid: expected {rule[1].format(cfg=self)}")
 
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns. The dataset
@@ -181,6 +174,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss.seg": "focal", "optim.d_lr": 1e-4, "optim.d_weight_decay": 0.0, "loss.lambda_weight": 0.009,
         "optim.warmup_steps": 5000, "loss.adv_damping": True, "loss.norm_damping": 1.5,
     },
+}
+
+
+def _rule(test: Callable[[Any], bool], expected: str) -> tuple[Callable[[Any, TrainConfig], bool], str]:
+    return (lambda value, cfg: test(value)), expected
+
+
+_POSITIVE, _NON_NEGATIVE = _rule(lambda v: v > 0, "a positive number"), _rule(lambda v: v >= 0, "≥ 0")
+_FRACTION = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
+_SIZE = _rule(lambda v: min(v) >= 1, "W×H with both at least 1, e.g. 1024x512")
+# The allowed values of every key with a limit (besides the finiteness of every float), checked when a config is built.
+VALUE_RULES: dict[str, tuple[Callable[[Any, TrainConfig], bool], str]] = {
+    "method": _rule(lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
+    "preset": _rule(lambda v: v in PRESETS, f"one of {', '.join(PRESETS)}"),
+    "speed.amp": _rule(lambda v: v in ("off", "bf16"), "'off' or 'bf16'"),
+    "speed.compile": _rule(lambda v: v in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
+    "loss.seg": _rule(lambda v: v in ("ce", "focal"), "'ce' or 'focal'"),
+    "steps": _rule(lambda v: v > 0, "a positive number of steps"),
+    "stop_at": ((lambda v, cfg: 0 <= v <= cfg.steps), "between 0 (off) and steps ({cfg.steps})"),
+    "checkpoint_every": _rule(lambda v: v >= 0, "≥ 0 (0: only at the end)"),
+    "keep_checkpoints": _rule(lambda v: v >= 0, "≥ 0 (0: keep every checkpoint)"),
+    "log_every": _POSITIVE, "eval_every": _NON_NEGATIVE,
+    "speed.channel_multiple": _rule(lambda v: v >= 0, "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
+    "data.batch_size": _POSITIVE, "data.num_workers": _rule(lambda v: v >= 0, "≥ 0 (0: load in the training process)"),
+    "data.source_size": _SIZE, "data.target_size": _SIZE, "eval.size": _SIZE,
+    "optim.lr": _POSITIVE, "optim.d_lr": _POSITIVE, "optim.momentum": _FRACTION, "optim.power": _NON_NEGATIVE,
+    "optim.weight_decay": _NON_NEGATIVE, "optim.d_weight_decay": _NON_NEGATIVE, "optim.warmup_steps": _NON_NEGATIVE,
+    "optim.d_betas": _rule(lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. 0.9,0.99"),
+    **{f"loss.{k}": _NON_NEGATIVE for k in ("focal_gamma", "aux_weight", "lambda_norm", "delta_r", "norm_damping",
+                                            "lambda_adv", "lambda_weight", "lambda_local", "epsilon",
+                                            "adv_preheat_steps", "lambda_target")},
+    "loss.iw_ratio": _rule(lambda v: 0 <= v <= 1, "a number in [0, 1] (0: off)"),
+    "loss.guidance_threshold": _rule(lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
 }
 
 
@@ -264,6 +290,11 @@ def _check_key(key: str) -> str:
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(KEY_TYPES)}"
         raise UsageError(f"unknown config key {key!r}{hint}")
     return key
+
+
+def typed_value(key: str, value: Any) -> Any:
+    """``value`` of ``key`` as a config holds it, from a ``--set`` string or an option's value alike."""
+    return _convert(_check_key(key), value, KEY_TYPES[_check_key(key)])
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
