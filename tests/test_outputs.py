@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import exit_code
 from datatrees import make_cityscapes, make_gta5
 from onnx_models import build_model
 from PIL import Image
 
-from ftadapt.cli import main
 from ftadapt.errors import OutputError
 from ftadapt.fsutil import (
     CHECKPOINT_MARKERS,
@@ -73,14 +73,6 @@ def _snapshot(root: Path) -> dict[str, str]:
             else:
                 out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def _run(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 def _existing(w: Path, kind: str) -> Path:
@@ -186,7 +178,7 @@ def test_every_writing_command_refuses_existing_links_and_inputs(world, tmp_path
     target, fix = _target(w, command, kind)
     before = _snapshot(w)
     argv = [a.format(w=w, t=target) for a in FAMILY[command][0]]
-    code = _run(argv + (["--overwrite"] if kind != "existing" else []))
+    code = exit_code(argv + (["--overwrite"] if kind != "existing" else []))
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2, (argv, err)
@@ -313,3 +305,20 @@ def test_the_demo_reruns_into_its_own_folder_but_not_into_anyone_elses(tmp_path)
     assert sorted(p.name for p in mine.iterdir()) == ["mine.txt"]
     claim_folder(mine, overwrite=True)
     assert sorted(p.name for p in mine.iterdir()) == [DEMO_MARKER, "mine.txt"]
+
+
+def test_export_cannot_overwrite_a_checkpoints_weights(world, tmp_path, capsys):
+    """Issue 16, case 3: ``export CKPT --out RUN/checkpoints/step_N/model.pt --no-verify`` replaced the weights of a
+    run's checkpoint (exit 0). Without --overwrite the file exists; with it, the target lies in a folder written only
+    whole."""
+    w = tmp_path / "w"
+    shutil.copytree(world, w, symlinks=True)
+    weights = w / "run" / "checkpoints" / "step_000002" / "model.pt"
+    before = weights.read_bytes()
+    argv = ["export", w / "ckpt", "--out", weights, "--no-verify", "--working-size", "32x16"]
+    assert exit_code(argv) == 2 and "model.pt already exists; pass --overwrite" in capsys.readouterr().err
+    assert exit_code([*argv, "--overwrite"]) == 2
+    assert "lies inside the checkpoint folder" in capsys.readouterr().err and weights.read_bytes() == before
+    assert exit_code(["export", w / "ckpt", "--out", w / "fresh.onnx", "--no-verify", "--working-size", "32x16"]) == 0
+    assert exit_code(["export", w / "ckpt", "--out", w / "fresh.onnx", "--no-verify", "--working-size", "32x16",
+                      "--overwrite"]) == 0  # an earlier export is replaced when asked
