@@ -57,7 +57,7 @@ def config_options(func):
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option("the outcome")
-@overwrite_option()
+@overwrite_option("the JSON file (a run folder is never replaced: --resume continues it)")
 def train(method: str, source: str, target: str | None, model: str | None, init: Path | None, steps: int | None,
           config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool, json_out: str | None,
           overwrite: bool) -> None:
