@@ -68,7 +68,7 @@ def prepare(cache: Path, n: int, seed: int, workers: int) -> Path:
     folder = cache / f"n{n}-seed{seed}-v{_CACHE_VERSION}"
     if (folder / "done").is_file():
         return folder
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, overwrite=True) as tmp:  # a cache: an unfinished folder is regenerated
         (tmp / "pred").mkdir(parents=True)
         with ThreadPoolExecutor(workers) as pool:
             jobs = [pool.submit(_make_pair, i, seed, tmp / "gt", tmp / "pred") for i in range(n)]

@@ -62,7 +62,7 @@ def bench_export(root: Path, model: str, counts: list[int], precisions: list[str
             out = root / f"{model}-x{n}-{precision}.onnx"
             t0 = time.perf_counter()
             result = export_onnx(ensemble, out, precision=precision, working_size=working_size, verify=False,
-                                 progress=False)
+                                 progress=False, overwrite=True)  # timed anew in the benchmark's own work folder
             rows.append({"members": n, "precision": precision, "load_s": round(load_s, 2),
                          "export_s": round(result.export_seconds, 2), "total_s": round(time.perf_counter() - t0, 2),
                          "size_mib": round(result.size_bytes / 2**20, 1), "files": len(result.files)})

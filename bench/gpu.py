@@ -64,7 +64,7 @@ from ftadapt.bench.report import host_info, torch_info
 from ftadapt.bench.train_step import BENCH_DEFAULTS, RAW_SIZES, bench_train_step
 from ftadapt.config import build_config
 from ftadapt.errors import UsageError
-from ftadapt.fsutil import write_text_atomic
+from ftadapt.fsutil import check_target, write_text_atomic
 
 TARGET_BF16_STEPS_PER_S = 28.0  # one H100: 100k steps in under an hour
 # Config keys of the two modes (sizes W×H).
@@ -279,16 +279,18 @@ def _deploy_item(work: Path, model: str, tiny: bool) -> Item:
 
 
 def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
-            compile_model: bool = False, skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
+            compile_model: bool = False, skip: tuple[str, ...] = (), only: tuple[str, ...] = (),
+            overwrite: bool = False) -> dict[str, Any]:
     """Run the items that fit in ``budget_s`` seconds (all, or ``only`` these, minus ``skip``), writing
-    ``out/gpu_bench.json`` after each; return the report."""
+    ``out/gpu_bench.json`` after each (an earlier run's file only with ``overwrite``); return the report."""
     started = time.monotonic()
+    check_target(out / RESULT_FILE, overwrite=overwrite, what="--out")
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         report = {"benchmark": "gpu", "error": "no CUDA device visible to torch",
                   "environment": {**environment(torch.device("cpu")), **_nvidia_smi()}}
-        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n", overwrite=True)
         return report
     report: dict[str, Any] = {
         "benchmark": "gpu", "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -325,10 +327,10 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
             print(json.dumps({item.name: _headline(result)}), flush=True)
         report["item_seconds"][item.name] = round(time.monotonic() - t0, 1)
         _release(dev)
-        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+        write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n", overwrite=True)
     report["summary"] = _summary(report)
     report["total_s"] = round(time.monotonic() - started, 1)
-    write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2, default=str) + "\n", overwrite=True)
     return report
 
 

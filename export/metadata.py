@@ -80,7 +80,7 @@ def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith("ftadapt.")}
     props.update(info.to_props())
     onnx.helper.set_model_props(model, props)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=True) as tmp:  # rewrites the file it read
         onnx.save(model, str(tmp))
 
 

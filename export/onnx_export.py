@@ -4,8 +4,10 @@ The graph is :class:`~ftadapt.export.onnx_graph.SegmentationGraph` exported by `
 dynamic batch, height and width. Weights are embedded in the ``.onnx`` unless they exceed ``EXTERNAL_DATA_BYTES``
 (protobuf's 2 GB limit), in which case they go to ``<name>.data`` beside it. Everything is written in a temporary
 folder beside the target and renamed into place at the end (data file first), so a crash leaves no half-written
-artifact. A failed verification keeps the file, marks it (``verification.status = "failed"`` in the metadata) and
-raises :class:`VerificationError`.
+artifact. ``out`` (and its data file) follow the one output rule (``ftadapt.fsutil.check_target``), checked before the
+export: an existing file is replaced only with ``overwrite``; a link, a member's checkpoint folder or any checkpoint
+folder never. A failed verification keeps the file, marks it (``verification.status = "failed"`` in the metadata)
+and raises :class:`VerificationError`.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ftadapt.errors import FtadaptError, UsageError
 from ftadapt.export.metadata import artifact_info, external_files, write_props
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification, default_sizes, verification_frames, verify_onnx
+from ftadapt.fsutil import check_target
 from ftadapt.protocol import CITYSCAPES_SIZE
 
 DEFAULT_OPSET = 20
@@ -66,11 +69,16 @@ class ExportResult:
                 "export_seconds": round(self.export_seconds, 2), "verification": self.info.verification}
 
 
-def _check_out(out: Path) -> None:
-    if out.is_dir():
+def _check_out(out: Path, ensemble: Ensemble, overwrite: bool) -> Path:
+    """The data file an export to ``out`` may write; both pass the output rule, or nothing is done."""
+    if out.is_dir() and not out.is_symlink():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
+    data = out.with_name(out.name + ".data")
+    for target in (out, data):
+        check_target(target, overwrite=overwrite, inputs=[info.path for info in ensemble.infos], what="--out")
+    return data
 
 
 def _torch_export(graph: torch.nn.Module, destination: Path, info: ArtifactInfo, *, external: bool) -> None:
@@ -116,16 +124,17 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
                 working_size: tuple[int, int] = CITYSCAPES_SIZE, with_probs: bool = False, verify: bool = True,
                 verify_sizes: list[tuple[int, int]] | None = None, frames_per_size: int = 2,
                 frames: list[np.ndarray] | None = None, opset: int = DEFAULT_OPSET,
-                progress: bool = True) -> ExportResult:
+                progress: bool = True, overwrite: bool = False) -> ExportResult:
     """Export ``ensemble`` (FP32 members, e.g. from :func:`~ftadapt.ensemble.load_ensemble`) to ``out``.
 
     ``precision`` "fp16" exports BN-folded half members (see :mod:`ftadapt.export.fp16`). Verification compares
     ONNX Runtime with the FP32 module on ``frames`` (uint8 N×H×W×3 batches) or, by default, ``frames_per_size``
     synthetic street scenes at each of ``verify_sizes`` (default: :func:`~ftadapt.export.verify.default_sizes`).
-    Raises VerificationError (after writing the marked file) when verification fails.
+    Raises VerificationError (after writing the marked file) when verification fails. An existing ``out`` is replaced
+    only with ``overwrite`` (see the module docstring).
     """
     out = Path(out)
-    _check_out(out)
+    stale = _check_out(out, ensemble, overwrite)
     reference = build_graph(ensemble, working_size=working_size)
     graph = build_graph(ensemble, precision=precision, working_size=working_size, with_probs=with_probs)
     info = artifact_info(graph, precision=precision, opset=opset)
@@ -150,8 +159,7 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
         for f in files:
             os.replace(f, out.parent / f.name)
     if not external:
-        stale = out.with_name(out.name + ".data")
-        stale.unlink(missing_ok=True)  # left by an earlier export of this name with external weights
+        stale.unlink(missing_ok=True)  # left by an earlier export of this name with external weights (overwrite)
     placed = [out.parent / f.name for f in files]
     result = ExportResult(out, placed[-1:] + placed[:-1], info, seconds, verification)
     if verification is not None and not verification.passed:

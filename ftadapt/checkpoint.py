@@ -12,7 +12,9 @@ import dataclasses
 import hashlib
 import io
 import json
-import re
+import pickle
+import pickletools
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from torch import Tensor
 
 from ftadapt import __version__
 from ftadapt.errors import CheckpointError, UsageError
-from ftadapt.fsutil import atomic_path
+from ftadapt.fsutil import atomic_path, refuse_existing
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
 
 MODEL_FILE, CONFIG_FILE, META_FILE, TRAIN_STATE_FILE = "model.pt", "config.json", "meta.json", "train_state.pt"
@@ -135,18 +137,63 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def torch_load_bytes(data: bytes, *, name: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` of file contents, with project errors for foreign or corrupt pickles."""
+    """``torch.load(weights_only=True)`` of file contents, with project errors for unsafe or corrupt files.
+
+    A refusal is told apart from damage by the file's structure, not by torch's wording (which changes between
+    versions): torch refused (``UnpicklingError``) and a pickle of the file that reads cleanly imports something
+    besides torch's own rebuild functions and containers — unsafe; anything else is damage."""
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, … depending on the damage
-        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    except pickle.UnpicklingError:
+        foreign = [g for g in pickle_globals(data) if g.split(".")[0] not in ("torch", "collections", "builtins")]
         if foreign:
             raise CheckpointError(
-                f"{name} contains Python objects besides tensors ({foreign.group(1)}), so it cannot be loaded safely: "
-                "torch.load(weights_only=True) refused it, and unpickling it could run arbitrary code. If you trust "
-                "the file, load it yourself and re-save only its state_dict with torch.save.") from None
+                f"{name} is unsafe: refused to unpickle it, because it imports Python objects besides tensors "
+                f"({', '.join(list(dict.fromkeys(foreign))[:3])}) and unpickling it could run arbitrary code. If you "
+                "trust the file, load it yourself and re-save only its state_dict with torch.save.") from None
+        raise CheckpointError(f"{name} is not a readable torch file: it is corrupt or truncated (torch refused its "
+                              "pickle, which does not parse)") from None
+    except Exception as exc:  # RuntimeError (zip), EOFError, … depending on the damage
         raise CheckpointError(f"{name} is not a readable torch file: it is corrupt, truncated or was not written by "
                               f"torch.save ({type(exc).__name__})") from None
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_streams(data: bytes) -> list[io.BytesIO]:
+    """The streams holding a torch file's pickles: ``*/data.pkl`` of the zip format, else the file itself (the legacy
+    format: pickles one after another, then raw storage bytes)."""
+    buffer = io.BytesIO(data)
+    if not zipfile.is_zipfile(buffer):
+        return [io.BytesIO(data)]
+    try:
+        with zipfile.ZipFile(buffer) as archive:
+            return [io.BytesIO(archive.read(n)) for n in archive.namelist() if n.endswith("/data.pkl")]
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return []
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """The ``module.name`` globals imported by every pickle of a torch file that reads cleanly, in order, taken from
+    the opcodes without unpickling anything (reading stops at the first pickle that does not parse)."""
+    found: list[str] = []
+    for stream in _pickle_streams(data):
+        while stream.tell() < len(stream.getbuffer()):
+            strings: list[str] = []
+            imported: list[str] = []
+            try:
+                for op, arg, _pos in pickletools.genops(stream):
+                    if op.name == "GLOBAL":
+                        imported.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":
+                        imported.append(".".join(strings[-2:]) or "?")
+                    elif op.name in _STRING_OPS:
+                        strings.append(str(arg))
+            except (ValueError, EOFError, UnicodeDecodeError):
+                break
+            found += imported
+    return found
 
 
 def _check_weights_only(obj: Any, where: str) -> None:
@@ -177,9 +224,10 @@ def _torch_save_hashed(obj: Any, path: Path) -> str:
 
 def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], model_config: ModelConfig | Mapping,
                     meta: Mapping[str, Any], train_state: Mapping[str, Any] | None = None,
-                    extra_config: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder at ``path`` atomically (an existing checkpoint there is replaced only once the new one
-    is complete; a failure leaves it untouched and no partial folder behind).
+                    extra_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write a checkpoint folder at ``path`` atomically (a failure leaves no partial folder behind). An existing
+    checkpoint folder there is replaced only with ``overwrite``, and only once the new one is complete; anything else
+    at ``path`` (a file, another folder, a link) is never replaced.
 
     ``model_state`` may come from a wrapped model (prefixes are stripped); it must hold every key of ``model_config``'s
     model, or every backbone key (no layer5/layer6: written as a backbone-only init checkpoint). ``extra_config`` adds
@@ -187,6 +235,7 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
     """
     path = Path(path)
     config = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
+    refuse_existing(path, overwrite=overwrite)
     if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / MODEL_FILE).is_file()):
         raise CheckpointError(f"{path} exists and is not a checkpoint folder; choose another output path")
     state = plain_state_dict(model_state)
@@ -203,7 +252,7 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
         _check_weights_only(dict(train_state), "train_state")
     full_config = {"format": FORMAT_VERSION, "model": config.to_dict(),
                    "contents": "backbone" if backbone_only else "full", **(extra_config or {})}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.mkdir()
         hashes = {"sha256": _torch_save_hashed(state, tmp / MODEL_FILE)}
         if train_state is not None:
@@ -301,6 +350,12 @@ def checkpoint_name(path: str | Path) -> str:
     return path.name or str(path)
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a training run's folder (``checkpoints/``, or the log of a run that saved none yet)."""
+    path = Path(path)
+    return not (path / MODEL_FILE).exists() and ((path / CHECKPOINTS).is_dir() or (path / "metrics.jsonl").exists())
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder a user means by ``path``: a checkpoint folder as it is, a run folder its newest
     checkpoint. A run folder without any checkpoint is a CheckpointError; anything else is left to ``load_checkpoint``
@@ -311,7 +366,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     newest = latest_checkpoint(path)
     if newest is not None:
         return newest
-    if (path / CHECKPOINTS).is_dir() or (path / "metrics.jsonl").exists():
+    if is_run_folder(path):
         raise CheckpointError(f"run folder {path} has no checkpoint yet (it stopped before the first one); pass a "
                               "run that saved one, or a checkpoint folder (RUN/checkpoints/step_NNNNNN)")
     return path

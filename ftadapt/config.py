@@ -14,19 +14,19 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftadapt.config_rules import METHODS, VALUE_RULES
 from ftadapt.errors import UsageError
+from ftadapt.machine import loader_workers
 from ftadapt.presets import PRESETS
 
-COMPILE_MODES = ("off", "default", "reduce-overhead")
-METHODS = ("source-only", "norm-only", "clan", "clan-norm", "maxsquare", "maxsquare-norm")
 DATASET_KINDS = ("gta5", "cityscapes", "synthia")
-AUGMENTATIONS = ("clan", "maxsquare", "none")
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path]:
@@ -53,8 +53,9 @@ class DataConfig:
     target_list: str = ""  # a list file selecting target train images
     batch_size: int = 1
     # Loader processes per domain. One core prepares ~12 Cityscapes / ~16 GTA5 samples per second (PNG decoding
-    # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process.
-    num_workers: int = 4
+    # dominates; ftadapt bench loader-speed), so 28 steps/s needs 3 per domain; 0: in the training process. The
+    # default is sized to the machine (``ftadapt.machine.loader_workers``: 1 on 2 cores, 4 from 9 cores on).
+    num_workers: int = field(default_factory=loader_workers)
 
 
 @dataclass
@@ -144,27 +145,14 @@ class TrainConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def __post_init__(self) -> None:
-        checks = [
-            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
-            ("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
-            ("speed.amp", self.speed.amp in ("off", "bf16"), "'off' or 'bf16'"),
-            ("speed.compile", self.speed.compile in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
-            ("loss.seg", self.loss.seg in ("ce", "focal"), "'ce' or 'focal'"),
-            ("data.augment", self.data.augment in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
-            ("freeze_bn_affine", self.freeze_bn_affine in ("all", "stem"), "'all' or 'stem'"),
-            ("steps", self.steps > 0, "a positive number of steps"),
-            ("data.batch_size", self.data.batch_size > 0, "positive"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "≥ 0 (0: only at the end)"),
-            ("keep_checkpoints", self.keep_checkpoints >= 0, "≥ 0 (0: keep every checkpoint)"),
-            ("speed.channel_multiple", self.speed.channel_multiple >= 0,
-             "≥ 0 (0: off; 8 aligns bf16 rows to 16 bytes)"),
-            ("log_every", self.log_every > 0, "positive"),
-            ("stop_at", 0 <= self.stop_at <= self.steps, f"between 0 (off) and steps ({self.steps})"),
-            ("optim.warmup_steps", self.optim.warmup_steps >= 0, "≥ 0"),
-        ]
-        for key, ok, expected in checks:
-            if not ok:
-                raise UsageError(f"config {key}={get_key(self, key)!r} is invalid: expected {expected}")
+        """Refuse values the run cannot use, naming the key and the allowed range (not torch's error, later)."""
+        for key, value in flatten(self).items():
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise UsageError(f"config {key}={value!r} is invalid: expected a finite number")
+            rule = VALUE_RULES.get(key)
+            if rule is not None and not rule[0](value, self):
+                raise UsageError(f"config {key}={value!r} is invalid: expected {rule[1].format(cfg=self)}")
 
 
 # Keys that may change when a run is resumed: they decide where and how fast it runs, not what it learns. The dataset
@@ -194,6 +182,7 @@ ADDED_KEYS: dict[str, Any] = {"sync_bn": False, "freeze_bn_affine": "all", "data
 # The architecture of each method's reference code, used when the model is not given: MaxSquare's released models are
 # multi-level with the reduced ASPP; CLAN, the paper and the others use two full-ASPP heads on layer4.
 DEFAULT_MODELS = {"maxsquare": "deeplabv2-r101-multi-reduced", "maxsquare-norm": "deeplabv2-r101-multi-reduced"}
+
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys → values of a (nested) dataclass, e.g. ``{"loss.lambda_norm": 0.00015, ...}``."""
@@ -277,6 +266,11 @@ def _check_key(key: str) -> str:
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(KEY_TYPES)}"
         raise UsageError(f"unknown config key {key!r}{hint}")
     return key
+
+
+def typed_value(key: str, value: Any) -> Any:
+    """``value`` of ``key`` as a config holds it, from a ``--set`` string or an option's value alike."""
+    return _convert(_check_key(key), value, KEY_TYPES[_check_key(key)])
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -380,3 +374,9 @@ def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:
     """Human-readable differences ``key: old → new`` in the keys that make two runs incompatible."""
     a, b = flatten(old), flatten(new)
     return [f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in RESUMABLE_KEYS and a[k] != b[k]]
+
+
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "LossConfig", "EvalConfig", "SpeedConfig", "METHODS",
+           "DATASET_KINDS", "PRESETS", "RESUMABLE_KEYS", "KEY_ALIASES", "build_config", "config_from_dict",
+           "config_to_dict", "config_hash", "config_diff", "parse_set", "read_config_file", "parse_dataset_spec",
+           "flatten", "get_key", "canonical_key", "typed_value"]

@@ -21,3 +21,8 @@ class DatasetError(FtadaptError):
 
 class CheckpointError(FtadaptError):
     """A checkpoint folder or weights file that is missing, corrupt or of the wrong layout."""
+
+
+class OutputError(UsageError):
+    """An output a command may not write: it exists (and replacing was not asked for), it is a symbolic link, it lies
+    inside an input, or inside a folder ftadapt writes only whole (see ``ftadapt.fsutil.check_target``)."""

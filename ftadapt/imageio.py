@@ -2,7 +2,9 @@
 Pillow).
 
 Decoding uses Pillow: it releases the GIL while inflating, so a thread pool scales across cores, and it is the
-decoder the reference code used (so BICUBIC resizes match). Every failure becomes a ``DatasetError`` naming the file.
+decoder the reference code used (so BICUBIC resizes match). Every failure becomes a ``DatasetError`` naming the file —
+an image above Pillow's decompression-bomb limit too (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 Mpx, refused beyond
+twice that); the environment variable ``FTADAPT_MAX_IMAGE_PIXELS`` sets that limit for every command.
 """
 from __future__ import annotations
 
@@ -16,18 +18,56 @@ from ftadapt.errors import DatasetError
 from ftadapt.fsutil import atomic_path
 
 _LABEL_MODES = ("L", "P")
+PIXELS_ENV = "FTADAPT_MAX_IMAGE_PIXELS"
+
+
+def _apply_pixel_limit() -> None:
+    """Pillow's decompression-bomb limit from ``FTADAPT_MAX_IMAGE_PIXELS`` when it is set (Pillow's own otherwise)."""
+    value = os.environ.get(PIXELS_ENV)
+    if value is None:
+        return
+    if not value.strip().isdigit() or int(value) < 1:
+        raise DatasetError(f"{PIXELS_ENV}={value!r}: expected a positive whole number of pixels")
+    Image.MAX_IMAGE_PIXELS = int(value)
+
+
+def _too_large(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(f"{path}: too large to decode safely ({exc}); downscale it, or, if you need images this "
+                        f"large, raise the limit: {PIXELS_ENV}=<pixels> in the environment (Python: "
+                        "PIL.Image.MAX_IMAGE_PIXELS = <pixels>; Pillow refuses images over twice the limit)")
 
 
 def _open(path: Path) -> Image.Image:
+    """Open and decode an image; every failure is a DatasetError naming the file."""
+    _apply_pixel_limit()
     try:
         img = Image.open(path)
         img.load()
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: unreadable or corrupt image ({exc}); re-extract or re-download this "
                            "file") from None
     return img
+
+
+def verify_image(path: str | os.PathLike) -> tuple[int, int]:
+    """(W, H) of an image whose file checks out (header and, for PNG, chunk CRCs) without decoding its pixels; a
+    DatasetError naming the file otherwise (what the dataset doctor reports)."""
+    path = Path(path)
+    _apply_pixel_limit()
+    try:
+        with Image.open(path) as img:
+            img.verify()
+            return img.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
+    except Exception as exc:  # verify() raises whatever the damage provokes (struct.error, SyntaxError, OSError …)
+        raise DatasetError(f"{path}: corrupt or unreadable image ({exc})") from None
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -78,20 +118,10 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(W, H) of an image from its header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable or corrupt image ({exc})") from None
-
-
-def write_png(path: str | os.PathLike, array: np.ndarray, *, palette: np.ndarray | None = None) -> None:
-    """Write an (H, W) uint8 or (H, W, 3) uint8 array as PNG, atomically; ``palette`` (256×3) makes a ``P`` image."""
+def write_png(path: str | os.PathLike, array: np.ndarray, *, palette: np.ndarray | None = None,
+              overwrite: bool = False) -> None:
+    """Write an (H, W) uint8 or (H, W, 3) uint8 array as PNG, atomically; ``palette`` (256×3, or fewer rows) makes a
+    ``P`` image; an existing file is replaced only with ``overwrite``."""
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise TypeError(f"write_png expects uint8, got {array.dtype}")
@@ -102,5 +132,5 @@ def write_png(path: str | os.PathLike, array: np.ndarray, *, palette: np.ndarray
             raise ValueError("a palette PNG needs an (H, W) array of indices")
         img = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
         img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png", overwrite=overwrite) as tmp:
         img.save(tmp, format="PNG", compress_level=1)

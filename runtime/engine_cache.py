@@ -170,10 +170,10 @@ class EngineCache:
     def store(self, key: EngineKey, model_name: str, plan: bytes, info: dict[str, Any]) -> Path:
         """Write the plan, then its record (the record commits it), each atomically; returns the engine path."""
         path = self.engine_path(key, model_name)
-        with atomic_path(path, suffix=".engine") as tmp:
+        with atomic_path(path, suffix=".engine", overwrite=True) as tmp:  # a stale engine
             tmp.write_bytes(plan)
         record = {"key": key.to_dict(), "plan_sha256": hashlib.sha256(plan).hexdigest(), "model": model_name, **info}
-        write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+        write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n", overwrite=True)
         return path
 
     def read_timing_cache(self, key: EngineKey) -> bytes:
@@ -181,7 +181,7 @@ class EngineCache:
         return path.read_bytes() if path.is_file() else b""
 
     def write_timing_cache(self, key: EngineKey, data: bytes) -> None:
-        with atomic_path(self.timing_cache_path(key), suffix=".cache") as tmp:
+        with atomic_path(self.timing_cache_path(key), suffix=".cache", overwrite=True) as tmp:
             tmp.write_bytes(data)
 
 

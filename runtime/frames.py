@@ -13,6 +13,10 @@ import numpy as np
 from ftadapt.errors import UsageError
 
 Size = tuple[int, int]  # (H, W), numpy order, as frames are indexed
+# The largest frame (H, W) ONNX Runtime takes unless told otherwise: it needs about 110 bytes per pixel of frame
+# (measured: 8000×8000 took 6.9 GB), so a 16k×16k frame would exhaust a 24 GB machine; 4096×4096 stays under 2 GB.
+# TensorRT's limit is its engine profile (``engine_cache.DEFAULT_MAX_SIZE``).
+ORT_MAX_SIZE: Size = (4096, 4096)
 
 
 def check_size(value: object, name: str) -> Size | None:
@@ -68,7 +72,8 @@ def check_frame(frame: object, *, max_size: Size | None = None, min_size: Size |
         raise UsageError(f"{what} is empty (shape {frame.shape}); expected {expected} with H, W ≥ 1")
     if max_size is not None and (h > max_size[0] or w > max_size[1]):
         raise UsageError(f"{what} is {h}×{w} (H×W), larger than max_size {max_size[0]}×{max_size[1]} this "
-                         "Segmenter was built for; resize it or create the Segmenter with a larger max_size")
+                         f"Segmenter was built for; resize it or create the Segmenter with max_size=({h}, {w}) or "
+                         "larger (ONNX Runtime needs about 110 bytes of memory per pixel)")
     if min_size is not None and (h < min_size[0] or w < min_size[1]):
         raise UsageError(f"{what} is {h}×{w} (H×W), smaller than min_size {min_size[0]}×{min_size[1]} of this "
                          "Segmenter's engine profile; create the Segmenter with a smaller min_size")

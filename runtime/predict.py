@@ -4,7 +4,12 @@ For every frame it writes ``<name>.png`` — the label map as a palette PNG whos
 ``ftadapt eval --pred-dir`` reads; Cityscapes file names keep their frame id) — and ``<name>_color.png``, the
 palette colours blended over the frame (``*_color.png`` is ignored by the evaluator). Folders keep their
 sub-folders; a video's frames go to ``<out>/<video name>/<video name>_<index>.png``. Images are decoded with
-Pillow, videos with OpenCV when it is installed. Every file is written atomically.
+Pillow (``ftadapt.imageio``), videos with OpenCV when it is installed.
+
+Outputs follow the one output rule (``ftadapt.fsutil``): before the first frame, the output folder must not be, lie
+inside or hold an input folder; no planned file may exist unless ``overwrite`` (CLI ``--overwrite``) nor be an input;
+and no two inputs may share an output file (``x.png`` and ``x_color.png`` in one folder would). Every file is written
+atomically.
 """
 from __future__ import annotations
 
@@ -16,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ftadapt.errors import UsageError
-from ftadapt.fsutil import atomic_path
+from ftadapt.fsutil import check_new_files, check_target
+from ftadapt.imageio import read_rgb, write_png
 from ftadapt.runtime.frames import overlay
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -28,47 +33,50 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One input: an image or a video file, and the output name (without suffix) relative to the output folder."""
+    """One input: an image or a video file, the output name (without suffix) relative to the output folder, and the
+    input it came from as the user gave it (the file itself, or the folder it was found in)."""
 
     path: Path
     name: str
     video: bool = False
+    given: Path | None = None
+
+    def outputs(self) -> list[str]:
+        """What it writes, relative to the output folder: two PNGs for an image, one folder for a video."""
+        return [self.name] if self.video else [f"{self.name}.png", f"{self.name}_color.png"]
 
 
 def collect_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Expand image files, videos and folders (their images, recursively) into sources with distinct output names."""
+    """Expand image files, videos and folders (their images, recursively) into sources with distinct outputs."""
     sources: list[Source] = []
     for item in map(Path, inputs):
         if item.is_dir():
             images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not images:
                 raise UsageError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            sources += [Source(p, str(p.relative_to(item).with_suffix(""))) for p in images]
+            sources += [Source(p, str(p.relative_to(item).with_suffix("")), given=item) for p in images]
         elif item.suffix.lower() in VIDEO_SUFFIXES and item.is_file():
-            sources.append(Source(item, item.stem, video=True))
+            sources.append(Source(item, item.stem, video=True, given=item))
         elif item.suffix.lower() in IMAGE_SUFFIXES and item.is_file():
-            sources.append(Source(item, item.stem))
+            sources.append(Source(item, item.stem, given=item))
         elif not item.exists():
             raise UsageError(f"input {item} does not exist")
         else:
             raise UsageError(f"input {item} is neither an image ({', '.join(IMAGE_SUFFIXES)}), a video "
                              f"({', '.join(VIDEO_SUFFIXES)}) nor a folder")
-    seen: dict[str, Path] = {}
-    for s in sources:
-        if s.name in seen:
-            raise UsageError(f"{seen[s.name]} and {s.path} would both be written as {s.name}.png; pass them in "
-                             "separate runs or rename one")
-        seen[s.name] = s.path
+    _require_distinct_outputs(sources)
     return sources
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image as RGB. Shape: (H, W, 3) uint8."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UsageError(f"{path}: unreadable image ({exc})") from None
+def _require_distinct_outputs(sources: Sequence[Source]) -> None:
+    """UsageError when two inputs would write one output file, e.g. ``x.png``'s overlay and ``x_color.png``'s labels."""
+    seen: dict[str, Path] = {}
+    for s in sources:
+        for output in s.outputs():
+            if output in seen:
+                raise UsageError(f"{seen[output]} and {s.path} would both be written as {output}; pass them in "
+                                 "separate runs or rename one")
+            seen[output] = s.path
 
 
 def _open_video(path: Path) -> Any:
@@ -107,49 +115,60 @@ def video_frames(path: Path, every: int = 1) -> Iterator[tuple[int, np.ndarray]]
         capture.release()
 
 
-def _frames(sources: Sequence[Source], every: int) -> Iterator[tuple[str, np.ndarray]]:
+def _frames(sources: Sequence[Source], every: int) -> Iterator[tuple[str, np.ndarray, str]]:
+    """(output name, RGB frame, where it came from) of every frame to segment."""
     for s in sources:
         if s.video:
             for index, frame in video_frames(s.path, every):
-                yield f"{s.name}/{s.name}_{index:06d}", frame
+                yield f"{s.name}/{s.name}_{index:06d}", frame, f"{s.path} frame {index}"
         else:
-            yield s.name, read_image(s.path)
+            yield s.name, read_rgb(s.path), str(s.path)
 
 
-def _save_png(path: Path, array: np.ndarray, palette: np.ndarray | None = None) -> None:
-    """Write (H, W) uint8 indices with a palette, or (H, W, 3) uint8 RGB, as a PNG, atomically."""
-    array = np.ascontiguousarray(array)
-    if palette is None:
-        img = Image.fromarray(array)
-    else:
-        img = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
-        img.putpalette(palette.reshape(-1).tolist())
-    with atomic_path(path, suffix=".png") as tmp:
-        img.save(tmp, format="PNG", compress_level=1)
+def _check_frame_size(frame: np.ndarray, origin: str, max_size: tuple[int, int] | None) -> None:
+    """UsageError naming the input and the flag when ``frame`` exceeds the Segmenter's ``max_size`` (H, W)."""
+    (h, w), limit = frame.shape[:2], max_size
+    if limit is not None and (h > limit[0] or w > limit[1]):
+        need = f"{max(w, limit[1])}x{max(h, limit[0])}"
+        raise UsageError(f"{origin}: the frame is {w}x{h} (W×H), larger than the largest frame this model was set up "
+                         f"for, {limit[1]}x{limit[0]}; pass --max-frame {need} (Python: Segmenter(max_size="
+                         f"({max(h, limit[0])}, {max(w, limit[1])}))) or resize the input")
+
+
+def check_outputs(sources: Sequence[Source], out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """The output rule for a prediction run (module docstring), checked before the first frame: an OutputError
+    otherwise."""
+    out_dir = Path(out_dir)
+    check_target(out_dir, overwrite=overwrite, inputs={s.given or s.path for s in sources}, what="--out", merge=True)
+    check_new_files([out_dir / o for s in sources for o in s.outputs()], overwrite=overwrite,
+                    inputs=[s.path for s in sources], what="--out")
 
 
 def predict_files(segmenter: Any, sources: Sequence[Source], out_dir: str | os.PathLike, *, alpha: float = 0.5,
-                  every: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Segment every frame of ``sources`` (from ``collect_sources``) into ``out_dir`` (see the module docstring);
-    returns a summary: frame count, wall time, end-to-end frames per second, mean per-frame model latency."""
+                  every: int = 1, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Segment every frame of ``sources`` (from ``collect_sources``) into ``out_dir`` (see the module docstring;
+    ``overwrite`` replaces earlier outputs of the same names); returns a summary: frame count, wall time, end-to-end
+    frames per second, mean per-frame model latency."""
     from tqdm import tqdm
 
     if every < 1:
         raise UsageError(f"every={every}: expected a positive integer")
+    out_dir = Path(out_dir)
+    check_outputs(sources, out_dir, overwrite=overwrite)
     counts = [video_frame_count(s.path, every) if s.video else 1 for s in sources]
     total = None if None in counts else sum(counts)
-    out_dir = Path(out_dir)
-    palette = segmenter.palette
     table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(palette)] = palette
+    table[: len(segmenter.palette)] = segmenter.palette
     model_seconds, frames, start = 0.0, 0, time.perf_counter()
     with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
-        for name, frame in _frames(sources, every):
+        for name, frame, origin in _frames(sources, every):
+            _check_frame_size(frame, origin, segmenter.max_size)
             t0 = time.perf_counter()
             labels = segmenter(frame)
             model_seconds += time.perf_counter() - t0
-            _save_png(out_dir / f"{name}.png", labels.astype(np.uint8), table)
-            _save_png(out_dir / f"{name}_color.png", overlay(frame, segmenter.colorize(labels), alpha))
+            write_png(out_dir / f"{name}.png", labels.astype(np.uint8), palette=table, overwrite=overwrite)
+            write_png(out_dir / f"{name}_color.png", overlay(frame, segmenter.colorize(labels), alpha),
+                      overwrite=overwrite)
             frames += 1
             bar.update(1)
             bar.set_postfix(model_ms=f"{1000 * model_seconds / frames:.1f}")
@@ -159,5 +178,5 @@ def predict_files(segmenter: Any, sources: Sequence[Source], out_dir: str | os.P
             "model_ms_mean": round(1000 * model_seconds / frames, 3) if frames else None}
 
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Source", "collect_sources", "predict_files", "read_image",
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Source", "check_outputs", "collect_sources", "predict_files",
            "video_frames"]

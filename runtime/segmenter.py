@@ -35,7 +35,7 @@ from ftadapt.errors import UsageError
 from ftadapt.labels import colorize, palette_table
 from ftadapt.runtime.backends import BackendUnavailable, choose_backend
 from ftadapt.runtime.engine_cache import EngineCache, EngineError, compute_profile
-from ftadapt.runtime.frames import check_batch, check_frame, check_size, stack_frames
+from ftadapt.runtime.frames import ORT_MAX_SIZE, check_batch, check_frame, check_size, stack_frames
 from ftadapt.runtime.onnx_file import ModelFile, read_model_file
 from ftadapt.runtime.ort_backend import OrtBackend
 from ftadapt.runtime.trt_backend import TrtBackend
@@ -67,7 +67,8 @@ class Segmenter:
         providers: ONNX Runtime providers to request instead of CUDA-then-CPU (e.g. with TensorRT's EP first).
         engine_cache: folder of TensorRT engines (default ``~/.cache/ftadapt/engines``).
         max_batch: largest batch one engine call takes (TensorRT; default 1). Larger batches are split.
-        max_size: (H, W) of the largest frame (TensorRT default 1024×2048; ONNX Runtime: no limit unless given).
+        max_size: (H, W) of the largest frame (TensorRT default 1024×2048; ONNX Runtime default 4096×4096, which
+            bounds its memory: it needs about 110 bytes per pixel of frame).
         stream: a ``pycuda.driver.Stream`` for TensorRT work (default: the Segmenter's own non-default stream).
         min_size: (H, W) of the smallest frame (TensorRT, default 1×1); ``min_size == max_size`` and
             ``max_batch == 1`` give a static engine (fixed camera resolution): the best tactics for that one shape.
@@ -126,7 +127,8 @@ class Segmenter:
                     raise UsageError("stream= and cuda_graph= apply to the TensorRT backend only")
                 notes.append("stream= and cuda_graph= are ignored: they apply to TensorRT, and ONNX Runtime runs")
             self.max_batch = None if max_batch is None else check_batch(max_batch)
-            self.max_size, self.min_size = check_size(max_size, "max_size"), check_size(min_size, "min_size")
+            self.max_size = check_size(max_size, "max_size") or ORT_MAX_SIZE  # bounds the session's memory
+            self.min_size = check_size(min_size, "min_size")
             self._impl = OrtBackend(model, device=device, providers=None if providers is None else list(providers),
                                     threads=threads, cpu_fallback=cpu_fallback or backend == "auto")
         self.backend: str = self._impl.name

@@ -2,6 +2,7 @@
 
 Every label holds a known pattern of raw ids (``label_ids``), so tests can compute trainIds and histograms by hand.
 ``write_png16`` is an independent minimal PNG encoder: SYNTHIA labels are 16-bit PNGs that Pillow cannot write.
+The builders write over files a root already holds (tests call them again to add splits or change frames).
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ def write_png16(path: Path, array: np.ndarray) -> None:
 def make_gta5(root: Path, n: int = 3, size: tuple[int, int] = (24, 12)) -> Path:
     """``root/images/0000i.png`` RGB and ``root/labels/0000i.png`` palette PNGs of Cityscapes ids."""
     for i in range(1, n + 1):
-        write_png(root / "images" / f"{i:05d}.png", rgb_image(*size, seed=i))
-        write_png(root / "labels" / f"{i:05d}.png", label_ids(*size, CITYSCAPES_IDS), palette=palette_array())
+        write_png(root / "images" / f"{i:05d}.png", rgb_image(*size, seed=i), overwrite=True)
+        write_png(root / "labels" / f"{i:05d}.png", label_ids(*size, CITYSCAPES_IDS), palette=palette_array(),
+                  overwrite=True)
     return root
 
 
@@ -87,10 +89,11 @@ def make_cityscapes(root: Path, counts: dict[str, int] | None = None, size: tupl
         for i in range(n):
             city = ("bremen", "aachen")[i % 2]
             frame = f"{city}_{i:06d}_000019"
-            write_png(root / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png", rgb_image(*size, seed=i))
+            write_png(root / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png", rgb_image(*size, seed=i),
+                      overwrite=True)
             if labels:
                 write_png(root / "gtFine" / split / city / f"{frame}_gtFine_labelIds.png",
-                          label_ids(*size, CITYSCAPES_IDS))
+                          label_ids(*size, CITYSCAPES_IDS), overwrite=True)
     return root
 
 
@@ -98,7 +101,7 @@ def make_synthia(root: Path, n: int = 2, size: tuple[int, int] = (20, 10)) -> Pa
     """``RGB/000000i.png`` and 16-bit RGB ``GT/LABELS/000000i.png``: class ids in channel 0, instance ids (50 + x)
     in channel 1, zeros in channel 2."""
     for i in range(n):
-        write_png(root / "RGB" / f"{i:07d}.png", rgb_image(*size, seed=i))
+        write_png(root / "RGB" / f"{i:07d}.png", rgb_image(*size, seed=i), overwrite=True)
         ids = label_ids(*size, SYNTHIA_IDS, dtype=np.uint16)
         instances = np.tile(np.arange(50, 50 + size[0], dtype=np.uint16), (size[1], 1))
         write_png16(root / "GT" / "LABELS" / f"{i:07d}.png", np.stack([ids, instances, np.zeros_like(ids)], axis=-1))

@@ -15,6 +15,7 @@ from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step
 from ftadapt.cli import main
 from ftadapt.config import build_config
 from ftadapt.errors import UsageError
+from ftadapt.machine import loader_workers
 from ftadapt.training.step import TrainStep
 
 
@@ -89,7 +90,7 @@ def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_wo
         assert domain["workers_needed"] == math.ceil(1000.0 * domain["ms_per_sample"] / 1000.0)
     # 1000 steps/s is beyond any default: the report says so
     assert report["workers_needed_per_domain"] == max(src["workers_needed"], tgt["workers_needed"])
-    assert report["default_num_workers"] == 4 and report["default_suffices"] is False
+    assert report["default_num_workers"] == loader_workers() and report["default_suffices"] is False  # sized here
     assert torch.get_num_threads() == report["machine"]["torch_threads"]  # restored after the one-thread timing
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -43,8 +44,8 @@ def test_broken_gta5_tree_lists_every_kind_of_problem(tmp_path):
     (root / "labels" / "00001.png").unlink()  # image without label
     (root / "images" / "00002.png").unlink()  # label without image
     (root / "images" / "00003.png").write_bytes((root / "images" / "00003.png").read_bytes()[:60])  # truncated
-    write_png(root / "labels" / "00004.png", np.zeros((10, 24), dtype=np.uint8))  # size mismatch
-    write_png(root / "labels" / "00005.png", np.full((12, 24), 40, dtype=np.uint8))  # id 40 is not a label id
+    write_png(root / "labels" / "00004.png", np.zeros((10, 24), dtype=np.uint8), overwrite=True)  # size mismatch
+    write_png(root / "labels" / "00005.png", np.full((12, 24), 40, dtype=np.uint8), overwrite=True)  # not a label id
     report = check_dataset("gta5", root, progress=False)
     [split] = report.splits
     assert not report.usable
@@ -71,7 +72,7 @@ def test_problem_list_is_capped_but_all_are_counted(tmp_path):
 def test_corrupt_label_and_wrong_mode_are_unreadable(tmp_path):
     root = make_gta5(tmp_path / "GTA5", n=2, size=(8, 4))
     (root / "labels" / "00001.png").write_bytes(b"garbage")
-    write_png(root / "labels" / "00002.png", np.zeros((4, 8, 3), dtype=np.uint8))
+    write_png(root / "labels" / "00002.png", np.zeros((4, 8, 3), dtype=np.uint8), overwrite=True)
     [split] = check_dataset("gta5", root, progress=False).splits
     details = sorted(p.detail for p in split.problems)
     assert split.problem_counts == {"unreadable": 2}
@@ -157,3 +158,33 @@ def test_cli_wrong_root_and_bad_options(tmp_path, capsys):
     assert code == 2 and "no splits" in stderr
     code, _, stderr = run_cli(capsys, "--dataset", "kitti", "--root", str(root))
     assert code == 2 and "kitti" in stderr
+
+
+def test_a_symlink_loop_and_an_unreadable_folder_are_named_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """Issue 16, case 4: the scan (shared by the doctor and training) crashed on ``a.png → b.png → a.png`` and on a
+    ``labels/`` folder it may not list."""
+    from ftadapt.data.gta5 import GTA5
+
+    root = make_gta5(tmp_path / "GTA5", n=2)
+    (root / "images" / "a.png").symlink_to("b.png")
+    (root / "images" / "b.png").symlink_to("a.png")
+    report = check_dataset("gta5", root, progress=False)
+    [split] = report.splits
+    looped = sorted(p.path for p in split.problems if p.kind == "unreadable")
+    assert looped == [str(root / "images" / "a.png"), str(root / "images" / "b.png")] and not report.usable
+    assert all("Too many levels of symbolic links" in p.detail for p in split.problems if p.kind == "unreadable")
+    code, _, stderr = run_cli(capsys, "--dataset", "gta5", "--root", str(root))
+    assert code == 1 and "Traceback" not in stderr and "not usable" in stderr
+    real_scandir = os.scandir
+
+    def refuse_labels(path):  # what a labels/ folder without read permission does (the suite may run as root)
+        if str(path).endswith("labels"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_labels)
+    code, _, stderr = run_cli(capsys, "--dataset", "gta5", "--root", str(root))
+    assert code == 1 and "Traceback" not in stderr
+    assert f"error: {root / 'labels'}: cannot list this folder (Permission denied); check that it exists" in stderr
+    with pytest.raises(DatasetError, match="labels: cannot list this folder"):
+        GTA5(root)  # training runs the same scan

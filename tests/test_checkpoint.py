@@ -11,7 +11,7 @@ import torch
 
 import ftadapt
 from ftadapt.checkpoint import load_checkpoint, save_checkpoint
-from ftadapt.errors import CheckpointError
+from ftadapt.errors import CheckpointError, OutputError
 from ftadapt.models.deeplab import is_head_key
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
@@ -110,10 +110,13 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path, tiny):
     with torch.no_grad():
         tiny.conv1.weight.add_(1.0)
     with pytest.raises(TypeError):
-        save(tmp_path / "c", tiny, meta={"method": {1, 2}})
+        save(tmp_path / "c", tiny, meta={"method": {1, 2}}, overwrite=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["c"]
-    save(tmp_path / "c", tiny)  # a successful save replaces it
+    with pytest.raises(OutputError, match="c already exists; pass --overwrite"):
+        save(tmp_path / "c", tiny)  # replacing needs overwrite
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before
+    save(tmp_path / "c", tiny, overwrite=True)  # a successful save replaces it
     assert torch.equal(load_checkpoint(tmp_path / "c").state_dict["conv1.weight"], tiny.conv1.weight)
 
 
@@ -121,7 +124,7 @@ def test_save_refuses_foreign_folders_and_mismatched_weights(tmp_path, tiny):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
     with pytest.raises(CheckpointError, match="exists and is not a checkpoint folder"):
-        save(tmp_path / "run", tiny)
+        save(tmp_path / "run", tiny, overwrite=True)
     state = {k: v for k, v in tiny.state_dict().items() if k != "layer1.0.conv2.weight"}
     with pytest.raises(CheckpointError, match=r"missing keys \(1\): layer1.0.conv2.weight"):
         save_checkpoint(tmp_path / "c", model_state=state, model_config=tiny.config, meta={})
@@ -187,8 +190,38 @@ def test_hash_and_pickle_errors(tmp_path, tiny):
         load_checkpoint(out)
     torch.save({"conv1.weight": Opaque()}, out / "model.pt")
     rewrite(out, (out / "model.pt").read_bytes(), update_hash=True)
-    with pytest.raises(CheckpointError, match=r"contains Python objects besides tensors \(.*Opaque\)"):
+    with pytest.raises(CheckpointError, match=r"unsafe: refused to unpickle .* besides tensors \(.*Opaque\)"):
         load_checkpoint(out)
     save(tmp_path / "d", tiny)
     with pytest.raises(CheckpointError, match="no train_state.pt"):
         load_checkpoint(tmp_path / "d", with_train_state=True)
+
+
+class _Shell:
+    """Unpickling this runs a shell command (what a malicious checkpoint does)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip format", "legacy format"])
+def test_a_pickle_that_runs_a_command_is_refused_as_unsafe_and_never_runs(tmp_path, zipped):
+    """Issue 16, case 7: a pickle calling ``posix.system`` was reported as "corrupt or truncated" (torch 2.14 words
+    its refusal differently); it is told apart by the file's structure, not torch's wording."""
+    from ftadapt.models.convert import convert_checkpoint
+
+    ran = tmp_path / "ran"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Shell(f"touch {ran}")}, tmp_path / "evil.pth",
+               _use_new_zipfile_serialization=zipped)
+    with pytest.raises(CheckpointError, match=r"evil.pth is unsafe: refused to unpickle it, because it imports Python "
+                                              r"objects besides tensors \((posix|os).system\)"):
+        convert_checkpoint(tmp_path / "evil.pth", "clan", tmp_path / "out")
+    assert not ran.exists() and not (tmp_path / "out").exists()
+    (tmp_path / "junk.pth").write_bytes(b"garbage" * 10)  # refused by torch too, but damaged, not unsafe
+    with pytest.raises(CheckpointError, match="junk.pth is not a readable torch file: it is corrupt or truncated"):
+        convert_checkpoint(tmp_path / "junk.pth", "clan", tmp_path / "out")

@@ -82,6 +82,16 @@ def test_unknown_key_suggests_close_matches():
     ("compile=max", "compile='max' is invalid: expected one of off, default, reduce-overhead"),
     ("preset=fast", "unknown preset 'fast'; valid presets: paper, paper-code"),
     ("stop_at=-1", "stop_at=-1 is invalid"),
+    # issue 16, case 6: values torch would refuse later with its own ValueError, refused when the config is built
+    ("optim.lr=-1", r"^config optim.lr=-1.0 is invalid: expected a positive number$"),
+    ("optim.momentum=-1", r"^config optim.momentum=-1.0 is invalid: expected a number in \[0, 1\)$"),
+    ("optim.d_betas=2,3", r"^config optim.d_betas=\(2.0, 3.0\) is invalid: expected two numbers in \[0, 1\)"),
+    ("optim.lr=nan", r"^config optim.lr=nan is invalid: expected a finite number$"),
+    ("loss.lambda_norm=inf", "loss.lambda_norm=inf is invalid: expected a finite number"),
+    ("optim.weight_decay=-0.1", r"optim.weight_decay=-0.1 is invalid: expected ≥ 0"),
+    ("data.batch_size=0", "data.batch_size=0 is invalid: expected a positive number"),
+    ("data.num_workers=-2", r"data.num_workers=-2 is invalid: expected ≥ 0 \(0: load in the training process\)"),
+    ("loss.guidance_threshold=1.5", r"loss.guidance_threshold=1.5 is invalid: expected a probability in \[0, 1\]"),
 ])
 def test_bad_values_are_usage_errors(item, message):
     with pytest.raises(UsageError, match=message):

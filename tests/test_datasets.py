@@ -126,7 +126,7 @@ def test_gta5_missing_label_and_empty_folder(gta5_root, tmp_path):
 
 
 def test_gta5_rejects_a_colour_label(gta5_root):
-    write_png(gta5_root / "labels" / "00001.png", np.zeros((12, 24, 3), dtype=np.uint8))
+    write_png(gta5_root / "labels" / "00001.png", np.zeros((12, 24, 3), dtype=np.uint8), overwrite=True)
     with pytest.raises(DatasetError, match=r"00001\.png: label PNG has mode 'RGB'"):
         GTA5(gta5_root, size=(24, 12))[0]
 
@@ -215,7 +215,7 @@ def test_synthia_sample_maps_channel_0_and_ignores_unknown_ids(tmp_path):
     root = make_synthia(tmp_path / "SYNTHIA", n=2, size=(20, 10))
     ids = np.array([[3, 300, 1, 10], [8, 0, 21, 65535]], dtype=np.uint16)
     write_png16(root / "GT" / "LABELS" / "0000001.png", np.stack([ids, ids + 5, ids], axis=-1))
-    write_png(root / "RGB" / "0000001.png", np.zeros((2, 4, 3), dtype=np.uint8))
+    write_png(root / "RGB" / "0000001.png", np.zeros((2, 4, 3), dtype=np.uint8), overwrite=True)
     ds = SYNTHIA(root, size=(4, 2))
     assert [f.name for f in ds.frames] == ["0000000", "0000001"]
     assert ds[1]["label"].tolist() == [[0, 255, 10, 11], [13, 255, 3, 255]]

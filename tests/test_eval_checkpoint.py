@@ -183,3 +183,29 @@ def test_model_predictor_follows_the_protocol(synthetic):
         prob = (torch.softmax(logits[0] + logits[1], 1) + torch.softmax(mirrored[0] + mirrored[1], 1).flip(-1)) / 2
         tta = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear", align_corners=True).argmax(1)
     np.testing.assert_array_equal(flipped.predict(Sample("f", np.zeros((64, 128), np.uint8)), image), tta[0].numpy())
+
+
+def test_a_val_label_of_the_wrong_size_is_an_error_unless_allowed(synthetic, checkpoint, tmp_path, capsys):
+    """Issue 16, case 12: a Cityscapes val label of another size than its image was only a doctor's warning and
+    ``eval --checkpoint`` scored the model's prediction at the label's size anyway."""
+    from ftadapt.errors import FtadaptError
+    from ftadapt.evaluation import ADAPTSEGNET
+
+    path, _ = checkpoint
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic.cityscapes_root, root)
+    label = sorted((root / "gtFine" / "val").rglob("*_labelIds.png"))[0]
+    frame = label.name.removesuffix("_gtFine_labelIds.png")
+    Image.open(label).resize((64, 32), Image.Resampling.NEAREST).save(label)  # its image stays 128×64
+    base = ["--checkpoint", str(path), "--data", f"cityscapes:{root}", "--device", "cpu", "--size", "64x32"]
+    code, err = _cli_error(capsys, *base)
+    assert code == 1 and "Traceback" not in err
+    assert f"size-mismatch {label}: label 64×32 vs image 128×64" in err and "--allow-missing skips frames" in err
+    main(["eval", *base, "--allow-missing", "--json", str(tmp_path / "r.json")])  # consent: the frame is left out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["n_images"] == 2 and result["missing"]["size_mismatch"] == [frame]
+    assert (f"warning: 1 frame(s) whose prediction or image differs in size from the ground truth: {frame} "
+            "(skipped)") in capsys.readouterr().err
+    predictor = ModelPredictor.from_checkpoint(path, device="cpu")  # the library refuses too, after the pass
+    with pytest.raises(FtadaptError, match=f"{frame} \\(image 128x64, ground truth 64x32\\).*--allow-missing"):
+        evaluate([predictor], LabelledSplit.from_root(root, "val"), ADAPTSEGNET.at(SIZE), progress=False)

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from cli_runs import exit_code
 from PIL import Image
 
-from ftadapt.cli import main
 from ftadapt.errors import DatasetError, FtadaptError, UsageError
 from ftadapt.evaluation.folder import evaluate_pred_dir, index_predictions
 from ftadapt.evaluation.frames import index_ground_truth, labelids_to_trainids
@@ -276,24 +276,16 @@ def test_synthetic_val_split_scores_its_own_labels_perfectly(synthetic, tmp_path
 
 # ---------------------------------------------------------------------------------------------------------------
 # CLI
-def _run(argv) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
 def test_cli_eval_success_and_json(tmp_path, capsys):
     pred_dir, gt_dir = _write(tmp_path, _frames())
     out = tmp_path / "result.json"
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json", str(out),
-                 "--synthia", "--workers", "1"]) == 0
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json", str(out),
+                      "--synthia", "--workers", "1"]) == 0
     payload = json.loads(out.read_text())
     assert len(payload["per_class_iou"]) == 19 and payload["n_images"] == 3 and "miou13" in payload
     stdout = capsys.readouterr().out
     assert "traffic light" in stdout and f"{payload['miou']:.2f}" in stdout
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json", "-"]) == 0
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json", "-"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["miou"] == payload["miou"] and "traffic light" in captured.err
 
@@ -302,18 +294,19 @@ def test_cli_eval_exit_codes(tmp_path, capsys):
     frames = _frames(n=2)
     frames["frankfurt_000000_000007"] = (frames["frankfurt_000000_000000"][0], None)
     pred_dir, gt_dir = _write(tmp_path, frames)
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)]) == 1
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)]) == 1
     assert "1 ground-truth frame(s) without a prediction: frankfurt_000000_000007" in capsys.readouterr().err
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--allow-missing"]) == 0
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--allow-missing"]) == 0
     assert "warning: 1 ground-truth frame(s) without a prediction" in capsys.readouterr().err
-    assert _run(["eval"]) == 2
+    assert exit_code(["eval"]) == 2
     assert "say what to evaluate: --checkpoint DIR" in capsys.readouterr().err
-    assert _run(["eval", "--pred-dir", str(pred_dir)]) == 2
+    assert exit_code(["eval", "--pred-dir", str(pred_dir)]) == 2
     assert "also needs --data cityscapes:ROOT (or --gt-dir" in capsys.readouterr().err
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--data", f"cityscapes:{tmp_path}"]) == 2
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--data",
+                      f"cityscapes:{tmp_path}"]) == 2
     assert "give the ground truth once" in capsys.readouterr().err
     write_png(pred_dir / "frankfurt_000000_000007_leftImg8bit.png", np.full((6, 10), 26, np.uint8))
-    assert _run(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)]) == 2  # label ids, not trainIds
+    assert exit_code(["eval", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)]) == 2  # label ids, not trainIds
     assert "prediction holds values [26]" in capsys.readouterr().err
 
 

@@ -15,23 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # A module may import project modules of its own rank or lower. The CLI and the demo orchestrate everything.
 RANKS = {
     "ftadapt.errors": 0, "ftadapt.fsutil": 0, "ftadapt.labels": 0, "ftadapt.protocol": 0, "ftadapt.imageio": 0,
+    "ftadapt.machine": 0,
     "ftadapt.artifact": 0, "ftadapt.training.schedules": 0,
     "ftadapt.evaluation": 1, "ftadapt.data": 1,
     "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.ensemble": 3,
-    "ftadapt.config": 4, "ftadapt.presets": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
+    "ftadapt.config": 4, "ftadapt.config_rules": 4, "ftadapt.presets": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
     "ftadapt.evaluation.pytorch": 4,
     "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.evaluation.onnx": 6, "ftadapt.bench": 7,
     "ftadapt.commands": 9, "ftadapt.cli": 9,
     # The package facade only re-exports lazily (module __getattr__), so it may name any stage.
     "ftadapt": 9,
 }
-# The runtime may use only these numpy-only leaves of the core (DESIGN.md §3).
-RUNTIME_ALLOWED = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.artifact"}
+# The runtime may use only these numpy-only leaves of the core (DESIGN.md §3; imageio adds Pillow, a base dependency).
+RUNTIME_ALLOWED = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.artifact",
+                   "ftadapt.imageio"}
 TORCH_FREE = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.imageio",
+              "ftadapt.machine",
               "ftadapt.artifact", "ftadapt.evaluation", "ftadapt.evaluation.metrics", "ftadapt.evaluation.tables",
               "ftadapt.evaluation.protocols", "ftadapt.evaluation.frames", "ftadapt.evaluation.evaluate",
               "ftadapt.evaluation.folder", "ftadapt.evaluation.onnx", "ftadapt.evaluation.report", "ftadapt.config",
-              "ftadapt.presets", "ftadapt.training.schedules",
+              "ftadapt.config_rules", "ftadapt.presets", "ftadapt.training.schedules",
               "ftadapt", "ftadapt.cli",
               "ftadapt.commands", "ftadapt.commands.common"}
 

@@ -145,3 +145,124 @@ def test_the_cuda_rng_state_is_saved_and_restored_for_this_ranks_gpu_only(monkey
     assert "cuda" not in rng_state(torch.device("cpu"))
     set_rng_state(older, torch.device("cpu"))
     assert calls == []
+
+
+def _double_signal_at(ctx_step):
+    """Segmentation.source that gets two SIGINTs during the step with ``ctx.step == ctx_step`` (a double Ctrl-C)."""
+    original = Segmentation.source
+
+    def source(self, ctx, out):
+        if ctx.step == ctx_step:
+            os.kill(os.getpid(), signal.SIGINT)  # the first asks for a clean stop after this step …
+            os.kill(os.getpid(), signal.SIGINT)  # … the second ends the run at once
+        return original(self, ctx, out)
+
+    return source
+
+
+def test_a_double_ctrl_c_says_what_was_lost_and_where_the_run_continues(synthetic, tmp_path, monkeypatch):
+    """Issue 16, case 10: a double Ctrl-C printed only "aborted" and lost the steps since the last checkpoint."""
+    from ftadapt.training.loop import TrainingInterrupted
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Segmentation, "source", _double_signal_at(3))  # during step 4; checkpoints every 2 steps
+    with pytest.raises(TrainingInterrupted) as info:
+        run(synthetic, out, "source-only", steps=6, checkpoint_every=2)
+    assert str(info.value) == (f"interrupted after step 3: the last checkpoint is {out / 'checkpoints' / 'step_000002'}"
+                               f" (step 2) and steps 3–3 since then are lost; continue with the same command and "
+                               f"--resume (--out {out})")
+    assert info.value.exit_code == 130
+    monkeypatch.undo()
+    assert run(synthetic, out, "source-only", resume=True).step == 6  # the advice works
+
+
+def test_a_start_that_fails_before_its_first_log_line_leaves_nothing_behind(synthetic, tmp_path, monkeypatch):
+    """Issue 16, case 8: a start that failed after the run folder existed left config.json and an empty metrics.jsonl,
+    after which a fresh start said "continue it with --resume" and --resume said "delete the folder"."""
+    from ftadapt.training.loop import TrainingInterrupted
+
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match="fewer than one batch of 1000"):
+        run(synthetic, out, "source-only", **{"data.batch_size": 1000})
+    assert not out.exists()
+    out.mkdir()  # a folder the user made: emptied again, not removed
+    monkeypatch.setattr(Segmentation, "source", _double_signal_at(0))
+    with pytest.raises(TrainingInterrupted, match=f"before the first checkpoint: no step was saved, and what it "
+                                                  f"wrote in {out} was removed"):
+        run(synthetic, out, "source-only")
+    assert out.is_dir() and not any(out.iterdir())
+    monkeypatch.undo()
+    assert run(synthetic, out, "source-only").step == 2  # the same command simply runs again
+
+
+def test_stale_temporaries_of_a_killed_checkpoint_write_are_removed_on_resume_and_prune(synthetic, tmp_path):
+    """Issue 16, case 9: ``kill -9`` during a checkpoint write left hidden ``.step_*.tmp`` folders (0.4 GB each for
+    an R101) that nothing removed, not even keep_checkpoints."""
+    from ftadapt.training.run_folder import prune_checkpoints
+
+    out = tmp_path / "run"
+    run(synthetic, out, "source-only", steps=4, stop_at=2, checkpoint_every=1)
+    folder = out / "checkpoints"
+    (folder / ".step_000003.x7q1.tmp").mkdir()  # what the killed write left
+    (folder / ".step_000003.x7q1.tmp" / "model.pt").write_bytes(b"half")
+    (folder / ".last.tmp").symlink_to("step_000002")
+    assert run(synthetic, out, "source-only", resume=True, stop_at=3).step == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["last", "step_000001", "step_000002", "step_000003"]
+    (folder / ".step_000004.k2j3.tmp").mkdir()
+    assert [p.name for p in prune_checkpoints(out, 1)] == ["step_000001", "step_000002"]
+    assert sorted(p.name for p in folder.iterdir()) == ["last", "step_000003"]
+
+
+def test_a_damaged_newest_checkpoint_names_the_previous_complete_one(synthetic, tmp_path):
+    """Issue 16, case 13: a truncated train_state.pt in the newest checkpoint only said its hash did not match."""
+    from ftadapt.errors import CheckpointError
+
+    out = tmp_path / "run"
+    run(synthetic, out, "source-only", steps=4, stop_at=2, checkpoint_every=1)
+    damaged = out / "checkpoints" / "step_000002"
+    state_file = damaged / "train_state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        run(synthetic, out, "source-only", resume=True, stop_at=0)
+    message = str(info.value)
+    assert "train_state.pt: sha256" in message and "does not match" in message
+    assert (f"The previous complete one is {out / 'checkpoints' / 'step_000001'} (step 1): move the damaged one out "
+            f"of the run (mv {damaged} {out / 'step_000002.damaged'}) and rerun with --resume to continue from step "
+            "1") in message
+    shutil.move(damaged, out / "step_000002.damaged")  # following the advice
+    assert run(synthetic, out, "source-only", resume=True, stop_at=0).step == 4
+
+
+def test_convert_cannot_replace_a_runs_checkpoint_or_its_last_link(synthetic, tmp_path, capsys):
+    """Issue 16, case 2: convert onto RUN/checkpoints/step_N silently replaced it (train_state.pt gone); onto the
+    ``last`` link it printed a traceback and left ``last`` holding the converted weights and a ``.last.old`` link,
+    after which --resume failed and eval of the run scored the wrong weights."""
+    import hashlib
+
+    import torch
+
+    from ftadapt.checkpoint import resolve_checkpoint
+    from ftadapt.cli import main
+    from ftadapt.models.registry import create_model
+
+    out = tmp_path / "run"
+    run(synthetic, out, "source-only", steps=3, stop_at=2, checkpoint_every=1)
+    torch.save(create_model("tiny").state_dict(), tmp_path / "other.pth")
+    folder = out / "checkpoints"
+
+    def listing():
+        return {p.name: os.readlink(p) if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*"), key=str) if p.is_symlink() or p.is_file()}
+
+    before = listing()
+    for target, flags, why in [(folder / "step_000002", [], "already exists; pass --overwrite"),
+                               (folder / "last", ["--overwrite"], "is a symbolic link (to step_000002)"),
+                               (folder / "step_000002", ["--overwrite"], "the checkpoints of the run in"),
+                               (folder / "step_000009", ["--overwrite"], "only `ftadapt train` writes there")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["convert", "--from", "clan", str(tmp_path / "other.pth"), "--out", str(target), *flags])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and why in err and "Traceback" not in err, err
+    assert listing() == before and sorted(p.name for p in folder.iterdir()) == ["last", "step_000001", "step_000002"]
+    assert resolve_checkpoint(out) == folder / "step_000002"  # eval of the run scores the run's own weights
+    assert run(synthetic, out, "source-only", resume=True, stop_at=0).step == 3

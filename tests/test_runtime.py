@@ -116,6 +116,18 @@ def test_max_size_limits_frames(model):
             small(_frame())
 
 
+def test_onnx_runtime_has_a_default_frame_limit_that_bounds_its_memory(seg, model):
+    """Issue 16, case 11: ONNX Runtime took any frame (8000×8000: 6.9 GB; 16k×16k would exhaust 24 GB); it now has
+    TensorRT's configurable max_size, 4096×4096 by default, and refuses a larger frame before running it."""
+    assert seg.max_size == (4096, 4096) and seg.describe()["max_size"] == (4096, 4096)
+    wide = np.zeros((1, 4097, 3), np.uint8)
+    with pytest.raises(UsageError, match=r"1×4097 \(H×W\), larger than max_size 4096×4096 .*max_size=\(1, 4097\) or "
+                                         r"larger \(ONNX Runtime needs about 110 bytes of memory per pixel\)"):
+        seg(wide)
+    with Segmenter(model, max_size=(1, 5000), **CPU) as panorama:
+        assert panorama(wide).shape == (1, 4097)
+
+
 def test_threads_and_thread_safety(model):
     with Segmenter(model, threads=1, max_batch=2, **CPU) as seg:
         assert seg._impl._session.get_session_options().intra_op_num_threads == 1

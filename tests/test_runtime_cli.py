@@ -7,23 +7,15 @@ import types
 
 import numpy as np
 import pytest
+from cli_runs import exit_code
 from onnx_models import build_model, expected_labels
 from PIL import Image
 
 from ftadapt.bench import gpu_runtime
 from ftadapt.bench.gpu_runtime import measure_runtime_gpu
 from ftadapt.bench.runtime_latency import latency_stats
-from ftadapt.cli import main
 from ftadapt.labels import PALETTE
 from ftadapt.runtime import backends
-
-
-def _run(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 @pytest.fixture
@@ -40,8 +32,8 @@ def inputs(tmp_path):
 def test_predict_writes_label_pngs_and_overlays(tmp_path, inputs, capsys):
     folder, frames = inputs
     model = build_model(tmp_path / "toy.onnx")
-    code = _run(["predict", "--model", model, folder, "--out", tmp_path / "out", "--backend", "onnxruntime",
-                 "--device", "cpu", "--alpha", "1", "--json", tmp_path / "summary.json"])
+    code = exit_code(["predict", "--model", model, folder, "--out", tmp_path / "out", "--backend", "onnxruntime",
+                      "--device", "cpu", "--alpha", "1", "--json", tmp_path / "summary.json"])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 2 and summary["providers"] == ["CPUExecutionProvider"] and summary["fps"] > 0
@@ -58,31 +50,88 @@ def test_predict_input_errors(tmp_path, inputs, capsys):
     folder, _ = inputs
     model = build_model(tmp_path / "toy.onnx")
     base = ["predict", "--model", model, "--out", tmp_path / "out", "--backend", "onnxruntime", "--device", "cpu"]
-    assert _run([*base, tmp_path / "nothing.png"]) == 2
+    assert exit_code([*base, tmp_path / "nothing.png"]) == 2
     assert "nothing.png does not exist" in capsys.readouterr().err
     (tmp_path / "dup").mkdir()
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "dup" / "sub.png")
     (tmp_path / "other").mkdir()
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "other" / "sub.png")
-    assert _run([*base, tmp_path / "dup", tmp_path / "other"]) == 2
+    assert exit_code([*base, tmp_path / "dup", tmp_path / "other"]) == 2
     assert "would both be written as sub.png" in capsys.readouterr().err
-    assert _run([*base, "--max-frame", "4x4", folder]) == 2
-    assert "larger than max_size 4×4" in capsys.readouterr().err
-    assert _run([*base, "--max-frame", "4by4", folder]) == 2
+    assert exit_code([*base, "--max-frame", "4x4", folder]) == 2
+    # issue 16, case 14: the input file and the CLI flag that fixes it, not a Python fix
+    err = capsys.readouterr().err
+    assert "frankfurt_000000_000294_leftImg8bit.png: the frame is 10x6 (W×H), larger than the largest frame" in err
+    assert "pass --max-frame 10x6" in err and not list((tmp_path / "out").rglob("*.png"))
+    assert exit_code([*base, "--max-frame", "4by4", folder]) == 2
     assert "'4by4' is not WIDTHxHEIGHT" in capsys.readouterr().err
-    assert _run([*base, "--max-size", "4by4", folder]) == 2  # the deprecated H×W spelling
+    assert exit_code([*base, "--max-size", "4by4", folder]) == 2  # the deprecated H×W spelling
     assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
-    assert _run([*base, "--max-size", "4x6", folder]) == 2
+    assert exit_code([*base, "--max-size", "4x6", folder]) == 2
     err = capsys.readouterr().err
     assert "--max-size 4x6 is HEIGHTxWIDTH and deprecated" in err and "use --max-frame 6x4" in err
     (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
     monkey = pytest.MonkeyPatch()
     monkey.setitem(sys.modules, "cv2", None)
     try:
-        assert _run([*base, tmp_path / "clip.mp4"]) == 2
+        assert exit_code([*base, tmp_path / "clip.mp4"]) == 2
     finally:
         monkey.undo()
     assert "pip install opencv-python-headless" in capsys.readouterr().err
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_predict_never_writes_into_its_inputs_nor_over_earlier_outputs(tmp_path, inputs, capsys):
+    """Issue 16, case 1: ``--out IMGS`` replaced the photos with label maps (exit 0), a second run read its own
+    outputs, and x.png + x_color.png in one folder overwrote each other's outputs."""
+    folder, _ = inputs
+    model = build_model(tmp_path / "toy.onnx")
+    base = ["predict", "--model", model, "--backend", "onnxruntime", "--device", "cpu"]
+    photos = _tree(folder)
+    for out, why in ((folder, "is the input"), (folder / "sub" / "out", "lies inside the input")):
+        assert exit_code([*base, folder, "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} {why} {folder}; a command never writes into what it reads" in err, err
+        assert _tree(folder) == photos
+    (tmp_path / "pair").mkdir()
+    for name in ("x", "x_color"):
+        Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "pair" / f"{name}.png")
+    assert exit_code([*base, tmp_path / "pair", "--out", tmp_path / "o1"]) == 2
+    err = capsys.readouterr().err
+    assert "x.png and " in err and "x_color.png would both be written as x_color.png" in err
+    assert not (tmp_path / "o1").exists()
+    assert exit_code([*base, folder, "--out", tmp_path / "o2"]) == 0
+    first = _tree(tmp_path / "o2")
+    (tmp_path / "o2" / "sub" / "b.png").write_bytes(b"edited by hand")
+    assert exit_code([*base, folder, "--out", tmp_path / "o2"]) == 2  # a rerun does not replace earlier outputs …
+    err = capsys.readouterr().err
+    assert "already exists (4 of the 4 outputs do); pass --overwrite to replace them" in err
+    assert (tmp_path / "o2" / "sub" / "b.png").read_bytes() == b"edited by hand"
+    assert exit_code([*base, folder, "--out", tmp_path / "o2", "--overwrite"]) == 0  # … unless asked to
+    assert _tree(tmp_path / "o2") == first
+
+
+def test_an_image_too_large_to_decode_is_named_with_the_way_to_allow_it(tmp_path, monkeypatch, capsys):
+    """Issue 16, case 5: a 15000×15000 PNG died in Pillow's DecompressionBombError. Shown here with Pillow's limit
+    lowered so that a 60×60 image trips the same guard (a real 15000×15000 frame needs 675 MB to build)."""
+    from PIL import Image as PILImage
+
+    model = build_model(tmp_path / "toy.onnx")
+    Image.fromarray(np.zeros((60, 60, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels
+    base = ["predict", "--model", model, tmp_path / "big.png", "--device", "cpu", "--out", tmp_path / "out"]
+    assert exit_code(base) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "big.png: too large to decode safely (Image size (3600 pixels)" in err
+    assert "FTADAPT_MAX_IMAGE_PIXELS=<pixels>" in err and "PIL.Image.MAX_IMAGE_PIXELS" in err
+    monkeypatch.setenv("FTADAPT_MAX_IMAGE_PIXELS", "4000")
+    assert exit_code(base) == 0 and (tmp_path / "out" / "big.png").is_file()
+    monkeypatch.setenv("FTADAPT_MAX_IMAGE_PIXELS", "lots")
+    assert exit_code([*base[:-1], tmp_path / "out2"]) == 1
+    assert "FTADAPT_MAX_IMAGE_PIXELS='lots': expected a positive whole number of pixels" in capsys.readouterr().err
 
 
 def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
@@ -109,8 +158,8 @@ def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", cv2)
     (tmp_path / "drive.mp4").write_bytes(b"\0")
     model = build_model(tmp_path / "toy.onnx")
-    assert _run(["predict", "--model", model, tmp_path / "drive.mp4", "--out", tmp_path / "out", "--every", "2",
-                 "--device", "cpu"]) == 0
+    assert exit_code(["predict", "--model", model, tmp_path / "drive.mp4", "--out", tmp_path / "out", "--every",
+                      "2", "--device", "cpu"]) == 0
     written = sorted(p.name for p in (tmp_path / "out" / "drive").glob("*.png"))
     assert written == ["drive_000000.png", "drive_000000_color.png", "drive_000002.png", "drive_000002_color.png",
                        "drive_000004.png", "drive_000004_color.png"]
@@ -121,7 +170,7 @@ def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
 def test_build_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     model = build_model(tmp_path / "toy.onnx")
-    assert _run(["build-engine", model, "--cache", tmp_path / "engines", "--max-size", "64x128"]) == 1
+    assert exit_code(["build-engine", model, "--cache", tmp_path / "engines", "--max-size", "64x128"]) == 1
     err = capsys.readouterr().err
     assert "pip install 'ftadapt[trt]'" in err and "backend='onnxruntime'" in err
     assert not (tmp_path / "engines").exists()
@@ -147,8 +196,9 @@ def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatc
 
 
 def test_runtime_latency_bench_times_the_flip_graph_beside_the_plain_one(tmp_path, capsys):
-    main(["bench", "runtime-latency", "--model", "tiny", "--working-size", "64x32", "--frame-size", "128x64",
-          "--warmup", "1", "--runs", "2", "--flip", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert exit_code(["bench", "runtime-latency", "--model", "tiny", "--working-size", "64x32", "--frame-size",
+                      "128x64", "--warmup", "1", "--runs", "2", "--flip", "--workdir", str(tmp_path), "--json",
+                      str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     plain, flipped = report["results"]
     assert (plain["flip"], flipped["flip"], plain["runs"], flipped["runs"]) == (False, True, 2, 2)

@@ -147,7 +147,7 @@ def test_refuses_to_overwrite(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(UsageError, match="not empty.*overwrite"):
+    with pytest.raises(UsageError, match="already exists; pass --overwrite"):
         write_synthetic(out, **TINY)
     with pytest.raises(UsageError, match="not a synthetic dataset"):
         write_synthetic(out, **TINY, overwrite=True)

@@ -209,9 +209,13 @@ def test_cli_refuses_to_overwrite_and_to_resume_what_it_cannot(synthetic, tmp_pa
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     shutil.copy(out / "config.json", crashed / "config.json")
-    code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--out",
-                           str(crashed), "--resume")
-    assert code == 2 and "has no checkpoint yet" in err
+    # issue 16, case 8: a run that never saved a checkpoint; --resume and a fresh start say the same (delete it),
+    # neither sends the user to the other
+    for resume in (["--resume"], []):
+        code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--model",
+                               "tiny", "--out", str(crashed), *resume)
+        assert code == 2 and "stopped before its first checkpoint, so there is nothing to resume; delete it" in err
+        assert "with --resume" not in err and "without --resume" not in err
     code, err = _cli_error(capsys, "train", "norm-only", "--source", f"gta5:{synthetic.gta5_root}", "--out",
                            str(tmp_path / "nothing"), "--resume")
     assert code == 2 and "is not a run folder" in err
@@ -243,7 +247,7 @@ def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys
         (["source-only", "--source", f"gta5:{synthetic.cityscapes_root}", "--model", "tiny"], 1, "not a GTA5 root"),
         (["norm-only", "--source", src, "--target", f"cityscapes:{empty_cs}", "--model", "tiny"], 1, "no images"),
         (["norm-only", "--source", src, "--model", "tiny"], 2, "needs the target: --target cityscapes:ROOT"),
-        (["clan", "--source", src, "--target", tgt, "--model", "deeplabv2-r101-multi-reduced"], 2,
+        (["clan", "--source", src, "--target", tgt, "--model", "deeplabv2-r101-multi-reduced", "--init", "none"], 2,
          "needs a model with 'clan' heads"),
         (["clan", "--source", src, "--target", tgt, "--set", "loss.lamda_adv=1"], 2, "did you mean loss.lambda_adv"),
         # refused before the dataset doctor reads a label (this source would fail it)
@@ -254,3 +258,85 @@ def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys
         got_code, err = _cli_error(capsys, "train", *args, "--out", str(out))
         assert (got_code, message in err) == (code, True), (args, err)
         assert "Traceback" not in err and not out.exists(), args
+
+
+def test_the_cli_says_which_of_an_option_and_set_wins(synthetic, tmp_path, capsys):
+    """Issue 16, case 13: ``--steps 2 --set steps=3`` ran 2 steps without a word."""
+    argv = ["train", "source-only", "--source", f"gta5:{tmp_path / 'absent'}", "--model", "tiny", "--out",
+            str(tmp_path / "run"), "--set", "data.num_workers=0"]
+    code, err = _cli_error(capsys, *argv, "--steps", "2", "--set", "steps=3")
+    assert code == 1 and "note: steps: the command's own option (2) wins over --set (3)" in err
+    code, err = _cli_error(capsys, *argv, "--steps", "2", "--set", "steps=2")  # the same value: nothing to say
+    assert code == 1 and "note:" not in err
+
+
+def test_init_with_a_run_folder_says_which_folder_to_pass(synthetic, tmp_path, capsys):
+    """Issue 16, case 13: ``--init RUN`` said the run folder "lacks model.pt, meta.json"."""
+    donor = tmp_path / "donor"
+    run(synthetic, donor, "source-only", steps=1)
+    code, err = _cli_error(capsys, "train", "source-only", "--source", f"gta5:{synthetic.gta5_root}", "--model",
+                           "tiny", "--init", str(donor), "--out", str(tmp_path / "run"))
+    assert code == 1 and "Traceback" not in err
+    assert (f"--init {donor} is a run folder; pass one of its checkpoint folders (its newest is "
+            f"{donor / 'checkpoints' / 'step_000001'}; {donor / 'checkpoints' / 'last'} follows the newest)") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_other_heads_lists_what_starts_fresh(synthetic, tmp_path, capsys):
+    """Issue 16, case 13: ``--init`` from a checkpoint with other heads re-initialised them without a word."""
+    from ftadapt.models.convert import load_init_weights
+
+    donor = tmp_path / "clan"
+    torch.manual_seed(0)
+    model = create_model("tiny")  # two full-ASPP heads on layer4 (CLAN layout)
+    save_checkpoint(donor, model_state=model.state_dict(), model_config=model.config, meta={})
+    report = load_init_weights(create_model("tiny-multi"), donor)  # aux head on layer3: other input channels
+    assert report["heads"] == "initialised"
+    assert report["note"].startswith(f"--init {donor}: its heads do not fit this model's multi heads (shape "
+                                     "mismatches (4): layer5.conv2d_list.0.weight [19, 256, 3, 3] vs model [19, 128")
+    assert report["note"].endswith("so layer5 and layer6 (16 tensors) start from a fresh initialisation instead")
+    assert "note" not in load_init_weights(create_model("tiny"), donor)  # same heads: loaded, nothing to say
+    result = run(synthetic, tmp_path / "run", "source-only", model="tiny-multi", init=str(donor), steps=1)
+    captured = capsys.readouterr()
+    assert f"note: {report['note']}" in captured.out + captured.err
+    assert load_checkpoint(result.checkpoint).meta["init"]["note"] == report["note"]  # and the provenance keeps it
+
+
+def test_an_r101_run_needs_its_init_or_an_explicit_none(synthetic, tmp_path, capsys):
+    """Issue 16, case 15: the default R101 without --init trained from random weights without a word."""
+    from ftadapt.training.loop import _check_init
+
+    src = f"gta5:{synthetic.gta5_root}"
+    code, err = _cli_error(capsys, "train", "source-only", "--source", src, "--set", "data.num_workers=0", "--out",
+                           str(tmp_path / "run"))
+    assert code == 2 and "model deeplabv2-r101 would start from random weights" in err
+    assert ("`ftadapt convert --from deeplab-init DeepLab_resnet_pretrained_init-f81d91e8.pth --out "
+            "init/deeplab-r101`, then --init init/deeplab-r101") in err and "--init none" in err
+    assert not (tmp_path / "run").exists()
+    _check_init(build_config({"init": "none"}))  # insisting on random weights is allowed
+    _check_init(build_config({"model": "tiny"}))  # the tiny model of the tests and the demo needs no init
+    result = run(synthetic, tmp_path / "none", "source-only", init="none", steps=1)  # "none" is no file to load
+    assert load_checkpoint(result.checkpoint).meta["init"] == "none"
+
+
+def test_the_default_loader_workers_fit_the_machine_and_say_so_once(synthetic, tmp_path, capsys, monkeypatch,
+                                                                     recwarn):
+    """Issue 16, case 16: the default 4 loader workers per domain made PyTorch warn that loading "may freeze" on
+    every start on a 2-core machine."""
+    from ftadapt import machine
+
+    assert [machine.loader_workers(c) for c in (1, 2, 3, 4, 8, 9, 64)] == [0, 1, 1, 1, 3, 4, 4]
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
+    assert build_config().data.num_workers == 1
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    argv = ["train", "source-only", "--source", f"gta5:{synthetic.gta5_root}", "--model", "tiny", "--steps", "1",
+            "--set", "data.source_size=160x96", "--set", "tensorboard=false", "--out", str(out)]
+    main(argv)
+    err = capsys.readouterr().err
+    workers = machine.loader_workers()
+    assert err.count("note: data.num_workers=") == 1 and f"data.num_workers={workers} loader process(es)" in err
+    assert json.loads((out / "config.json").read_text())["data"]["num_workers"] == workers
+    assert not [w for w in recwarn if "freeze" in str(w.message)], [str(w.message) for w in recwarn]
+    main([*argv, "--resume"])  # said once: a resume keeps the run's value and says nothing
+    assert "note:" not in capsys.readouterr().err

@@ -5,19 +5,28 @@ these commands only parse and print.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SIZE, SizeType, emit
+from ftadapt.commands.common import SIZE, SizeType, check_json, emit, overwrite_option
 from ftadapt.commands.train import config_options, config_overrides
 from ftadapt.config import METHODS
 
 
-def _json_option(func):
-    return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-                        help="Also write the report to this file (it is always printed to stdout).")(func)
+def _reports(func):
+    """A benchmark that returns its report: printed to stdout and, with ``--json FILE``, written there — a file that
+    the output rule checks before the measuring starts (``--overwrite`` replaces it)."""
+    @functools.wraps(func)
+    def run(json_out: str | None, overwrite: bool, **options) -> None:
+        check_json(json_out, overwrite)
+        emit(func(**options), json_out, always=True, overwrite=overwrite)
+
+    run = click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+                       help="Also write the report to this file (it is always printed to stdout).")(run)
+    return overwrite_option()(run)
 
 
 @click.group("bench")
@@ -42,9 +51,9 @@ def bench() -> None:
                    "real loaders (reports the data-loading share; data.num_workers per domain).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op CPU threads [torch's default]; 1 avoids spin-waiting on a busy CPU.")
-@_json_option
+@_reports
 def train_step(method, model, source_size, target_size, device, config_file, sets, steps, warmup, profile, data,
-               threads, json_out) -> None:
+               threads) -> dict:
     """Steps/s, peak memory and data-loading share of the real training step.
 
     Speed options are config keys, set as for `ftadapt train`:
@@ -60,7 +69,7 @@ def train_step(method, model, source_size, target_size, device, config_file, set
     cfg = build_config({**BENCH_DEFAULTS, **overrides})
     report = bench_train_step(cfg, steps=steps, warmup=warmup, data=data, threads=threads, profile=profile)
     click.echo(format_report(report), err=True)
-    emit(report, json_out, always=True)
+    return report
 
 
 @bench.command("eval-speed")
@@ -72,13 +81,12 @@ def train_step(method, model, source_size, target_size, device, config_file, set
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Folder for the generated pairs [default: $XDG_CACHE_HOME/ftadapt/eval_speed].")
-@_json_option
-def eval_speed(n, workers, repeat, naive_n, seed, cache, json_out) -> None:
+@_reports
+def eval_speed(n, workers, repeat, naive_n, seed, cache) -> dict:
     """Prediction-folder evaluation on Cityscapes-size pairs against a naive loop."""
     from ftadapt.bench.eval_speed import measure_eval_speed
 
-    emit(measure_eval_speed(n=n, workers=workers, repeat=repeat, naive_n=naive_n, seed=seed, cache=cache), json_out,
-         always=True)
+    return measure_eval_speed(n=n, workers=workers, repeat=repeat, naive_n=naive_n, seed=seed, cache=cache)
 
 
 @bench.command("export-speed")
@@ -98,12 +106,12 @@ def eval_speed(n, workers, repeat, naive_n, seed, cache, json_out) -> None:
 @click.option("--skip", multiple=True, type=click.Choice(["export", "latency", "preprocess"]))
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep checkpoints and ONNX files here.")
-@_json_option
-def export_speed(json_out, **options) -> None:
+@_reports
+def export_speed(**options) -> dict:
     """Export time and size, ONNX Runtime vs PyTorch latency, in-graph vs PIL pre-processing."""
     from ftadapt.bench.export_speed import measure_export
 
-    emit(measure_export(**options), json_out, always=True)
+    return measure_export(**options)
 
 
 @bench.command("runtime-latency")
@@ -118,12 +126,12 @@ def export_speed(json_out, **options) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep (and reuse) checkpoints and ONNX files here.")
 @click.option("--flip", is_flag=True, help="Also time each model exported with flip fusion (the ratio to plain).")
-@_json_option
-def runtime_latency(json_out, **options) -> None:
+@_reports
+def runtime_latency(**options) -> dict:
     """Per-frame latency of the runtime (ONNX Runtime CPU) on random-init exported members."""
     from ftadapt.bench.runtime_latency import measure_runtime_latency
 
-    emit(measure_runtime_latency(**options), json_out, always=True)
+    return measure_runtime_latency(**options)
 
 
 @bench.command("gpu-runtime")
@@ -134,12 +142,12 @@ def runtime_latency(json_out, **options) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--cpu-runs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@_json_option
-def gpu_runtime(model_path, json_out, **options) -> None:
+@_reports
+def gpu_runtime(model_path, **options) -> dict:
     """Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs CUDA vs TensorRT (what is installed)."""
     from ftadapt.bench.gpu_runtime import measure_runtime_gpu
 
-    emit(measure_runtime_gpu(model_path, **options), json_out, always=True)
+    return measure_runtime_gpu(model_path, **options)
 
 
 @bench.command("loader-speed")
@@ -147,23 +155,23 @@ def gpu_runtime(model_path, json_out, **options) -> None:
               help="Samples timed per domain.")
 @click.option("--steps-per-s", type=click.FloatRange(min=0, min_open=True), default=28.0, show_default=True,
               help="Training speed the loaders must keep up with (batch 1).")
-@_json_option
-def loader_speed(samples, steps_per_s, json_out) -> None:
+@_reports
+def loader_speed(samples, steps_per_s) -> dict:
     """One loader worker's cost per training sample, and the workers a training speed needs."""
     from ftadapt.bench.loader_speed import measure_loading
 
-    emit(measure_loading(samples, steps_per_s), json_out, always=True)
+    return measure_loading(samples, steps_per_s)
 
 
 @bench.command("conv-speed")
 @click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N or cpu.")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True, help="Timed passes per variant.")
-@_json_option
-def conv_speed(device, iters, json_out) -> None:
+@_reports
+def conv_speed(device, iters) -> dict:
     """DeepLab-v2's dilated convolutions: as cuDNN runs them, with space_to_batch, and undilated."""
     from ftadapt.bench.conv_speed import measure_dilated_convs
 
-    emit(measure_dilated_convs(device, iters=iters), json_out, always=True)
+    return measure_dilated_convs(device, iters=iters)
 
 
 @bench.command("gpu")
@@ -177,13 +185,14 @@ def conv_speed(device, iters, json_out) -> None:
               help="Also time torch.compile with and without CUDA graphs (minutes of compilation).")
 @click.option("--only", multiple=True, metavar="ITEM[,ITEM]", help="Run only these items (repeatable).")
 @click.option("--skip", multiple=True, metavar="ITEM[,ITEM]", help="Items to leave out (repeatable).")
-def gpu(out, budget_s, device, tiny, compile_model, only, skip) -> None:
+@overwrite_option("OUT/gpu_bench.json of an earlier run")
+def gpu(out, budget_s, device, tiny, compile_model, only, skip, overwrite) -> None:
     """The GPU check: every item that fits in the budget, one JSON file (see ftadapt.bench.gpu)."""
     from ftadapt.bench.gpu import RESULT_FILE, run_all
 
     out = out or Path(os.environ.get("OUT") or "gpu-results")
     only, skip = ([item for words in given for item in words.split(",") if item] for given in (only, skip))
     report = run_all(out, budget_s=budget_s, device=device, tiny=tiny, compile_model=compile_model, skip=tuple(skip),
-                     only=tuple(only))
+                     only=tuple(only), overwrite=overwrite)
     emit(report.get("summary", report), None, always=True)
     click.echo(f"[gpu-bench] wrote {out / RESULT_FILE}", err=True)

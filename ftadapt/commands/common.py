@@ -1,10 +1,16 @@
-"""What every command shares: the option types (sizes are W×H everywhere), ``--json``, and one way to emit results.
+"""What every command shares: the option types (sizes are W×H everywhere), ``--json``, ``--overwrite`` and one way to
+emit results.
+
+Every command that writes takes ``--overwrite`` and applies the one output rule (``ftadapt.fsutil.check_target``) to
+each of its targets before any work: an existing target is refused unless ``--overwrite`` is given, a link is never
+followed, and nothing is written into the command's own inputs.
 
 Torch-free and cheap to import: ``ftadapt --help`` imports every command module.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +91,30 @@ def json_option(what: str = "the result"):
                         help=f"Also write {what} as JSON to this file ('-' = stdout; the table then goes to stderr).")
 
 
+def overwrite_option(what: str = "the JSON file"):
+    """``--overwrite``: the one flag that lets a command replace what it writes (``what``) when it exists."""
+    return click.option("--overwrite", is_flag=True,
+                        help=f"Replace {what} if it exists (atomically; a link is never followed, an input never "
+                             "written).")
+
+
+def check_json(json_out: str | None, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """The ``--json`` file under the output rule, checked before the command does any work."""
+    if json_out not in (None, "-"):
+        from ftadapt.fsutil import check_target
+
+        check_target(json_out, overwrite=overwrite, inputs=inputs, what="--json")
+
+
 def echo(text: str, json_out: str | None = None) -> None:
     """Print a line for people: to stdout, or to stderr when stdout carries JSON (``--json -``)."""
     click.echo(text, err=json_out == "-")
 
 
-def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False) -> None:
-    """Hand over a result as JSON: to ``json_out`` (written atomically; '-' = stdout) and, with ``always`` (the
-    benchmarks, which print their figures whatever else is asked), to stdout as well."""
+def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False, overwrite: bool = False) -> None:
+    """Hand over a result as JSON: to ``json_out`` (written atomically, an existing file only with ``overwrite``;
+    '-' = stdout) and, with ``always`` (the benchmarks, which print their figures whatever else is asked), to stdout
+    as well."""
     # Results must be strict JSON; a benchmark's NaN (a ratio of nothing) must not lose its other figures.
     text = json.dumps(payload, indent=2, default=str, allow_nan=always) + "\n"
     if always or json_out == "-":
@@ -100,9 +122,9 @@ def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False)
     if json_out not in (None, "-"):
         from ftadapt.fsutil import write_text_atomic
 
-        write_text_atomic(json_out, text)
+        write_text_atomic(json_out, text, overwrite=overwrite)
         click.echo(f"wrote {json_out}", err=True)
 
 
-__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "fusion_option", "json_option", "echo", "emit",
-           "DATASET_KINDS"]
+__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "fusion_option", "json_option", "overwrite_option",
+           "check_json", "echo", "emit", "DATASET_KINDS"]

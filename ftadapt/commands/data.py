@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import DATASET_KINDS, SIZE, echo, emit, json_option
+from ftadapt.commands.common import DATASET_KINDS, SIZE, check_json, echo, emit, json_option, overwrite_option
 
 
 @click.group()
@@ -23,13 +23,15 @@ def data() -> None:
 @click.option("--source-size", type=SIZE, default="320x180", show_default=True, help="Source image size W×H.")
 @click.option("--target-size", type=SIZE, default="256x128", show_default=True, help="Target image size W×H.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same dataset.")
-@click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already written to OUT.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a synthetic dataset written to OUT before (never another folder), and the JSON file.")
 @json_option("the summary")
 def synth(out_dir: Path, n_source: int, n_train: int, n_val: int, source_size: tuple[int, int],
           target_size: tuple[int, int], seed: int, overwrite: bool, json_out: str | None) -> None:
     """Write the synthetic two-domain street-scene dataset (rendered source → photographed target)."""
     from ftadapt.data.synthetic import write_synthetic
 
+    check_json(json_out, overwrite)
     start = time.perf_counter()
     layout = write_synthetic(out_dir, n_source=n_source, n_target_train=n_train, n_target_val=n_val,
                              source_size=source_size, target_size=target_size, seed=seed, overwrite=overwrite,
@@ -45,7 +47,7 @@ def synth(out_dir: Path, n_source: int, n_train: int, n_val: int, source_size: t
     emit({"root": str(layout.root), "gta5_root": str(layout.gta5_root),
           "cityscapes_root": str(layout.cityscapes_root), "seed": seed, "seconds": round(seconds, 3),
           "splits": [{"domain": d, "split": s, "images": n, "size": list(size), "root": str(r)}
-                     for d, s, n, size, r in rows]}, json_out)
+                     for d, s, n, size, r in rows]}, json_out, overwrite=overwrite)
 
 
 @data.command("check")
@@ -60,8 +62,9 @@ def synth(out_dir: Path, n_source: int, n_train: int, n_val: int, source_size: t
 @click.option("--max-problems", type=click.IntRange(0), default=20, show_default=True,
               help="How many problems to list per split (all are counted).")
 @json_option("the report")
+@overwrite_option()
 def check(kind: str, root: Path, splits: tuple[str, ...], list_file: Path | None, workers: int, max_problems: int,
-          json_out: str | None) -> None:
+          json_out: str | None, overwrite: bool) -> None:
     """Check a GTA5 / Cityscapes / SYNTHIA folder (the dataset doctor).
 
     Counts image/label pairs, finds missing, corrupt and size-mismatched files and label values outside the known
@@ -69,10 +72,11 @@ def check(kind: str, root: Path, splits: tuple[str, ...], list_file: Path | None
     from ftadapt.data.check import check_dataset, format_report
     from ftadapt.errors import DatasetError
 
+    check_json(json_out, overwrite, [root, *([list_file] if list_file else [])])
     report = check_dataset(kind, root, splits=list(splits) or None, list_file=list_file, workers=workers,
                            max_problems=max_problems)
     echo(format_report(report), json_out)
-    emit(report.to_dict(), json_out)
+    emit(report.to_dict(), json_out, overwrite=overwrite)
     if not report.usable:
         errors = sum(s.n_errors for s in report.splits)
         raise DatasetError(f"{kind} at {root} is not usable: {errors} errors (listed above); fix them and rerun "

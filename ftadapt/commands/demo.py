@@ -7,18 +7,22 @@ paper's flip fusion, and export the first as one ONNX graph in FP32 and FP16, ea
 the FP16 graph through ``ftadapt.runtime.Segmenter`` on the val frames, write colour overlays, report backend,
 providers and latency, and score the deployed predictions with the same evaluator to show the deployed mIoU next to
 PyTorch's.
+
+The demo owns its output folder: it marks it with ``ftadapt-demo.json`` and reruns into a marked folder replace the
+earlier demo's outputs there; any other existing, non-empty folder is refused unless ``--overwrite`` is given.
 """
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from pathlib import Path
 
 import click
 
-from ftadapt.errors import DatasetError
+from ftadapt.errors import DatasetError, OutputError
 
 DEMO_METHODS = ("source-only", "norm-only", "clan-norm")
+DEMO_MARKER = "ftadapt-demo.json"  # marks a folder as the demo's own: a rerun may replace what it wrote there
 # The tiny model starts from random weights (no ImageNet init), so it needs a larger lr than the paper's 2.5e-4
 # fine-tuning rate; everything else keeps the paper's defaults.
 DEMO_STEPS = 300
@@ -42,17 +46,36 @@ def _done(start: float) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="ftadapt-demo",
               show_default=True, help="Folder for the synthetic data and every artefact the demo produces.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out_dir: Path, seed: int) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Run in an existing folder that is not an earlier demo's output, replacing data/, runs/, "
+                   "ensemble-*.onnx and deployed-predictions/ there (an earlier demo's folder needs no flag).")
+def demo(out_dir: Path, seed: int, overwrite: bool) -> None:
     """Run every stage on built-in synthetic data, on the CPU."""
-    run_demo(out_dir, seed=seed)
+    run_demo(out_dir, seed=seed, overwrite=overwrite)
 
 
-def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS) -> dict:
-    """Run the demo into ``out`` (created; an earlier demo there is replaced) and return its figures."""
+def claim_folder(out: Path, *, overwrite: bool = False) -> None:
+    """Make ``out`` the demo's folder: absent, empty or an earlier demo's (its marker), or any folder with
+    ``overwrite``; never a link or a folder written only whole (``ftadapt.fsutil.check_target``). Writes the marker
+    first, so that an interrupted demo can be rerun into it."""
+    from ftadapt.fsutil import check_target, write_text_atomic
+
+    check_target(out, overwrite=overwrite, what="--out", merge=True)
+    marker = out / DEMO_MARKER
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file() and not overwrite:
+        raise OutputError(f"--out {out} exists and is not an earlier demo's output (no {DEMO_MARKER}); choose another "
+                          "folder, or pass --overwrite to run the demo in it anyway (it replaces data/, runs/, "
+                          "ensemble-*.onnx and deployed-predictions/ there)")
+    write_text_atomic(marker, '{"written_by": "ftadapt demo"}\n', overwrite=True)
+
+
+def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS, overwrite: bool = False) -> dict:
+    """Run the demo into ``out`` (see ``claim_folder``; an earlier demo there is replaced) and return its figures."""
     from ftadapt.data.check import check_dataset, format_report
     from ftadapt.data.synthetic import write_synthetic
 
     out = Path(out)
+    claim_folder(out, overwrite=overwrite)
     figures: dict = {}
 
     t = _stage("1. synthetic data + dataset doctor")
@@ -88,6 +111,7 @@ def _train_and_compare(runs: Path, layout, *, seed: int, steps: int) -> dict:
     from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
     from ftadapt.evaluation.pytorch import ModelPredictor
     from ftadapt.evaluation.tables import format_comparison
+    from ftadapt.fsutil import refuse_existing, remove_entry
     from ftadapt.training import train
 
     predictors, lines = [], []
@@ -96,8 +120,9 @@ def _train_and_compare(runs: Path, layout, *, seed: int, steps: int) -> dict:
                             "data.source": f"gta5:{layout.gta5_root}",
                             "data.target": f"cityscapes:{layout.cityscapes_root}"})
         run_dir = runs / method
-        if run_dir.exists():  # an earlier demo's run: start afresh rather than refuse
-            shutil.rmtree(run_dir)
+        if os.path.lexists(run_dir):  # an earlier demo's run (claim_folder): start afresh rather than refuse
+            refuse_existing(run_dir, overwrite=True)  # a link is never followed
+            remove_entry(run_dir)
         started = time.perf_counter()
         result = train(cfg, out=run_dir, progress=True)
         lines.append((method, time.perf_counter() - started, result.checkpoint))
@@ -131,7 +156,7 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
     paths = {}
     for precision in ("fp32", "fp16"):
         exported = export_onnx(ensemble, out / f"ensemble-{precision}.onnx", precision=precision, working_size=size,
-                               progress=False)
+                               progress=False, overwrite=True)  # the demo's own folder (claim_folder)
         click.echo(f"   {exported.path}  ({exported.path.stat().st_size / 2**20:.1f} MiB, "
                    f"{exported.export_seconds:.1f} s)  {exported.verification.summary()}")
         paths[precision] = exported.path
@@ -152,7 +177,7 @@ def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
         click.echo(f"   backend {seg.backend}, providers {', '.join(seg.providers)}")
         for note in seg.notes:
             click.echo(f"   note: {note}")
-        predict_files(seg, collect_sources(val), pred_dir, progress=False)
+        predict_files(seg, collect_sources(val), pred_dir, progress=False, overwrite=True)
         stats = time_segmenter(seg, [read_rgb(p) for p in val], warmup=2, runs=3 * len(val))
     click.echo(f"   {len(val)} val frames -> {pred_dir} (label PNGs + *_color.png overlays)")
     click.echo(f"   per-frame latency p50 {stats['p50_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms, "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SIZE, echo, emit, json_option, legacy_hw
+from ftadapt.commands.common import SIZE, check_json, echo, emit, json_option, legacy_hw, overwrite_option
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
@@ -59,9 +59,10 @@ def _hw(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
 @click.option("--workspace-mb", type=click.IntRange(min=64), default=None, help="Builder workspace limit [4096].")
 @json_option("the engine report")
+@overwrite_option()
 def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min_frame, legacy_max, legacy_min,
                  opt_frame, opt_batch: int, with_probs: bool, device: int, workspace_mb: int | None,
-                 json_out: str | None) -> None:
+                 json_out: str | None, overwrite: bool) -> None:
     """Build the TensorRT engine of an exported MODEL for this GPU into the engine cache (or find it there).
 
     \b
@@ -71,6 +72,7 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
     """
     from ftadapt.runtime import Segmenter
 
+    check_json(json_out, overwrite, [model])
     with Segmenter(model, backend="tensorrt", device=device, engine_cache=cache, max_batch=max_batch,
                    max_size=_hw(max_frame, legacy_max), min_size=_hw(min_frame, legacy_min),
                    opt_size=_hw(opt_frame, None), opt_batch=opt_batch, with_probs=with_probs,
@@ -89,7 +91,7 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
         echo(f"{key:>12}  {value}", json_out)
     for note in info["notes"]:
         click.echo(f"note: {note}", err=True)
-    emit(info, json_out)
+    emit(info, json_out, overwrite=overwrite)
 
 
 @click.command("predict")
@@ -97,13 +99,14 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
               help="The .onnx file written by `ftadapt export`.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for <name>.png label maps (class ids) and <name>_color.png overlays.")
+              help="Folder for <name>.png label maps (class ids) and <name>_color.png overlays (not inside an input).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
               show_default=True, help="auto: TensorRT if usable, else ONNX Runtime CUDA, else CPU.")
 @click.option("--device", callback=_device, default="0", show_default=True, help="CUDA device index, or 'cpu'.")
 @click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="TensorRT engine cache folder.")
-@click.option("--max-frame", type=SIZE, default=None, help="Largest frame W×H [TensorRT: 2048x1024].")
+@click.option("--max-frame", type=SIZE, default=None,
+              help="Largest frame W×H [TensorRT: 2048x1024; ONNX Runtime: 4096x4096, about 1.8 GB of memory].")
 @click.option("--max-size", "legacy_max", callback=legacy_hw, metavar="HxW", default=None, hidden=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -111,25 +114,28 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Videos: segment every N-th frame.")
 @json_option("the summary")
+@overwrite_option("earlier outputs of the same names in --out, and the JSON file")
 def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, device: int | str,
             engine_cache: Path | None, max_frame, legacy_max, threads: int | None, alpha: float, every: int,
-            json_out: str | None) -> None:
+            json_out: str | None, overwrite: bool) -> None:
     """Segment images, folders of images or videos (OpenCV) with an exported model.
 
     \b
     ftadapt predict --model ens.onnx frames/ drive.mp4 --out preds/ [--backend onnxruntime --device cpu]
     """
     from ftadapt.runtime import Segmenter
-    from ftadapt.runtime.predict import collect_sources, predict_files
+    from ftadapt.runtime.predict import check_outputs, collect_sources, predict_files
 
-    sources = collect_sources(inputs)  # bad inputs fail before an engine is built
+    sources = collect_sources(inputs)  # bad inputs and outputs fail before an engine is built
+    check_json(json_out, overwrite, [model, *inputs])
+    check_outputs(sources, out, overwrite=overwrite)
     with Segmenter(model, backend=backend, device=device, engine_cache=engine_cache,
                    max_size=_hw(max_frame, legacy_max), threads=threads) as seg:
         click.echo(f"backend {seg.backend} ({', '.join(seg.providers)})", err=True)
         for note in seg.notes:
             click.echo(f"note: {note}", err=True)
-        summary = predict_files(seg, sources, out, alpha=alpha, every=every)
+        summary = predict_files(seg, sources, out, alpha=alpha, every=every, overwrite=overwrite)
         summary.update(backend=seg.backend, providers=list(seg.providers))
     echo(f"{summary['frames']} frames in {summary['seconds']} s ({summary['fps']} frames/s end to end, "
          f"{summary['model_ms_mean']} ms per frame in the model) → {out}", json_out)
-    emit(summary, json_out)
+    emit(summary, json_out, overwrite=overwrite)

@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from ftadapt.commands.common import SIZE, DatasetSpecType, echo, emit, fusion_option, json_option
+from ftadapt.commands.common import (
+    SIZE,
+    DatasetSpecType,
+    check_json,
+    echo,
+    emit,
+    fusion_option,
+    json_option,
+    overwrite_option,
+)
 
 _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE or --pred-dir DIR; "
          "with --data cityscapes:ROOT (or --gt-dir CITYSCAPES/gtFine/val for prediction PNGs)")
@@ -43,16 +52,19 @@ _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeata
                    "softmaxes; an ensemble then fuses the flip-averaged softmaxes, as the paper's evaluation).")
 @fusion_option
 @click.option("--save-pred", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write <frame>.png (trainIds) and <frame>_color.png of the one model evaluated here.")
+              help="Also write <frame>.png (trainIds) and <frame>_color.png of the one model evaluated here (a folder "
+                   "outside the inputs).")
 @click.option("--device", default="auto", show_default=True, help="PyTorch models: auto, cpu, cuda or cuda:N.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="Runtime backend of --onnx files.")
 @click.option("--allow-missing", is_flag=True,
-              help="Evaluate the matched frames when some are missing or differ in size (listed) instead of failing.")
+              help="Evaluate the matched frames when some are missing or differ in size (listed and skipped) instead "
+                   "of failing.")
 @click.option("--synthia", "synthia_subsets", is_flag=True,
               help="Also report mIoU16 and mIoU13 (SYNTHIA → Cityscapes).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: CPU cores].")
 @json_option()
+@overwrite_option("earlier --save-pred files of the same frames, and the JSON file")
 def evaluate_cmd(**opts: Any) -> None:
     """mIoU on the AdaptSegNet protocol (one confusion matrix over the split, full-resolution ground truth).
 
@@ -67,6 +79,7 @@ def evaluate_cmd(**opts: Any) -> None:
     from ftadapt.evaluation.evaluate import problem_report
 
     _check_options(opts)
+    check_json(opts["json_out"], opts["overwrite"], _inputs(opts))
     split = _split(opts)  # usage errors first, then the data, before any model is loaded
     predictors, kinds = _predictors(opts)
     try:
@@ -81,7 +94,7 @@ def evaluate_cmd(**opts: Any) -> None:
             click.echo(f"warning: {line} (skipped)", err=True)
     table, payload = _report(results, kinds)
     echo(table, opts["json_out"])
-    emit(payload, opts["json_out"])
+    emit(payload, opts["json_out"], overwrite=opts["overwrite"])
 
 
 def _check_options(opts: dict[str, Any]) -> None:
@@ -137,7 +150,7 @@ def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
         from ftadapt.evaluation.folder import PredictionFolder
 
         add(PredictionFolder(opts["pred_dir"]), "predictions")
-    return _saving(out, kinds, opts["save_pred"]), kinds
+    return _saving(out, kinds, opts), kinds
 
 
 def _runtime_device(device: str) -> int | str:
@@ -150,8 +163,22 @@ def _runtime_device(device: str) -> int | str:
     return int(index or 0)
 
 
-def _saving(predictors: list, kinds: dict[str, str], folder: Path | None) -> list:
+def _inputs(opts: dict[str, Any]) -> list[Path]:
+    """What an evaluation reads (no output may lie in it): the data, the predictions and the models (a run folder's
+    newest checkpoint folder)."""
+    given = [opts["data"][1] if opts["data"] else None, opts["gt_dir"], opts["pred_dir"], *opts["onnx_files"]]
+    if opts["checkpoints"] or opts["members"]:  # PyTorch models: torch is imported anyway
+        from ftadapt.checkpoint import resolve_checkpoint
+        from ftadapt.ensemble import MemberSpec
+
+        given += [resolve_checkpoint(p) for p in [*opts["checkpoints"],
+                                                  *(MemberSpec.parse(m).path for m in opts["members"])]]
+    return [Path(p) for p in given if p is not None]
+
+
+def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any]) -> list:
     """``--save-pred``: the one model predictor wrapped to write its predictions there."""
+    folder = opts["save_pred"]
     if folder is None:
         return predictors
     models = [p for p in predictors if kinds[p.name] != "predictions"]
@@ -159,8 +186,10 @@ def _saving(predictors: list, kinds: dict[str, str], folder: Path | None) -> lis
         raise click.UsageError(f"--save-pred writes the predictions of one model; {len(models)} are evaluated here "
                                f"({', '.join(p.name for p in models) or 'none'})")
     from ftadapt.evaluation.folder import SavingPredictions
+    from ftadapt.fsutil import check_target
 
-    return [SavingPredictions(p, folder) if p is models[0] else p for p in predictors]
+    check_target(folder, overwrite=opts["overwrite"], inputs=_inputs(opts), what="--save-pred", merge=True)
+    return [SavingPredictions(p, folder, overwrite=opts["overwrite"]) if p is models[0] else p for p in predictors]
 
 
 def _split(opts: dict[str, Any]):
@@ -182,7 +211,9 @@ def _split(opts: dict[str, Any]):
         return LabelledSplit.from_gt_dir(root / "gtFine" / opts["split"])
     from ftadapt.data.check import require_usable
 
-    require_usable("cityscapes", root, [opts["split"]])
+    allow = ("size-mismatch",) if opts["allow_missing"] else ()
+    require_usable("cityscapes", root, [opts["split"]], allow=allow,
+                   skip_hint="" if allow else " (--allow-missing skips frames whose label and image sizes differ)")
     return LabelledSplit.from_root(root, opts["split"])
 
 

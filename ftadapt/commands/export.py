@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SizeType, echo, emit, fusion_option, json_option
+from ftadapt.commands.common import SizeType, check_json, echo, emit, fusion_option, json_option, overwrite_option
 
 
 @click.command("export")
@@ -27,9 +27,10 @@ from ftadapt.commands.common import SizeType, echo, emit, fusion_option, json_op
               help="Synthetic frames per verification size (two sizes).")
 @click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True)
 @json_option()
+@overwrite_option("the .onnx file (and its .data file) and the JSON file")
 def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precision: str,
            working_size: tuple[int, int], fusion: str, flip: bool, with_probs: bool, no_verify: bool,
-           verify_frames: int, opset: int, json_out: str | None) -> None:
+           verify_frames: int, opset: int, json_out: str | None, overwrite: bool) -> None:
     """Fuse checkpoints into one ONNX graph: uint8 RGB frames in, int32 label maps out.
 
     \b
@@ -38,18 +39,21 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     ftadapt export --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --flip --out ens-flip.onnx
     Verification (default) compares ONNX Runtime (CPU) with the PyTorch module; a failure marks the file and exits 1.
     """
-    from ftadapt.ensemble import load_ensemble
+    from ftadapt.checkpoint import resolve_checkpoint
+    from ftadapt.ensemble import MemberSpec, load_ensemble
     from ftadapt.export.onnx_export import VerificationError, export_onnx
 
     if (checkpoint is None) == (not members):
         raise click.UsageError("give either one checkpoint folder (ftadapt export DIR --out F) or --ensemble "
                                "DIR:WEIGHT (repeatable), not both")
-    ensemble = load_ensemble([str(checkpoint)] if checkpoint else list(members), fusion=fusion, flip=flip)
+    specs = [MemberSpec(checkpoint)] if checkpoint else [MemberSpec.parse(m) for m in members]
+    check_json(json_out, overwrite, [resolve_checkpoint(s.path) for s in specs])
+    ensemble = load_ensemble(specs, fusion=fusion, flip=flip)
     try:
         result = export_onnx(ensemble, out, precision=precision, working_size=working_size, with_probs=with_probs,
-                             verify=not no_verify, frames_per_size=verify_frames, opset=opset)
+                             verify=not no_verify, frames_per_size=verify_frames, opset=opset, overwrite=overwrite)
     except VerificationError as exc:
-        emit(exc.result.to_dict(), json_out)
+        emit(exc.result.to_dict(), json_out, overwrite=overwrite)
         raise
     w, h = working_size
     echo(f"wrote {', '.join(map(str, result.files))} ({result.size_bytes / 2**20:.1f} MiB, {precision}, working size "
@@ -58,16 +62,18 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     for m in result.info.members:
         echo(f"  {m.weight:.4f}  {m.name}  ({m.method}, heads {m.head_rule})", json_out)
     echo(result.verification.summary() if result.verification else "verification skipped (--no-verify)", json_out)
-    emit(result.to_dict(), json_out)
+    emit(result.to_dict(), json_out, overwrite=overwrite)
 
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option("the description")
-def inspect(model: Path, json_out: str | None) -> None:
+@overwrite_option()
+def inspect(model: Path, json_out: str | None, overwrite: bool) -> None:
     """Show an exported ONNX file: metadata, members, inputs/outputs, opset, size and precision."""
     from ftadapt.export.metadata import describe, format_description
 
+    check_json(json_out, overwrite, [model])
     desc = describe(model)
     echo(format_description(desc), json_out)
-    emit(desc, json_out)
+    emit(desc, json_out, overwrite=overwrite)

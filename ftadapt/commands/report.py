@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from ftadapt.commands.common import overwrite_option
+
 
 @click.command("report")
 @click.argument("results", nargs=-1, required=True, metavar="[LABEL=]RESULT.json...")
@@ -13,7 +15,9 @@ import click
 @click.option("--paper", "with_paper", is_flag=True, help="Add the paper's Table 1 rows for reference.")
 @click.option("--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table: .md as Markdown, .csv as CSV (repeatable).")
-def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, outs: tuple[Path, ...]) -> None:
+@overwrite_option("the --out files")
+def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, outs: tuple[Path, ...],
+           overwrite: bool) -> None:
     """Render evaluation results (`ftadapt eval --json`, …) as the paper's Table 1: one row per result, 19 classes
     and mIoU, with deltas against a baseline.
 
@@ -22,15 +26,17 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
         --out table1.md --out table1.csv
     """
     from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_rows
-    from ftadapt.fsutil import write_text_atomic
+    from ftadapt.fsutil import check_target, write_text_atomic
 
-    rows = [row for spec in results for row in read_rows(spec)] + (paper_rows() if with_paper else [])
-    delta_rows = deltas(rows, baseline) if baseline else []
     for out in outs:
+        check_target(out, overwrite=overwrite, inputs=[spec.partition("=")[2] or spec for spec in results],
+                     what="--out")
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
+    rows = [row for spec in results for row in read_rows(spec)] + (paper_rows() if with_paper else [])
+    delta_rows = deltas(rows, baseline) if baseline else []
     table = markdown(rows, delta_rows, baseline)
     click.echo(table, nl=False)
     for out in outs:
-        write_text_atomic(out, table if out.suffix == ".md" else csv_text(rows, delta_rows))
+        write_text_atomic(out, table if out.suffix == ".md" else csv_text(rows, delta_rows), overwrite=overwrite)
         click.echo(f"wrote {out}", err=True)

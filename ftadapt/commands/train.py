@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import echo, emit, json_option
+from ftadapt.commands.common import check_json, echo, emit, json_option, overwrite_option
 from ftadapt.config import METHODS
 
 CONVERT_KINDS = ("deeplab-init", "adaptsegnet", "clan", "maxsquare", "feature-to-adapt")
@@ -15,12 +15,21 @@ CONVERT_KINDS = ("deeplab-init", "adaptsegnet", "clan", "maxsquare", "feature-to
 
 def config_overrides(config_file: Path | None, sets: tuple[str, ...], **options: object) -> dict:
     """The config keys a command asks for, lowest priority first: a config file, ``--set KEY=VALUE``, then the
-    command's own options (those that are not None)."""
-    from ftadapt.config import parse_set, read_config_file
+    command's own options (those that are not None). Where an option and ``--set``/``--config`` give one key
+    different values, a note says which one wins."""
+    from ftadapt.config import parse_set, read_config_file, typed_value
 
-    overrides = read_config_file(config_file) if config_file else {}
-    overrides.update(parse_set(sets))
-    overrides.update({key: value for key, value in options.items() if value is not None})
+    from_file = read_config_file(config_file) if config_file else {}
+    from_set = parse_set(sets)
+    overrides = {**from_file, **from_set}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in overrides and typed_value(key, overrides[key]) != typed_value(key, value):
+            where = "--set" if key in from_set else f"--config {config_file}"
+            click.echo(f"note: {key}: the command's own option ({value}) wins over {where} ({overrides[key]})",
+                       err=True)
+        overrides[key] = value
     return overrides
 
 
@@ -41,35 +50,46 @@ def config_options(func):
 @click.option("--model", default=None, help="Registered model: deeplabv2-r101 (default; maxsquare*: "
                                             "deeplabv2-r101-multi-reduced), deeplabv2-r50, tiny.")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
-              help="Initial weights: a checkpoint folder or an official .pth (e.g. the DeepLab ImageNet init).")
+              help="Initial weights: a checkpoint folder or an official .pth (e.g. the DeepLab ImageNet init); "
+                   "the R101 models need it ('none': random weights on purpose).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Number of steps (poly horizon) [100000].")
 @config_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option("the outcome")
+@overwrite_option("the JSON file (a run folder is never replaced: --resume continues it)")
 def train(method: str, source: str, target: str | None, model: str | None, init: Path | None, steps: int | None,
-          config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool, json_out: str | None) -> None:
+          config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool, json_out: str | None,
+          overwrite: bool) -> None:
     """Train METHOD (source-only, norm-only, clan, clan-norm, maxsquare, maxsquare-norm) into a run folder.
 
     \b
     ftadapt train clan-norm --source gta5:data/GTA5 --target cityscapes:data/Cityscapes \\
         --init DeepLab_resnet_pretrained_init-f81d91e8.pth --out runs/clan-norm [--set preset=paper-code]
-    SIGINT/SIGTERM stop after the current step with a checkpoint; --resume continues bit-for-bit.
+    SIGINT/SIGTERM stop after the current step with a checkpoint; --resume continues bit-for-bit. A run folder is
+    never replaced: a new run needs a new (or empty) --out.
     """
     from ftadapt.training import resolve_config
     from ftadapt.training import train as run_training
+    from ftadapt.training.run_folder import run_inputs
 
     overrides = config_overrides(config_file, sets, method=method, model=model, steps=steps,
                                  **{"data.source": source, "data.target": target,
                                     "init": str(init) if init is not None else None})
     cfg = resolve_config(overrides, out=out, resume=resume)
+    check_json(json_out, overwrite, run_inputs(cfg, resume=resume))
+    if not resume and "data.num_workers" not in overrides:
+        from ftadapt.machine import cpu_cores
+
+        click.echo(f"note: data.num_workers={cfg.data.num_workers} loader process(es) per domain, sized to the "
+                   f"{cpu_cores()} CPU core(s) this process may use (--set data.num_workers=N to choose)", err=True)
     result = run_training(cfg, out=out, resume=resume)
     summary = {"run_dir": str(result.run_dir), "method": cfg.method, "model": cfg.model, "step": result.step,
                "steps": cfg.steps, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                "stopped_by": result.stopped_by, "oracle": result.oracle}
     for key, value in summary.items():
         echo(f"{key:>12}  {value}", json_out)
-    emit(summary, json_out)
+    emit(summary, json_out, overwrite=overwrite)
     if result.stopped_by:
         sys.exit(128 + signal.Signals[result.stopped_by].value)
 
@@ -80,16 +100,18 @@ def train(method: str, source: str, target: str | None, model: str | None, init:
                    "maxsquare, feature-to-adapt.")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Checkpoint folder to write (model.pt, config.json, meta.json).")
+              help="Checkpoint folder to write (model.pt, config.json, meta.json); never inside a run's checkpoints.")
 @click.option("--aspp", type=click.Choice(["full", "reduced"]), default=None,
               help="Override the family's ASPP forward (AdaptSegNet/MaxSquare: reduced = branches 6+12 only; "
                    "CLAN/FTA: full).")
 @json_option("the summary")
-def convert(kind: str, src: Path, out: Path, aspp: str | None, json_out: str | None) -> None:
+@overwrite_option("an earlier checkpoint folder at --out (nothing else) and the JSON file")
+def convert(kind: str, src: Path, out: Path, aspp: str | None, json_out: str | None, overwrite: bool) -> None:
     """Import an officially released .pth (read with weights_only=True) into a checkpoint folder."""
     from ftadapt.models.convert import convert_checkpoint
 
-    summary = convert_checkpoint(src, kind, out, aspp=aspp)
+    check_json(json_out, overwrite, [src])
+    summary = convert_checkpoint(src, kind, out, aspp=aspp, overwrite=overwrite)
     for key, value in summary.items():
         echo(f"{key:>14}  {value}", json_out)
-    emit(summary, json_out)
+    emit(summary, json_out, overwrite=overwrite)

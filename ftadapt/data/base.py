@@ -109,12 +109,35 @@ def read_list_file(path: str | os.PathLike) -> list[str]:
     return entries
 
 
-def png_names(folder: Path) -> list[str]:
-    """Sorted names of the ``*.png`` files directly in ``folder`` (empty when it does not exist)."""
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` (none when it does not exist); a folder that cannot be listed is a DatasetError."""
     try:
-        return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".png") and e.is_file())
+        with os.scandir(folder) as entries:
+            return list(entries)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise DatasetError(f"{folder}: cannot list this folder ({exc.strerror or exc}); check that it exists and "
+                           "that you may read it") from None
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """Whether ``entry`` is a file / dir. An entry whose link cannot be followed (a loop) counts as a file, so that
+    reading it names the problem instead of the image silently disappearing from the set."""
+    try:
+        return entry.is_file() if kind == "file" else entry.is_dir()
+    except OSError:
+        return kind == "file"
+
+
+def png_names(folder: Path) -> list[str]:
+    """Sorted names of the ``*.png`` files directly in ``folder`` (empty when it does not exist)."""
+    return sorted(e.name for e in _entries(folder) if e.name.endswith(".png") and _is(e, "file"))
+
+
+def folder_names(folder: Path) -> list[str]:
+    """Sorted names of the folders directly in ``folder`` (empty when it does not exist)."""
+    return sorted(e.name for e in _entries(folder) if _is(e, "dir"))
 
 
 def scan_same_names(image_dir: Path, label_dir: Path, list_file: str | os.PathLike | None,

@@ -3,9 +3,12 @@
 For every frame it verifies the image file (header + PNG chunk CRCs via ``PIL.Image.verify``, no pixel decode), decodes
 the label, and checks pairing, readability, image/label size and label values; it also sums the trainId pixel
 histogram. Errors make the set unusable: no images, a list entry without image, a missing label where labels are
-needed, an unreadable file, label values outside the known ids. Warnings do not: image/label size mismatches (both
-are resized to the protocol size on their own; the real GTA5 has a few), labels without an image, and missing
-labels in Cityscapes ``train`` (the unlabeled target of training needs none).
+needed, an unreadable file, label values outside the known ids, and a Cityscapes label whose size differs from its
+image's where labels are needed (evaluation scores predictions at the label's resolution, so the pair cannot be
+scored). Warnings do not: image/label size mismatches of GTA5 and SYNTHIA (both are resized to the protocol size on
+their own; the real GTA5 has a few), labels without an image, and missing labels in Cityscapes ``train`` (the
+unlabeled target of training needs none). A folder that cannot be listed, or a file behind a symbolic-link loop, is
+named, never a traceback.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from ftadapt.data.cityscapes import Cityscapes
 from ftadapt.data.gta5 import GTA5
 from ftadapt.data.synthia import SYNTHIA
 from ftadapt.errors import DatasetError, UsageError
+from ftadapt.imageio import verify_image
 from ftadapt.labels import CLASS_NAMES, NUM_CLASSES
 
 DATASETS: dict[str, type[SegmentationDataset]] = {"gta5": GTA5, "cityscapes": Cityscapes, "synthia": SYNTHIA}
@@ -114,16 +118,16 @@ def _value_counts(ids: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(ids.ravel(), minlength=n)
 
 
-def _check_frame(cls: type[SegmentationDataset], missing_label: str | None, frame: Frame) -> _FrameResult:
-    """Check one frame; ``missing_label`` is the severity of a missing label (None: not a problem)."""
+def _check_frame(cls: type[SegmentationDataset], missing_label: str | None, size_mismatch: str,
+                 frame: Frame) -> _FrameResult:
+    """Check one frame; ``missing_label`` is the severity of a missing label (None: not a problem), ``size_mismatch``
+    that of a label whose size differs from the image's."""
     problems = []
     image_size = None
     try:
-        with Image.open(frame.image) as img:
-            image_size = img.size
-            img.verify()
-    except Exception as exc:  # the doctor reports whatever a broken file raises instead of stopping
-        problems.append(Problem("unreadable", str(frame.image), f"corrupt or unreadable image ({exc})"))
+        image_size = verify_image(frame.image)
+    except DatasetError as exc:
+        problems.append(Problem("unreadable", str(frame.image), str(exc).removeprefix(f"{frame.image}: ")))
     if frame.label is None:
         if missing_label is not None:
             problems.append(Problem("missing-label", str(frame.image), "no label file for this image", missing_label))
@@ -135,7 +139,7 @@ def _check_frame(cls: type[SegmentationDataset], missing_label: str | None, fram
         return _FrameResult(problems, None)
     if image_size is not None and (ids.shape[1], ids.shape[0]) != image_size:
         problems.append(Problem("size-mismatch", str(frame.label), f"label {ids.shape[1]}×{ids.shape[0]} vs image "
-                                f"{image_size[0]}×{image_size[1]}", WARNING))
+                                f"{image_size[0]}×{image_size[1]}", size_mismatch))
     counts = _value_counts(ids, len(cls.valid_ids))
     bad = np.flatnonzero((counts > 0) & ~cls.valid_ids[: len(counts)])
     if bad.size:
@@ -156,7 +160,8 @@ def _add(report: SplitReport, problem: Problem, max_problems: int) -> None:
 
 
 def _check_split(cls: type[SegmentationDataset], root: str | os.PathLike, split: str | None,
-                 list_file: str | os.PathLike | None, workers: int, max_problems: int, progress: bool) -> SplitReport:
+                 list_file: str | os.PathLike | None, workers: int, max_problems: int, progress: bool,
+                 allow: tuple[str, ...]) -> SplitReport:
     scan = cls.scan(root, split=split, list_file=list_file)
     report = SplitReport(split, n_images=len(scan.frames))
     report.n_labels = sum(f.label is not None for f in scan.frames) + len(scan.orphan_labels)
@@ -173,8 +178,9 @@ def _check_split(cls: type[SegmentationDataset], root: str | os.PathLike, split:
         _add(report, Problem("no-labels", str(scan.frames[0].image.parent.parent), "no gtFine labels for this split: "
                              "fine for the unlabeled target of training", WARNING), max_problems)
         missing_label = None
+    strict_sizes = cls is Cityscapes and labels_needed and "size-mismatch" not in allow
     raw_counts = np.zeros(len(cls.valid_ids), dtype=np.int64)
-    check = partial(_check_frame, cls, missing_label)
+    check = partial(_check_frame, cls, missing_label, ERROR if strict_sizes else WARNING)
     desc = f"check {cls.kind}" + (f" {split}" if split else "")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = tqdm(pool.map(check, scan.frames), total=len(scan.frames), desc=desc, unit="img",
@@ -192,10 +198,12 @@ def _check_split(cls: type[SegmentationDataset], root: str | os.PathLike, split:
 
 def check_dataset(kind: str, root: str | os.PathLike, *, splits: list[str] | None = None,
                   list_file: str | os.PathLike | None = None, workers: int = 2, max_problems: int = 20,
-                  progress: bool = True) -> CheckReport:
+                  progress: bool = True, allow: tuple[str, ...] = ()) -> CheckReport:
     """Check a dataset folder; Cityscapes checks ``train`` and ``val`` unless ``splits`` says otherwise.
 
-    Layout errors (wrong root, missing split folder) raise ``DatasetError`` with the fix; everything else is reported.
+    Layout errors (wrong root, missing split folder, a folder that cannot be listed) raise ``DatasetError`` with the
+    fix; everything else is reported. ``allow=("size-mismatch",)`` makes Cityscapes size mismatches warnings (for an
+    evaluation that skips those frames with the user's consent).
     """
     if kind not in DATASETS:
         raise UsageError(f"unknown dataset {kind!r}; expected one of {', '.join(DATASETS)}")
@@ -205,7 +213,7 @@ def check_dataset(kind: str, root: str | os.PathLike, *, splits: list[str] | Non
     if list_file is not None and len(splits or cls.splits) > 1:
         raise UsageError("a list file describes one split; pass --split too")
     start = time.perf_counter()
-    reports = [_check_split(cls, root, split, list_file, workers, max_problems, progress)
+    reports = [_check_split(cls, root, split, list_file, workers, max_problems, progress, allow)
                for split in (splits or cls.splits)]
     return CheckReport(kind, str(root), reports, round(time.perf_counter() - start, 3))
 
@@ -240,10 +248,10 @@ def format_report(report: CheckReport) -> str:
 
 
 def require_usable(kind: str, root: str | os.PathLike, splits: list[str] | None, *, progress: bool = True,
-                   skip_hint: str = "") -> None:
+                   skip_hint: str = "", allow: tuple[str, ...] = ()) -> None:
     """Run the dataset doctor on ``root`` and raise a DatasetError naming its first problems unless it is usable;
-    ``skip_hint`` ends the message (e.g. how to skip the check)."""
-    report = check_dataset(kind, root, splits=splits, progress=progress)
+    ``skip_hint`` ends the message (e.g. how to skip the check), ``allow`` as for ``check_dataset``."""
+    report = check_dataset(kind, root, splits=splits, progress=progress, allow=allow)
     if not report.usable:
         problems = [p for s in report.splits for p in s.problems if p.severity == "error"][:3]
         empty = [s.split or kind for s in report.splits if s.n_images == 0]

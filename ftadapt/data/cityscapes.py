@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ftadapt.data.base import Frame, Scan, SegmentationDataset, check_root, png_names, read_list_file, require_complete
+from ftadapt.data.base import (
+    Frame,
+    Scan,
+    SegmentationDataset,
+    check_root,
+    folder_names,
+    png_names,
+    read_list_file,
+    require_complete,
+)
 from ftadapt.errors import DatasetError
 from ftadapt.imageio import read_label
 from ftadapt.labels import CITYSCAPES_MAX_ID, IGNORE_INDEX, cityscapes_to_trainid
@@ -23,13 +32,6 @@ CITYSCAPES_VALID_IDS = np.zeros(256, dtype=bool)
 CITYSCAPES_VALID_IDS[: CITYSCAPES_MAX_ID + 1] = True
 CITYSCAPES_VALID_IDS[IGNORE_INDEX] = True
 CITYSCAPES_VALID_IDS.setflags(write=False)
-
-
-def _subdirs(folder: Path) -> list[str]:
-    try:
-        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
-    except FileNotFoundError:
-        return []
 
 
 _MAXSQUARE_ENTRY = re.compile(r"(?:train|val|test)_([a-z]+)_(\d{6}_\d{6})")
@@ -81,12 +83,12 @@ class Cityscapes(SegmentationDataset):
         root = check_root(root, "leftImg8bit", "Cityscapes", LAYOUT)
         image_dir = root / "leftImg8bit" / str(split)
         if not image_dir.is_dir():
-            found = ", ".join(_subdirs(root / "leftImg8bit")) or "none"
+            found = ", ".join(folder_names(root / "leftImg8bit")) or "none"
             raise DatasetError(f"{image_dir}: no such split folder (splits found: {found}); extract "
                                f"leftImg8bit_trainvaltest.zip into {root}")
         gt_dir = root / "gtFine" / str(split)
         if list_file is None:
-            entries = [f"{city}/{name}" for city in _subdirs(image_dir) for name in png_names(image_dir / city)
+            entries = [f"{city}/{name}" for city in folder_names(image_dir) for name in png_names(image_dir / city)
                        if name.endswith(IMAGE_SUFFIX)]
         else:
             entries = [_list_entry(e) for e in read_list_file(list_file)]
@@ -113,7 +115,7 @@ class Cityscapes(SegmentationDataset):
         orphans = []
         if with_labels and list_file is None:
             have = {f.name for f in frames}
-            orphans = [gt_dir / city / name for city in _subdirs(gt_dir) for name in png_names(gt_dir / city)
+            orphans = [gt_dir / city / name for city in folder_names(gt_dir) for name in png_names(gt_dir / city)
                        if name.endswith(LABEL_SUFFIX) and name[: -len(LABEL_SUFFIX)] not in have]
         return Scan(frames, missing_images, orphans)
 

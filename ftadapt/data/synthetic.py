@@ -61,7 +61,7 @@ from ftadapt.data import scene_objects as so
 from ftadapt.data.scene_render import PHOTOGRAPHED, RENDERED, DomainStyle, render
 from ftadapt.data.scenes import SceneStats, compose_scene
 from ftadapt.errors import UsageError
-from ftadapt.fsutil import atomic_path
+from ftadapt.fsutil import atomic_path, check_target
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, PALETTE
 
@@ -153,13 +153,10 @@ def _check_args(root: Path, counts: dict[str, int], sizes: dict[str, tuple[int, 
                              f"{MAX_SIDE}, got {size!r}")
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root}: exists and is a file; choose a folder for the synthetic dataset")
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{root}: folder exists and is not empty; choose another folder, or pass overwrite=True "
-                             "(CLI: --overwrite) to replace a synthetic dataset written there before")
-        if not (root / MARKER).is_file():
-            raise UsageError(f"{root}: not a synthetic dataset (no {MARKER}), so it is not replaced even with "
-                             "overwrite; empty or remove it yourself, or choose another folder")
+    check_target(root, overwrite=overwrite, what="--out")
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
+        raise UsageError(f"{root}: not a synthetic dataset (no {MARKER}), so it is not replaced even with "
+                         "overwrite; empty or remove it yourself, or choose another folder")
 
 
 def write_synthetic(root: str | os.PathLike, *, n_source: int = DEFAULT_N_SOURCE,
@@ -193,7 +190,7 @@ def write_synthetic(root: str | os.PathLike, *, n_source: int = DEFAULT_N_SOURCE
     jobs = [("source", "train", i, source_size) for i in range(layout.n_source)]
     jobs += [("target", split, i, target_size) for split, n in (("train", layout.n_target_train),
                                                                  ("val", layout.n_target_val)) for i in range(n)]
-    with atomic_path(root) as tmp:
+    with atomic_path(root, overwrite=overwrite) as tmp:
         tmp.mkdir()
         for domain, split, i, size in tqdm(jobs, desc="synthetic", unit="img", disable=not progress):
             image, label = synthesize(domain, split, i, size, layout.seed)

@@ -9,9 +9,10 @@ code path. A predictor is anything with the small interface of :class:`Predictor
   this frame). It runs in the calling thread unless the predictor sets ``in_worker`` (cheap, thread-safe ones such
   as a folder of PNGs, whose pairs are then counted in the pool as well).
 
-Problems (frames without a prediction, predictions of another size, predictions of frames the split lacks) are
-collected per predictor over the whole pass, listed in ``result.missing``, and — unless ``allow_missing`` — raised
-afterwards, so the report is complete.
+Problems (frames without a prediction, predictions of another size, predictions of frames the split lacks, and — for
+predictors that read the image — frames whose image and label differ in size) are collected per predictor over the
+whole pass, listed in ``result.missing``, and — unless ``allow_missing`` — raised afterwards, so the report is
+complete; with ``allow_missing`` those frames are left out of the scores.
 """
 from __future__ import annotations
 
@@ -116,13 +117,17 @@ def evaluate(predictors: Sequence[Predictor], split: LabelledSplit, protocol: Pr
         sample = decode(frame, protocol, with_image=with_image)
         out = []
         for p in predictors:
+            if p.needs_image and sample.mismatch:
+                out.append(("size", sample.mismatch))
+                continue
             prepared = p.prepare(sample, protocol)
             out.append(_score(sample, p.predict(sample, prepared), _what(p, sample)) if p.in_worker else prepared)
         return sample, out
 
     for sample, prepared in _decoded(load, split.frames, workers or default_workers(), progress):
         for p, tally, item in zip(predictors, tallies, prepared):
-            tally.add(item if p.in_worker else _score(sample, p.predict(sample, item), _what(p, sample)), sample.name)
+            done = p.in_worker or (p.needs_image and sample.mismatch)
+            tally.add(item if done else _score(sample, p.predict(sample, item), _what(p, sample)), sample.name)
     options = {"allow_missing": allow_missing, "synthia_subsets": synthia_subsets, "named": len(predictors) > 1}
     return {p.name: _result(p, tally, split, protocol, **options) for p, tally in zip(predictors, tallies)}
 
@@ -159,7 +164,7 @@ def problem_report(missing: dict[str, list[str]], mismatched: dict[str, str] | N
         names = missing["size_mismatch"]
         if mismatched:
             names = [f"{n} ({mismatched[n]})" if n in mismatched else n for n in names]
-        lines.append(listing(names, "pair(s) whose prediction and ground-truth sizes differ"))
+        lines.append(listing(names, "frame(s) whose prediction or image differs in size from the ground truth"))
     return lines
 
 

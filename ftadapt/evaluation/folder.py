@@ -18,6 +18,7 @@ from ftadapt.evaluation.evaluate import Predictor, evaluate
 from ftadapt.evaluation.frames import FRAME_ID, LabelledSplit, Sample, listing
 from ftadapt.evaluation.metrics import EvalResult
 from ftadapt.evaluation.protocols import Protocol
+from ftadapt.fsutil import check_new_files
 from ftadapt.imageio import read_label, write_png
 from ftadapt.labels import palette_array
 
@@ -80,15 +81,21 @@ class PredictionFolder(Predictor):
 
 class SavingPredictions(Predictor):
     """``inner`` unchanged, writing each prediction to ``folder`` as ``<frame>.png`` (trainIds) and
-    ``<frame>_color.png`` (Cityscapes palette) on the way: a folder ``PredictionFolder`` reads back."""
+    ``<frame>_color.png`` (Cityscapes palette) on the way: a folder ``PredictionFolder`` reads back. Before the pass
+    the files of the split's frames must not exist, unless ``overwrite``."""
 
-    def __init__(self, inner: Predictor, folder: str | os.PathLike) -> None:
-        self.inner, self.folder = inner, Path(folder)
+    def __init__(self, inner: Predictor, folder: str | os.PathLike, *, overwrite: bool = False) -> None:
+        self.inner, self.folder, self.overwrite = inner, Path(folder), overwrite
         self.name, self.needs_image, self.in_worker = inner.name, inner.needs_image, inner.in_worker
         self.reports_matching = inner.reports_matching
 
+    def _files(self, frame: str) -> tuple[Path, Path]:
+        return self.folder / f"{frame}.png", self.folder / f"{frame}_color.png"
+
     def check(self, split: LabelledSplit) -> None:
         self.inner.check(split)
+        check_new_files([f for name in split.names for f in self._files(name)], overwrite=self.overwrite,
+                        what="--save-pred")
 
     def prepare(self, sample: Sample, protocol: Protocol) -> Any:
         return self.inner.prepare(sample, protocol)
@@ -97,8 +104,9 @@ class SavingPredictions(Predictor):
         pred = self.inner.predict(sample, prepared)
         if pred is not None:
             pred = np.asarray(pred).astype(np.uint8)
-            write_png(self.folder / f"{sample.name}.png", pred)
-            write_png(self.folder / f"{sample.name}_color.png", pred, palette=palette_array())
+            labels, colours = self._files(sample.name)
+            write_png(labels, pred, overwrite=self.overwrite)
+            write_png(colours, pred, palette=palette_array(), overwrite=self.overwrite)
         return pred
 
     def unmatched(self, frame_names: Sequence[str]) -> list[str]:

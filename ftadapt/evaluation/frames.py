@@ -19,6 +19,7 @@ from ftadapt.errors import DatasetError, UsageError
 from ftadapt.evaluation.protocols import Protocol
 from ftadapt.imageio import read_label, read_rgb_pil, resize_label
 from ftadapt.labels import CITYSCAPES_LUT
+from ftadapt.machine import cpu_cores
 
 FRAME_ID = re.compile(r"[a-z]+_\d{6}_\d{6}")
 GT_SUFFIX = "_gtFine_labelIds.png"
@@ -41,12 +42,14 @@ class EvalFrame:
 class Sample:
     """A decoded frame as predictors see it: ``label`` holds trainIds at the protocol's ground-truth resolution,
     ``rgb`` the image as decoded (None when no predictor needs pixels). ``cache`` lets predictors share work on
-    the frame (e.g. the resized model input) within one decoding thread."""
+    the frame (e.g. the resized model input) within one decoding thread. ``mismatch`` describes an image and a label
+    file of different sizes (None when they agree): a model's prediction of that frame cannot be scored."""
 
     name: str
     label: np.ndarray
     rgb: Image.Image | None = None
     cache: dict[Any, Any] = field(default_factory=dict)
+    mismatch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,13 @@ def labelids_to_trainids(label_ids: np.ndarray) -> np.ndarray:
 def decode(frame: EvalFrame, protocol: Protocol, *, with_image: bool) -> Sample:
     """Read one frame: its trainIds at the protocol's ground-truth resolution and, with ``with_image``, its RGB."""
     label = labelids_to_trainids(read_label(frame.label))
+    (lh, lw), mismatch = label.shape, None
     if protocol.gt_resolution == "input":
         label = resize_label(label, protocol.input_size)
     rgb = read_rgb_pil(frame.image) if with_image and frame.image is not None else None
-    return Sample(frame.name, label, rgb)
+    if rgb is not None and rgb.size != (lw, lh):
+        mismatch = f"image {rgb.width}x{rgb.height}, ground truth {lw}x{lh}"
+    return Sample(frame.name, label, rgb, mismatch=mismatch)
 
 
 def index_ground_truth(gt_dir: str | os.PathLike) -> dict[str, Path]:
@@ -128,8 +134,8 @@ def listing(names: list[str], what: str, shown: int = _SHOWN) -> str:
 
 
 def default_workers() -> int:
-    """The number of CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Decoding threads: one per CPU core this process may use."""
+    return cpu_cores()
 
 
 __all__ = ["EvalFrame", "Sample", "LabelledSplit", "decode", "index_ground_truth", "labelids_to_trainids",

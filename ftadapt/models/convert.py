@@ -16,15 +16,20 @@ from typing import Any
 from torch import Tensor
 
 from ftadapt.checkpoint import (
+    CHECKPOINTS,
+    LAST,
     expected_state,
     fill_num_batches_tracked,
+    is_run_folder,
     key_diff,
+    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     sha256_bytes,
     torch_load_bytes,
 )
 from ftadapt.errors import CheckpointError
+from ftadapt.fsutil import check_target
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
 
 
@@ -49,15 +54,20 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def read_weights(path: str | Path) -> tuple[Any, str]:
-    """Load a released ``.pth`` safely; returns (object, sha256 of the file)."""
+def _weights_file(path: str | Path) -> Path:
+    """``path`` if it is a file, else a CheckpointError saying what it is instead."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; expected an official .pth file (a checkpoint folder needs no "
                               "conversion)")
     if not path.is_file():
         raise CheckpointError(f"no such weights file: {path}")
-    data = path.read_bytes()
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[Any, str]:
+    """Load a released ``.pth`` safely; returns (object, sha256 of the file)."""
+    data = _weights_file(path).read_bytes()
     return torch_load_bytes(data, name=str(path)), sha256_bytes(data)
 
 
@@ -166,16 +176,23 @@ def convert_state(obj: Any, kind: str, *, aspp: str | None = None,
     return config, fill_num_batches_tracked(expected, state)
 
 
-def convert_checkpoint(src: str | Path, kind: str, out: str | Path, *, aspp: str | None = None) -> dict[str, Any]:
-    """Convert the released file ``src`` of family ``kind`` into a checkpoint folder ``out``; returns a summary."""
-    src = Path(src)
+def convert_checkpoint(src: str | Path, kind: str, out: str | Path, *, aspp: str | None = None,
+                       overwrite: bool = False) -> dict[str, Any]:
+    """Convert the released file ``src`` of family ``kind`` into a checkpoint folder ``out``; returns a summary.
+
+    ``out`` follows the output rule (``ftadapt.fsutil.check_target``), checked before ``src`` is read: an existing
+    checkpoint folder is replaced only with ``overwrite``; a link (a run's ``last``), a folder inside a run's
+    ``checkpoints/`` or one holding ``src`` never.
+    """
+    src = _weights_file(src)
+    check_target(out, overwrite=overwrite, inputs=[src], what="--out")
     obj, sha = read_weights(src)
     config, state = convert_state(obj, kind, aspp=aspp, source=str(src))
     backbone_only = LAYOUTS[kind].backbone_only
     provenance = {"from": kind, "source": src.name, "source_sha256": sha, "aspp": config.aspp}
     meta = {"method": kind, "step": None, "metrics": {}, "head_rule": None if backbone_only else config.head_rule,
             "provenance": provenance}
-    save_checkpoint(out, model_state=state, model_config=config, meta=meta)
+    save_checkpoint(out, model_state=state, model_config=config, meta=meta, overwrite=overwrite)
     params = sum(v.numel() for k, v in state.items()
                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     return {"out": str(out), **provenance, "contents": "backbone" if backbone_only else "full",
@@ -188,9 +205,15 @@ def load_init_weights(model: DeepLabV2, source: str | Path) -> dict[str, Any]:
 
     The backbone (conv1 … layer4, BN running statistics included) must fit exactly. The heads are loaded only when the
     source has all of them with the model's shapes; otherwise (the DeepLab init, or another head layout) they keep
-    their fresh initialisation. Returns a report: source, layout, backbone key count, "heads": "loaded"/"initialised".
+    their fresh initialisation. Returns a report: source, layout, backbone key count, "heads": "loaded"/"initialised",
+    and, when the source's own heads did not fit, a "note" naming the re-initialised head layers and why.
     """
     source = Path(source)
+    if is_run_folder(source):
+        newest = latest_checkpoint(source)
+        where = f"its newest is {newest}" if newest else "it has none yet"
+        raise CheckpointError(f"--init {source} is a run folder; pass one of its checkpoint folders ({where}; "
+                              f"{source / CHECKPOINTS / LAST} follows the newest)")
     if source.is_dir():
         state, layout = load_checkpoint(source).state_dict, "checkpoint folder"
     else:
@@ -206,8 +229,15 @@ def load_init_weights(model: DeepLabV2, source: str | Path) -> dict[str, Any]:
     if diff:
         raise CheckpointError(f"{source}: the backbone does not fit model {model.config}:\n{diff.describe()}")
     heads = {k: v for k, v in state.items() if is_head_key(k)}
-    heads_fit = bool(heads) and not key_diff({k: v for k, v in expected.items() if is_head_key(k)}, heads)
-    merged = {**expected, **backbone, **(heads if heads_fit else {})}
-    model.load_state_dict(merged, strict=True)
-    return {"source": str(source), "layout": layout, "backbone_keys": len(backbone),
-            "heads": "loaded" if heads_fit else "initialised"}
+    head_diff = key_diff({k: v for k, v in expected.items() if is_head_key(k)}, heads)
+    heads_fit = bool(heads) and not head_diff
+    model.load_state_dict({**expected, **backbone, **(heads if heads_fit else {})}, strict=True)
+    report = {"source": str(source), "layout": layout, "backbone_keys": len(backbone),
+              "heads": "loaded" if heads_fit else "initialised"}
+    if heads and not heads_fit:
+        fresh = [k for k in expected if is_head_key(k)]
+        layers = sorted({k.split(".")[0] for k in fresh})
+        report["note"] = (f"--init {source}: its heads do not fit this model's {model.config.heads} heads "
+                          f"({'; '.join(head_diff.describe(limit=2).splitlines())}), so {' and '.join(layers)} "
+                          f"({len(fresh)} tensors) start from a fresh initialisation instead")
+    return report

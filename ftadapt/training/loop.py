@@ -21,13 +21,17 @@ from torch import Tensor, nn
 
 from ftadapt.checkpoint import LAST, ORACLE_BEST, checkpoint_path, save_checkpoint
 from ftadapt.config import TrainConfig, config_hash, config_to_dict, parse_dataset_spec
+from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
 from ftadapt.evaluation.pytorch import ModelPredictor
+from ftadapt.models.registry import model_config
 from ftadapt.training.datasets import Datasets, open_datasets, training_batches
 from ftadapt.training.distributed import DistEnv, distributed
 from ftadapt.training.run_folder import (
     RunLog,
     SilentLog,
+    damaged_checkpoint,
+    discard_unstarted,
     link_checkpoint,
     prepare_run_dir,
     prune_checkpoints,
@@ -46,6 +50,12 @@ class TrainResult:
     checkpoint: Path | None
     stopped_by: str | None = None
     oracle: dict | None = None  # best periodic evaluation {"step", "miou"}: selection on target val ("oracle")
+
+
+class TrainingInterrupted(FtadaptError):
+    """A second SIGINT/SIGTERM ended the run at once; the message says what was lost and where to continue."""
+
+    exit_code = 130
 
 
 class StopRequest:
@@ -87,7 +97,8 @@ def train(cfg: TrainConfig, *, out: str | Path, resume: bool = False, progress: 
 
 @dataclass
 class _Run:
-    """What the loop works with; ``saved`` (the newest checkpoint) and ``oracle`` change as it runs."""
+    """What the loop works with; ``done`` (the last finished step), ``saved`` (the newest checkpoint, of step
+    ``saved_step``) and ``oracle`` change as it runs."""
 
     cfg: TrainConfig
     out: Path
@@ -99,16 +110,53 @@ class _Run:
     provenance: dict
     saved: Path | None
     oracle: dict | None
+    done: int = 0
+    saved_step: int = 0
 
 
 def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_env: DistEnv) -> TrainResult:
-    run = _prepare(cfg, out, resume=resume, progress=progress, dist_env=dist_env)
+    """``train`` on this rank. A fresh start that fails before its first log line or checkpoint removes what it
+    wrote (``discard_unstarted``); a second signal ends the run with :class:`TrainingInterrupted`."""
+    created = not out.exists()
+    run = None
+    try:
+        run = _prepare(cfg, out, resume=resume, progress=progress, dist_env=dist_env)  # the last thing it does: write
+        return _run(run, progress)
+    except BaseException as exc:
+        discarded = run is not None and not resume and dist_env.is_main and discard_unstarted(out, created=created)
+        if isinstance(exc, KeyboardInterrupt):
+            raise _interrupted(run, out, discarded) from None
+        raise
+
+
+def _interrupted(run: _Run | None, out: Path, discarded: bool) -> TrainingInterrupted:
+    """What a second signal cost: the steps since the last checkpoint, and where the run continues."""
+    if run is None:
+        return TrainingInterrupted("interrupted before training started; nothing was written")
+    if run.saved is None:
+        kept = (f"what it wrote in {out} was removed" if discarded else
+                f"its logs are kept in {out}: delete that folder to start the run again")
+        return TrainingInterrupted(f"interrupted after step {run.done}, before the first checkpoint: no step was "
+                                   f"saved, and {kept}")
+    lost = (f"steps {run.saved_step + 1}–{run.done} since then are lost" if run.done > run.saved_step else
+            "no finished step is lost")
+    return TrainingInterrupted(f"interrupted after step {run.done}: the last checkpoint is {run.saved} (step "
+                               f"{run.saved_step}) and {lost}; continue with the same command and --resume "
+                               f"(--out {out})")
+
+
+def _run(run: _Run, progress: bool) -> TrainResult:
+    """The loop with its loaders, logging and signal handling; the result once it stops."""
+    cfg, out, dist_env = run.cfg, run.out, run.dist
     if run.start >= run.stop:
         return TrainResult(out, run.start, run.saved, oracle=run.oracle)
     torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
     run.step_fn.capture_cuda_graphs(input_shapes(cfg, run.step_fn.method.uses_target))  # before the loaders start
     log = (RunLog(out, start_step=run.start, total_steps=run.stop, tensorboard=cfg.tensorboard, progress=progress)
            if dist_env.is_main else SilentLog())
+    note = (run.step_fn.init_report or {}).get("note")
+    if note:
+        log.message(f"note: {note}")
     stopper = StopRequest()
     try:
         with stopper.installed(), training_batches(cfg, run.data, start_step=run.start, dist_env=dist_env) as batches:
@@ -125,15 +173,38 @@ def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_
     only before a fresh run), restore a resumed run's state, and write ``config.json`` of a fresh run — nothing is
     written before every check has passed."""
     previous = prepare_run_dir(out, cfg, resume=resume)
-    step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None)
+    if previous is None:
+        _check_init(cfg)
+    step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None and cfg.init != INIT_NONE)
     data = open_datasets(cfg, needs_target=step_fn.method.uses_target,
                          doctor=cfg.check_data and previous is None and dist_env.is_main, progress=progress)
-    start, oracle = restore(previous, step_fn, dist_env) if previous is not None else (0, None)
+    start, oracle = 0, None
+    if previous is not None:
+        try:
+            start, oracle = restore(previous, step_fn, dist_env)
+        except CheckpointError as exc:
+            raise damaged_checkpoint(out, previous, exc) from None
     dist_env.barrier()  # every rank has checked the run folder before rank 0 writes into it
     if previous is None and dist_env.is_main:
         write_run_config(out, cfg)
     return _Run(cfg, out, dist_env, step_fn, data, start=start, stop=cfg.stop_at or cfg.steps,
-                provenance=_provenance(cfg, step_fn, dist_env), saved=previous, oracle=oracle)
+                provenance=_provenance(cfg, step_fn, dist_env), saved=previous, oracle=oracle, done=start,
+                saved_step=start)
+
+
+INIT_NONE = "none"  # ``--init none``: random initial weights on purpose
+
+
+def _check_init(cfg: TrainConfig) -> None:
+    """A fresh run of an R101 model must say where its weights start: random initialisation wastes GPU-days (the
+    paper starts from the DeepLab ImageNet + MS-COCO weights), so it needs ``--init FILE`` or ``--init none``."""
+    if cfg.init or model_config(cfg.model).depth != 101:
+        return
+    file = "DeepLab_resnet_pretrained_init-f81d91e8.pth"
+    raise UsageError(f"model {cfg.model} would start from random weights, which costs days of GPU time for nothing; "
+                     "start from the DeepLab ImageNet/COCO initialisation: `ftadapt convert --from deeplab-init "
+                     f"{file} --out init/deeplab-r101`, then --init init/deeplab-r101 (the .pth itself works too), or "
+                     "pass --init none to train from random weights on purpose")
 
 
 def _loop(run: _Run, source, target, log: RunLog | SilentLog, stopper: StopRequest) -> TrainResult:
@@ -147,6 +218,7 @@ def _loop(run: _Run, source, target, log: RunLog | SilentLog, stopper: StopReque
             src_batch = next(source)
             tgt_batch = next(target) if target is not None else None
         result = step_fn(i, src_batch, tgt_batch)
+        run.done = step
         # The finite check reads each step's values one step late, so the GPU never waits for the host; a step that
         # is logged, evaluated or saved is checked at once, so no checkpoint holds a bad update.
         if pending is not None:
@@ -243,13 +315,13 @@ def _save(run: _Run, step: int, metrics: dict) -> None:
         meta = {**run.provenance, "step": step, "steps": cfg.steps, "metrics": metrics, "oracle": run.oracle}
         save_checkpoint(path, model_state=model.state_dict(), model_config=model.config, meta=meta,
                         train_state=train_state(step, run.step_fn, run.oracle, run.dist),
-                        extra_config={"train": config_to_dict(cfg)})
+                        extra_config={"train": config_to_dict(cfg)}, overwrite=True)  # a step saved before a resume
         link_checkpoint(path, LAST)
         if run.oracle is not None and run.oracle["step"] == step:
             link_checkpoint(path, ORACLE_BEST)
         if cfg.keep_checkpoints:
             prune_checkpoints(run.out, cfg.keep_checkpoints)
-    run.saved = path
+    run.saved, run.saved_step = path, step
 
 
 def _provenance(cfg: TrainConfig, step_fn: TrainStep, dist_env: DistEnv) -> dict:
@@ -264,4 +336,4 @@ def _provenance(cfg: TrainConfig, step_fn: TrainStep, dist_env: DistEnv) -> dict
     return provenance
 
 
-__all__ = ["train", "TrainResult", "StopRequest"]
+__all__ = ["train", "TrainResult", "TrainingInterrupted", "StopRequest", "INIT_NONE"]

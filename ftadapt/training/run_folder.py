@@ -7,7 +7,10 @@
   periodic evaluation on target val, a selection on labels: "oracle"); with ``keep_checkpoints`` = K > 0 only the K
   newest (and the two linked ones) are kept.
 
-On resume the logs are cut back to the checkpoint's step, so each step appears once.
+On resume the logs are cut back to the checkpoint's step, so each step appears once. A run folder is never replaced:
+a fresh run needs an absent or empty folder, outside its inputs (``ftadapt.fsutil.check_target``); a start that fails
+before its first log line or checkpoint removes what it wrote (``discard_unstarted``); what an interrupted checkpoint
+write left behind is removed when the run resumes and whenever it prunes.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ftadapt.checkpoint import CHECKPOINTS, LAST, ORACLE_BEST, latest_checkpoint
+from ftadapt.checkpoint import CHECKPOINTS, LAST, ORACLE_BEST, latest_checkpoint, load_checkpoint
 from ftadapt.config import (
     TrainConfig,
     build_config,
@@ -27,9 +30,10 @@ from ftadapt.config import (
     config_hash,
     config_to_dict,
     flatten,
+    parse_dataset_spec,
 )
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
-from ftadapt.fsutil import write_text_atomic
+from ftadapt.fsutil import check_target, remove_entry, remove_stale_temporaries, write_text_atomic
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 
@@ -50,7 +54,7 @@ class RunLog:
                  progress: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         kept = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept), overwrite=True)
         self._file = self.path.open("a")
         self._writer = None
         if tensorboard:
@@ -139,14 +143,14 @@ def link_checkpoint(checkpoint: Path, name: str) -> None:
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
     """Delete all but the ``keep`` newest ``step_*`` checkpoints of a run, never the ones ``last`` or
-    ``oracle_best`` point to; return the deleted folders. Each is first renamed to a hidden name (atomic), so an
-    interrupted deletion never leaves a half-deleted ``step_*`` folder behind."""
+    ``oracle_best`` point to, and what interrupted writes and deletions left behind; return the deleted checkpoint
+    folders. Each is first renamed to a hidden name (atomic), so an interrupted deletion never leaves a half-deleted
+    ``step_*`` folder behind."""
     folder = Path(run_dir) / CHECKPOINTS
     protected = {(folder / name).resolve() for name in (LAST, ORACLE_BEST) if (folder / name).is_dir()}
     steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.is_symlink())
     doomed = [p for p in steps[:max(0, len(steps) - keep)] if p.resolve() not in protected]
-    for leftover in folder.glob(".deleting-step_*"):  # a deletion that was interrupted earlier
-        shutil.rmtree(leftover)
+    clean_stale(run_dir)
     for path in doomed:
         trash = path.with_name(f".deleting-{path.name}")
         path.replace(trash)
@@ -154,14 +158,43 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
     return doomed
 
 
+def clean_stale(run_dir: str | Path) -> list[Path]:
+    """Remove what a killed process left in ``RUN/checkpoints``: half-written ``.step_*.tmp`` checkpoint folders
+    (about 0.4 GB each for an R101), ``.last.tmp`` links and interrupted deletions; return what was removed."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    stale = remove_stale_temporaries(folder, "step_*")
+    links = [folder / f".{name}.tmp" for name in (LAST, ORACLE_BEST)]
+    for leftover in [*folder.glob(".deleting-step_*"), *(p for p in links if p.is_symlink())]:
+        remove_entry(leftover)
+        stale.append(leftover)
+    return stale
+
+
+def run_inputs(cfg: TrainConfig, *, resume: bool) -> list[Path]:
+    """What a run reads: its dataset roots and, for a fresh run, its init weights (a run never writes into them)."""
+    roots = [parse_dataset_spec(spec)[1] for spec in (cfg.data.source, cfg.data.target) if spec]
+    return roots + ([Path(cfg.init)] if cfg.init not in ("", "none") and not resume else [])
+
+
+def _unstartable(out: Path) -> str:
+    return (f"--out {out} holds a run that stopped before its first checkpoint, so there is nothing to resume; delete "
+            "it (its config.json and logs are all it holds) and start again, or choose a new folder")
+
+
 def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool) -> Path | None:
-    """Refuse to clobber a run; for ``resume`` check that ``cfg`` matches the run and return the checkpoint to
-    continue from. Writes nothing."""
+    """Refuse to clobber a run, a link or an input; for ``resume`` check that ``cfg`` matches the run, remove what
+    interrupted checkpoint writes left, and return the checkpoint to continue from. Writes nothing else."""
     out = Path(out)
+    check_target(out, overwrite=False, inputs=run_inputs(cfg, resume=resume), what="--out", merge=True)
     if not resume:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            what = "holds a run" if (out / CONFIG_FILE).exists() else "is not an empty folder"
-            raise UsageError(f"--out {out} {what}; continue it with --resume, or choose a new folder")
+        if out.exists() and any(out.iterdir()):
+            if not (out / CONFIG_FILE).exists():
+                raise UsageError(f"--out {out} is not an empty folder; choose a new folder for the run")
+            if latest_checkpoint(out) is None:
+                raise UsageError(_unstartable(out))
+            raise UsageError(f"--out {out} holds a run; continue it with --resume, or choose a new folder")
         return None
     if not (out / CONFIG_FILE).is_file():
         raise UsageError(f"--resume: {out} is not a run folder (no {CONFIG_FILE}); start a run there without --resume")
@@ -173,6 +206,36 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool) -> Path 
                          "\nrepeat the original options (see its config.json) or start a new run")
     path = latest_checkpoint(out)
     if path is None:
-        raise UsageError(f"--resume: {out} has no checkpoint yet (it stopped before the first one); delete the folder "
-                         "and start again")
+        raise UsageError(_unstartable(out))
+    clean_stale(out)
     return path
+
+
+def discard_unstarted(out: Path, *, created: bool) -> bool:
+    """After a fresh start failed: remove what it wrote if it never logged a step nor saved a checkpoint (the folder
+    itself when ``created``), so the same command can simply run again; return whether it did. A run that logged
+    keeps its folder, logs and all, for the diagnosis."""
+    if latest_checkpoint(out) is not None or read_metrics(out) or not out.is_dir():
+        return False
+    for child in [out] if created else list(out.iterdir()):
+        remove_entry(child)
+    return True
+
+
+def damaged_checkpoint(out: Path, path: Path, error: CheckpointError) -> CheckpointError:
+    """The error for a resume whose newest checkpoint ``path`` cannot be read: what is wrong, and the previous complete
+    checkpoint with how to continue from it (or that there is none)."""
+    earlier = sorted((p for p in (out / CHECKPOINTS).glob("step_*") if p.is_dir() and p.name < path.name),
+                     reverse=True)
+    for candidate in earlier:
+        try:
+            step = load_checkpoint(candidate, with_train_state=True).train_state["step"]
+        except (CheckpointError, KeyError, TypeError):
+            continue
+        aside = out / f"{path.name}.damaged"
+        return CheckpointError(f"--resume: the newest checkpoint cannot be used: {error}. The previous complete one "
+                               f"is {candidate} (step {step}): move the damaged one out of the run (mv {path} "
+                               f"{aside}) and rerun with --resume to continue from step {step}")
+    return CheckpointError(f"--resume: the newest checkpoint cannot be used: {error}. No earlier checkpoint of {out} "
+                           "is complete, so the run cannot be continued: start it again in a new folder")
+
