@@ -191,7 +191,7 @@ def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():
 def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     report = gpu.run_all(tmp_path, device="cuda")
-    assert report["error"] == "no CUDA device visible to torch"
+    assert report["error"] == "no GPU: no CUDA device visible to torch; nothing measured"
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["error"] == report["error"]
 
 

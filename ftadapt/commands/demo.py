@@ -140,7 +140,7 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
 
 
 def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
-    from ftadapt.bench.runtime_latency import time_segmenter
+    from ftadapt.bench.latency import time_segmenter
     from ftadapt.evaluation.folder import evaluate_pred_dir
     from ftadapt.imageio import read_rgb
     from ftadapt.runtime import Segmenter

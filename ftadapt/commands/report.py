@@ -14,22 +14,28 @@ import click
 @click.option("--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table: .md as Markdown, .csv as CSV (repeatable).")
 def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, outs: tuple[Path, ...]) -> None:
-    """Render evaluation results (`ftadapt eval --json`, …) as the paper's Table 1: one row per result, 19 classes
-    and mIoU, with deltas against a baseline.
+    """Render evaluation results (`ftadapt eval --json`, `ftadapt bench accuracy`'s results.json, …) as the paper's
+    Table 1: one row per result, 19 classes and mIoU, with deltas against a baseline; what did not run and a parity
+    gate's verdict are listed under the table.
 
     \b
     ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
         --out table1.md --out table1.csv
     """
-    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_rows
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_results
     from ftadapt.fsutil import write_text_atomic
 
-    rows = [row for spec in results for row in read_rows(spec)] + (paper_rows() if with_paper else [])
+    rows, notes = [], []
+    for spec in results:
+        found, said = read_results(spec)
+        rows += found
+        notes += said
+    rows += paper_rows() if with_paper else []
     delta_rows = deltas(rows, baseline) if baseline else []
     for out in outs:
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
-    table = markdown(rows, delta_rows, baseline)
+    table = markdown(rows, delta_rows, baseline, notes)
     click.echo(table, nl=False)
     for out in outs:
         write_text_atomic(out, table if out.suffix == ".md" else csv_text(rows, delta_rows))
