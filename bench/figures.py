@@ -95,7 +95,7 @@ def latency_figure(results: dict[str, Any], path: Path) -> list[str]:
     fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 8, 4.8), squeeze=False)
     axes = list(axes[0])
     ax = axes[0]
-    ax.boxplot(list(samples.values()), vert=False, whis=(1, 99), showfliers=True)
+    ax.boxplot(list(samples.values()), orientation="horizontal", whis=(1, 99), showfliers=True)
     ax.set_yticks(range(1, len(samples) + 1), list(samples), fontsize=8)
     ax.set_xlabel("ms per frame" if results["benchmark"] == "accuracy" else "ms per call (batch 1)")
     ax.grid(axis="x", alpha=0.3)
