@@ -221,13 +221,14 @@ def measure_accuracy(model: str | os.PathLike, root: str | os.PathLike, *, split
                      threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """The accuracy parity report of ``model`` on Cityscapes ``root``/``split`` (see the module docstring);
     ``threads`` sets PyTorch's and ONNX Runtime's CPU threads."""
+    from ftadapt.bench.latency import torch_device
     from ftadapt.bench.report import environment
     from ftadapt.data.check import require_usable
     from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
     from ftadapt.export.metadata import read_artifact
     from ftadapt.runtime.onnx_file import read_model_file
 
-    model, device = Path(model), "cuda:0" if device == "cuda" else device
+    model, device = Path(model), torch_device(device)
     info = read_artifact(model)
     tolerance = TOLERANCE[info.precision] if tolerance is None else tolerance
     min_identical = MIN_IDENTICAL[info.precision] if min_identical is None else min_identical

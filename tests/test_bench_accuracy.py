@@ -5,16 +5,19 @@ agreement with ``predict`` + ``eval``, backends that cannot run, the member that
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 from test_ensemble import make_member
+from test_runtime_cli import _run
 
 import ftadapt.evaluation
 from ftadapt.bench import accuracy, figures
-from ftadapt.cli import main
 from ftadapt.ensemble import load_ensemble
 from ftadapt.errors import CheckpointError
 from ftadapt.export.metadata import read_artifact
@@ -25,14 +28,7 @@ from ftadapt.runtime.backends import cuda_device_count
 from ftadapt.runtime.onnx_file import read_model_file
 
 WORKING = (64, 32)
-
-
-def _exit(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def perturb(src, dst, *, shift: float = 30.0):
@@ -62,7 +58,7 @@ def bench(synthetic, tmp_path_factory):
     data = f"cityscapes:{synthetic.cityscapes_root}"
     argv = ["bench", "accuracy", "--model", fp16, "--data", data, "--backends", "pytorch,onnxruntime", "--device",
             "cpu", "--checkpoints", root / "runs", "--out", root / "out", "--json", root / "true.json"]
-    code = _exit(argv)
+    code = _run(argv)
     return SimpleNamespace(root=root, a=a, b=b, ensemble=ensemble, fp16=fp16, data=data, code=code,
                            results=json.loads((root / "true.json").read_text()), argv=argv)
 
@@ -113,7 +109,7 @@ def test_the_pytorch_backend_is_the_exported_module_rebuilt_from_the_checkpoints
 def test_the_gate_fails_on_a_perturbed_copy(bench, capsys):
     perturbed = perturb(bench.fp16, bench.root / "ens16-perturbed.onnx")
     argv = [*bench.argv[:3], perturbed, *bench.argv[4:-4], "--json", bench.root / "perturbed.json"]
-    assert _exit(argv) == 1
+    assert _run(argv) == 1
     assert "error: parity gate: FAILED: onnxruntime fails against pytorch" in capsys.readouterr().err
     r = json.loads((bench.root / "perturbed.json").read_text())
     ort = r["backends"]["onnxruntime"]
@@ -127,9 +123,9 @@ def test_the_gate_fails_on_a_perturbed_copy(bench, capsys):
 def test_the_onnxruntime_miou_is_what_predict_then_eval_give(bench, synthetic, tmp_path):
     preds, scored = tmp_path / "preds", tmp_path / "eval.json"
     val = synthetic.cityscapes_root / "leftImg8bit" / "val"
-    assert _exit(["predict", "--model", bench.fp16, val, "--out", preds, "--backend", "onnxruntime", "--device",
+    assert _run(["predict", "--model", bench.fp16, val, "--out", preds, "--backend", "onnxruntime", "--device",
                   "cpu"]) == 0
-    assert _exit(["eval", "--pred-dir", preds, "--gt-dir", synthetic.cityscapes_root / "gtFine" / "val", "--json",
+    assert _run(["eval", "--pred-dir", preds, "--gt-dir", synthetic.cityscapes_root / "gtFine" / "val", "--json",
                   scored]) == 0
     folder = json.loads(scored.read_text())
     ort = bench.results["backends"]["onnxruntime"]
@@ -139,7 +135,7 @@ def test_the_onnxruntime_miou_is_what_predict_then_eval_give(bench, synthetic, t
 
 def test_backends_that_cannot_run_are_listed_with_their_reason(bench, tmp_path, capsys):
     out = tmp_path / "out"
-    code = _exit(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu", "--limit", "1",
+    code = _run(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu", "--limit", "1",
                   "--json", tmp_path / "r.json", "--out", out])
     assert code == 1
     err = capsys.readouterr().err
@@ -157,7 +153,7 @@ def test_backends_that_cannot_run_are_listed_with_their_reason(bench, tmp_path, 
 
 @pytest.mark.skipif(cuda_device_count()[0] > 0, reason="checks a machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_runs_nothing_and_says_why(bench, tmp_path, capsys):
-    code = _exit(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cuda:0",
+    code = _run(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cuda:0",
                   "--checkpoints", bench.root / "runs", "--json", tmp_path / "r.json"])
     assert code == 1 and "no backend can be compared: only none ran" in capsys.readouterr().err
     rows = json.loads((tmp_path / "r.json").read_text())["backends"]
@@ -168,7 +164,7 @@ def test_asking_for_cuda_without_a_gpu_runs_nothing_and_says_why(bench, tmp_path
 
 def test_a_member_without_its_checkpoint_is_named(bench, tmp_path, capsys):
     other = make_member(tmp_path / "other", 7)
-    code = _exit(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu",
+    code = _run(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu",
                   "--backends", "pytorch,onnxruntime", "--checkpoints", bench.a, "--checkpoints", other])
     sha = read_artifact(bench.fp16).members[1].sha256
     err = capsys.readouterr().err
@@ -204,24 +200,24 @@ def test_outputs_are_never_overwritten_nor_half_written(bench, tmp_path, monkeyp
     (existing / "keep.txt").write_text("mine")
     (tmp_path / "taken.json").write_text("{}")
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: pytest.fail("must refuse before measuring"))
-    assert _exit([*base, "--out", existing]) == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
-    assert _exit([*base, "--json", tmp_path / "taken.json"]) == 2
+    assert _run([*base, "--out", existing]) == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
+    assert _run([*base, "--json", tmp_path / "taken.json"]) == 2
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: bench.results)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(figures, "latency_figure", interrupted)  # Ctrl-C while the folder is being written
-    assert _exit([*base, "--out", tmp_path / "new"]) == 130
-    assert _exit([*base, "--out", existing, "--overwrite"]) == 130
+    assert _run([*base, "--out", tmp_path / "new"]) == 130
+    assert _run([*base, "--out", existing, "--overwrite"]) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "taken.json"]  # no new or temporary folder
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
     monkeypatch.undo()
     monkeypatch.setattr(ftadapt.evaluation, "evaluate", interrupted)  # Ctrl-C during the pass
-    assert _exit([*base, "--out", tmp_path / "new"]) == 130 and not (tmp_path / "new").exists()
+    assert _run([*base, "--out", tmp_path / "new"]) == 130 and not (tmp_path / "new").exists()
     monkeypatch.undo()
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: bench.results)
-    assert _exit([*base, "--out", existing, "--overwrite"]) == 0
+    assert _run([*base, "--out", existing, "--overwrite"]) == 0
     assert sorted(p.name for p in existing.iterdir()) == ["latency.png", "per_class_iou.png", "report.md",
                                                           "results.json"]
 
@@ -229,10 +225,10 @@ def test_outputs_are_never_overwritten_nor_half_written(bench, tmp_path, monkeyp
 def test_report_renders_an_eval_result_and_a_bench_result_as_table_1(bench, tmp_path):
     """`ftadapt report` on two results: an `ftadapt eval --onnx` result and the bench's results.json, with the
     bench's backends as rows, what did not run and the verdict as notes, deltas against the PyTorch row."""
-    assert _exit(["eval", "--onnx", bench.fp16, "--data", bench.data, "--backend", "onnxruntime", "--device", "cpu",
+    assert _run(["eval", "--onnx", bench.fp16, "--data", bench.data, "--backend", "onnxruntime", "--device", "cpu",
                   "--size", "64x32", "--json", tmp_path / "eval.json"]) == 0
     md, table = tmp_path / "t1.md", tmp_path / "t1.csv"
-    assert _exit(["report", f"eval={tmp_path / 'eval.json'}", f"bench={bench.root / 'out' / 'results.json'}",
+    assert _run(["report", f"eval={tmp_path / 'eval.json'}", f"bench={bench.root / 'out' / 'results.json'}",
                   "--baseline", "bench pytorch", "--out", md, "--out", table]) == 0
     text = md.read_text()
     rows = [line.split(" | ")[0].removeprefix("| ") for line in text.splitlines()[2:6]]
@@ -268,3 +264,28 @@ def test_verdicts_and_the_reference_without_pytorch():
     assert (verdict["status"], verdict["failed"], verdict["not_run"]) == ("failed", ["tensorrt"], ["x"])
     assert verdict["line"] == "FAILED: onnxruntime passes, tensorrt fails against pytorch; not run: x"
     assert verdict["passed_backends"] == ["onnxruntime"] and verdict["reference"] == "pytorch"
+
+
+def test_the_readme_recipe_runs_on_the_synthetic_data(synthetic, tmp_path, monkeypatch):
+    """The README's Cityscapes-val recipe, command by command, on the synthetic set with two tiny members named as
+    the recipe names them; what the test adds makes it fit a CPU (later options win)."""
+    section = README.read_text().split("## Checking a deployment on Cityscapes val")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    lines = [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("ftadapt")]
+    make_member(tmp_path / "runs" / "norm-only", 0, method="norm-only")
+    make_member(tmp_path / "runs" / "clan-released", 1, method="clan")
+    monkeypatch.chdir(tmp_path)
+    extra = {"export": ["--working-size", "64x32", "--no-verify"], "accuracy": ["--device", "cpu"],
+             "latency": ["--device", "cpu", "--frame-size", "128x64", "--warmup", "1", "--runs", "2"], "report": []}
+    ran = []
+    for line in lines:
+        words = shlex.split(line.replace("data/Cityscapes", str(synthetic.cityscapes_root)), comments=True)[1:]
+        command = words[1] if words[0] == "bench" else words[0]
+        assert _run([*words, *extra[command]]) == 0, line
+        ran.append(command)
+    assert ran == ["export", "accuracy", "latency", "report"]
+    parity = json.loads((tmp_path / "parity-fp16" / "results.json").read_text())
+    assert parity["verdict"]["status"] == "passed" and parity["model"]["precision"] == "fp16"
+    assert [m["name"] for m in parity["model"]["members"]] == ["norm-only", "clan-released"]
+    assert (tmp_path / "latency-fp16" / "latency.png").is_file()
+    assert "| fp16 onnxruntime − fp16 pytorch |" in (tmp_path / "table.md").read_text()
