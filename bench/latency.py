@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,60 +133,62 @@ def torch_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def _pytorch_runners(target: Target, device: str, cuda_graph: bool) -> list[Runner | tuple[str, str]]:
-    """The exported graph's own module, rebuilt from the target's checkpoints, eager (and CUDA-graphed)."""
+def _pytorch_runners(target: Target, device: str, cuda_graph: bool) -> Iterator[Runner | tuple[str, str]]:
+    """The exported graph's own module, rebuilt from the target's checkpoints, eager (then CUDA-graphed)."""
     if not target.checkpoints:
-        return [("eager", "not run: no --checkpoints to rebuild the exported module from (pass the member "
-                          "checkpoint folders the file was exported from)")]
+        yield ("eager", "not run: no --checkpoints to rebuild the exported module from (pass the member checkpoint "
+                        "folders the file was exported from)")
+        return
     from ftadapt.export.metadata import read_artifact
     from ftadapt.export.rebuild import rebuild_graph
 
     info = read_artifact(target.path)
     cuda = device.startswith("cuda")
     if info.precision == "fp16" and not cuda:
-        return [("eager", "not run: the FP16 module runs in PyTorch on CUDA only (--device cuda:N)")]
+        yield ("eager", "not run: the FP16 module runs in PyTorch on CUDA only (--device cuda:N)")
+        return
     if cuda:
         import torch
 
         if not torch.cuda.is_available():
-            return [("eager", "not run: no CUDA device visible to torch")]
+            yield ("eager", "not run: no CUDA device visible to torch")
+            return
         torch.backends.cudnn.benchmark = True  # the fastest cuDNN algorithms for the one frame shape, as TensorRT
     graph = rebuild_graph(info, target.checkpoints, device=device, source=str(target.path))
-    runners: list[Runner | tuple[str, str]] = [TorchRunner(graph, device, precision=info.precision)]
+    yield TorchRunner(graph, device, precision=info.precision)
     if cuda_graph:
-        runners.append(TorchRunner(graph, device, precision=info.precision, cuda_graph=True) if cuda
-                       else ("cuda-graph", "not run: CUDA graphs need a CUDA device"))
-    return runners
+        yield (TorchRunner(graph, device, precision=info.precision, cuda_graph=True) if cuda
+               else ("cuda-graph", "not run: CUDA graphs need a CUDA device"))
 
 
 def _segmenter_runners(target: Target, backend: str, device: str, *, batches: Sequence[int],
                        frame_size: tuple[int, int], threads: int | None, cuda_graph: bool,
-                       engine_cache: Path | None) -> list[Runner | tuple[str, str]]:
+                       engine_cache: Path | None) -> Iterator[Runner | tuple[str, str]]:
     """ONNX Runtime on ``device``, or TensorRT with a profile fixed at the frame size and batches up to the largest."""
     from ftadapt.runtime import BackendUnavailable, EngineError, Segmenter
     from ftadapt.runtime.backends import parse_device
 
     index = parse_device(device)
     variants = [("eager", False)] + ([("cuda-graph", True)] if cuda_graph and backend == "tensorrt" else [])
-    if backend == "tensorrt" and index == "cpu":
-        return [(name, "not run: TensorRT needs a CUDA device (--device cuda:N)") for name, _ in variants]
     hw = (frame_size[1], frame_size[0])
-    runners: list[Runner | tuple[str, str]] = []
     for name, graphed in variants:
+        if backend == "tensorrt" and index == "cpu":
+            yield (name, "not run: TensorRT needs a CUDA device (--device cuda:N)")
+            continue
         options: dict[str, Any] = {"threads": threads} if backend == "onnxruntime" else {
             "engine_cache": engine_cache, "max_batch": max(batches), "max_size": hw, "min_size": hw,
             "cuda_graph": graphed, "device_timing": True}
         try:
             seg = Segmenter(target.path, backend, device=index, **options)
         except (BackendUnavailable, EngineError, ImportError) as exc:
-            runners.append((name, f"not run: {exc}"))
+            yield (name, f"not run: {exc}")
             continue
-        runners.append(SegmenterRunner(seg, variant=name))
-    return runners
+        yield SegmenterRunner(seg, variant=name)
 
 
-def open_runners(target: Target, backend: str, device: str, **options: Any) -> list[Runner | tuple[str, str]]:
-    """The runners of ``backend`` for ``target`` (one per variant), or (variant, "not run: reason")."""
+def open_runners(target: Target, backend: str, device: str, **options: Any) -> Iterator[Runner | tuple[str, str]]:
+    """The runners of ``backend`` for ``target``, one per variant, each created when the previous one has been timed
+    (and closed by the caller), or (variant, "not run: reason")."""
     if backend == "pytorch":
         return _pytorch_runners(target, device, options["cuda_graph"])
     return _segmenter_runners(target, backend, device, **options)

@@ -79,15 +79,17 @@ def _latency_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     for r in rows:
         device = r.get("device_time")
         device_cell = _num(device["p50_ms"]) if isinstance(device, dict) else "-"
-        peak = r.get("peak_allocated_mib", r.get("device_memory_growth_mib"))
         out.append([r.get("label", r.get("backend", "?")), str(r.get("batch", 1)), _num(r["p50_ms"]),
                     _num(r["p90_ms"]), _num(r["p99_ms"]), _num(r.get("per_frame_p50_ms", r["p50_ms"])),
-                    _num(r["fps"]), device_cell, _num(peak, 0)])
+                    _num(r["fps"]), device_cell, _num(r.get("peak_allocated_mib"), 0),
+                    _num(r.get("device_memory_growth_mib"), 0)])
     return out
 
 
+# "peak MiB": PyTorch's allocator peak over the timed calls; "device +MiB": how much the GPU's used memory grew
+# from before the backend was opened to after its last call (any allocator: ONNX Runtime's arena, TensorRT's engine).
 LATENCY_HEAD = ["backend", "batch", "p50 ms", "p90 ms", "p99 ms", "p50 ms / frame", "frames/s", "device p50 ms",
-                "memory MiB"]
+                "peak MiB", "device +MiB"]
 
 
 def accuracy_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> str:
@@ -120,7 +122,9 @@ def accuracy_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> s
 
 def latency_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> str:
     """The whole latency report: one table per file and precision, the rows that did not run, the environment."""
-    parts = ["# Latency\n", f"{results['timing']}.\n"]
+    parts = ["# Latency\n", f"{results['timing'].capitalize()}. Device p50: CUDA events around the inference alone "
+             "(TensorRT, PyTorch on CUDA); peak MiB: PyTorch's allocator peak; device +MiB: how much the GPU's used "
+             "memory grew while the backend ran.\n"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in results["results"]:
         groups.setdefault(f"{row['model']} — {row['precision']}{', flip' if row['flip'] else ''}", []).append(row)

@@ -96,10 +96,10 @@ def test_pytorch_rows_that_cannot_run_say_why(tmp_path):
     assert row == ("eager", "not run: no --checkpoints to rebuild the exported module from (pass the member "
                             "checkpoint folders the file was exported from)")
     with_checkpoints = latency.Target("toy16", fp16, (tmp_path,))
-    assert latency.open_runners(with_checkpoints, "pytorch", "cpu", cuda_graph=True) == [
+    assert list(latency.open_runners(with_checkpoints, "pytorch", "cpu", cuda_graph=True)) == [
         ("eager", "not run: the FP16 module runs in PyTorch on CUDA only (--device cuda:N)")]
-    tensorrt = latency.open_runners(target, "tensorrt", "cpu", batches=(1,), frame_size=(8, 4), threads=None,
-                                    cuda_graph=True, engine_cache=None)
+    tensorrt = list(latency.open_runners(target, "tensorrt", "cpu", batches=(1,), frame_size=(8, 4), threads=None,
+                                         cuda_graph=True, engine_cache=None))
     assert tensorrt == [("eager", "not run: TensorRT needs a CUDA device (--device cuda:N)"),
                         ("cuda-graph", "not run: TensorRT needs a CUDA device (--device cuda:N)")]
 
