@@ -122,7 +122,8 @@ def accuracy_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> s
 
 def latency_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> str:
     """The whole latency report: one table per file and precision, the rows that did not run, the environment."""
-    parts = ["# Latency\n", f"{results['timing'].capitalize()}. Device p50: CUDA events around the inference alone "
+    timing = results["timing"]
+    parts = ["# Latency\n", f"{timing[0].upper()}{timing[1:]}. Device p50: CUDA events around the inference alone "
              "(TensorRT, PyTorch on CUDA); peak MiB: PyTorch's allocator peak; device +MiB: how much the GPU's used "
              "memory grew while the backend ran.\n"]
     groups: dict[str, list[dict[str, Any]]] = {}
