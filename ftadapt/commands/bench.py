@@ -272,7 +272,8 @@ def latency(models, random_models, precisions, out, json_out, overwrite, **optio
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @_json_option
 def gpu_runtime(model_path, json_out, **options) -> None:
-    """Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs CUDA vs TensorRT (what is installed)."""
+    """The GPU check's quick look: ONNX Runtime CPU vs CUDA vs TensorRT on one file (what is installed); `bench
+    latency` is the full measurement."""
     from ftadapt.bench.gpu_runtime import measure_runtime_gpu
 
     emit(measure_runtime_gpu(model_path, **options), json_out, always=True)
