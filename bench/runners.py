@@ -120,22 +120,28 @@ class TorchRunner(Runner):
             frames = torch.from_numpy(batch)
             if not self.cuda:
                 return self.module(frames).numpy()
-            start, end = self._events
-            if self.variant == "cuda-graph":
-                graph, static_in, static_out = self._captured(tuple(batch.shape))
-                static_in.copy_(frames)
-                start.record()
-                graph.replay()
-                end.record()
-                labels = static_out
-            else:
-                frames = frames.to(self.device)
-                start.record()
-                labels = self.module(frames)
-                end.record()
-            out = labels.cpu().numpy()  # synchronises with the stream
-            self._timed = True
-            return out
+            with torch.cuda.device(self.device):  # streams, events and graph replay on the runner's GPU
+                return self._cuda_call(frames)
+
+    def _cuda_call(self, frames: Any) -> np.ndarray:
+        torch = self.torch
+        start, end = self._events
+        stream = torch.cuda.current_stream(self.device)  # where the forward or the replay is enqueued
+        if self.variant == "cuda-graph":
+            graph, static_in, static_out = self._captured(tuple(frames.shape))
+            static_in.copy_(frames)
+            start.record(stream)
+            graph.replay()
+            end.record(stream)
+            labels = static_out
+        else:
+            frames = frames.to(self.device)
+            start.record(stream)
+            labels = self.module(frames)
+            end.record(stream)
+        out = labels.cpu().numpy()  # synchronises with the stream
+        self._timed = True
+        return out
 
     def device_ms(self) -> float | None:
         return self._events[0].elapsed_time(self._events[1]) if self._events is not None and self._timed else None
