@@ -42,6 +42,11 @@ by ``bench_train_step``.
 14. ``deploy_check``: the same exported file, FP32 and FP16, through the runtime as an application runs it
     (``gpu_runtime.deployment_check``): ONNX Runtime CUDA must really get ``CUDAExecutionProvider`` first (the item
     fails otherwise), and TensorRT (when installed) builds a static engine; labels against ONNX Runtime CPU.
+15. ``ensemble_latency``: the exported 3-member R101 ensemble at 1024×512 on 2048×1024 frames, FP32 and FP16, in
+    PyTorch eager and CUDA-graphed, ONNX Runtime CUDA and TensorRT: end-to-end and device latency, next to the
+    physical floor (``gpu_ensemble``); target ≤ 8 ms for FP16 on an H100.
+16. ``fp16_parity``: that FP16 file through ``bench accuracy`` on the synthetic val set: FP16 vs FP32 label agreement
+    and ΔmIoU per backend. Both need minutes: ``--only ensemble_latency,fp16_parity --budget-s 900``.
 """
 from __future__ import annotations
 
@@ -49,7 +54,6 @@ import datetime
 import gc
 import json
 import os
-import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -59,8 +63,9 @@ from typing import Any
 
 import torch
 
+from ftadapt.bench import gpu_ensemble
 from ftadapt.bench.conv_speed import measure_dilated_convs
-from ftadapt.bench.report import host_info, torch_info
+from ftadapt.bench.report import environment
 from ftadapt.bench.train_step import BENCH_DEFAULTS, RAW_SIZES, bench_train_step
 from ftadapt.config import build_config
 from ftadapt.errors import UsageError
@@ -87,24 +92,6 @@ class Item:
     run: Callable[[float], dict[str, Any]]
     cuda_only: bool = False
     cuda_why: str = "CUDA graphs"  # what needs the CUDA device, for the skip note
-
-
-def _nvidia_smi() -> dict[str, Any]:
-    query = "name,driver_version,memory.total,power.limit,clocks.max.sm,pstate"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError) as exc:
-        return {"nvidia_smi": f"not available: {exc}"}
-    return {"nvidia_smi": [dict(zip(query.split(","), (v.strip() for v in line.split(",")))) for line in out]}
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """GPU, driver, CUDA, cuDNN, torch and host facts."""
-    env = {**host_info(), **torch_info(device), "device": str(device)}
-    if device.type == "cuda":
-        env.update(_nvidia_smi())
-    return env
 
 
 def _release(device: torch.device) -> None:
@@ -147,14 +134,14 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
     import numpy as np
     import onnxruntime as ort
 
-    from ftadapt.bench.runtime_latency import export_random_model
+    from ftadapt.bench.random_models import export_random_model, random_checkpoints
     from ftadapt.ensemble import load_ensemble
     from ftadapt.export.onnx_graph import build_graph
     from ftadapt.export.verify import verification_frames
 
     t0 = time.perf_counter()
     path = export_random_model(work, model, working_size)  # shared with the runtime item (reused when present)
-    graph = build_graph(load_ensemble([str(work / f"{model}-random")]), working_size=working_size).to(device)
+    graph = build_graph(load_ensemble([str(random_checkpoints(work, model)[0])]), working_size=working_size).to(device)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     batch = verification_frames([frame_size], per_size=frames)[0]
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -260,6 +247,10 @@ def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) ->
                                             working_size=(128, 64) if tiny else (1024, 512),
                                             frame_size=(256, 128) if tiny else (2048, 1024))),
         _deploy_item(work, sizes["model"], tiny),
+        Item("ensemble_latency", needs_s=60.0 if tiny else 420.0,
+             run=lambda left: gpu_ensemble.ensemble_latency(work, str(device), tiny=tiny)),
+        Item("fp16_parity", needs_s=60.0 if tiny else 240.0,
+             run=lambda left: gpu_ensemble.fp16_parity(work, str(device), tiny=tiny)),
     ]
     return items
 
@@ -269,7 +260,7 @@ def _deploy_item(work: Path, model: str, tiny: bool) -> Item:
 
     def run(left_s: float) -> dict[str, Any]:
         from ftadapt.bench.gpu_runtime import deployment_check
-        from ftadapt.bench.runtime_latency import export_random_model
+        from ftadapt.bench.random_models import export_random_model
 
         return {p: deployment_check(export_random_model(work, model, working, p), frame, engine_cache=work / "engines")
                 for p in ("fp32", "fp16")}
@@ -288,8 +279,8 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        report = {"benchmark": "gpu", "error": "no CUDA device visible to torch",
-                  "environment": {**environment(torch.device("cpu")), **_nvidia_smi()}}
+        report = {"benchmark": "gpu", "error": "no GPU: no CUDA device visible to torch; nothing measured",
+                  "environment": environment(torch.device("cpu"))}
         write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n", overwrite=True)
         return report
     report: dict[str, Any] = {
@@ -338,6 +329,8 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("steps_per_s", "compute_steps_per_s", "data_share", "peak_memory_mib", "timed_steps", "warmup_s",
             "model_tflops_achieved", "identical_labels", "label_agreement_ties_excused", "skipped")
     headline = {k: result[k] for k in keys if k in result}
+    if result.get("benchmark") in ("latency", "accuracy"):
+        headline.update(gpu_ensemble.headline(result))
     device_profile = (result.get("profile") or {}).get("device")
     if device_profile:
         headline["busy_share"] = device_profile["busy_share"]

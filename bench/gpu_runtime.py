@@ -9,7 +9,7 @@ Every backend is tried and any that cannot run here is reported as ``"not availa
 really got ``CUDAExecutionProvider``. TensorRT builds a static engine for the frame size (the recommended setting for
 one camera) into ``engine_cache`` and reports the build time and how many layers run in FP16; with ``cuda-bindings``
 installed it is also timed with CUDA-graph replay. Latency is wall clock per ``Segmenter`` call — host frame in,
-host label map out, copies included — after warm-up (see ``runtime_latency``).
+host label map out, copies included — after warm-up (see ``ftadapt.bench.latency``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ftadapt.bench.report import torch_info
-from ftadapt.bench.runtime_latency import WEIGHTS_NOTE, export_random_model, machine, random_frames, time_segmenter
+from ftadapt.bench.latency import random_frames, time_segmenter
+from ftadapt.bench.random_models import WEIGHTS_NOTE, export_random_model
+from ftadapt.bench.report import environment
 from ftadapt.errors import FtadaptError
 from ftadapt.runtime import BackendUnavailable, Segmenter
 
@@ -98,7 +99,7 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
     return {"benchmark": "gpu_runtime", "model": str(model_path) if model_path else model,
             "weights": "given model" if model_path else WEIGHTS_NOTE, "precision": precision,
             "working_size": list(working_size), "frame_size": list(frame_size), "export_or_reuse_s": round(export_s, 2),
-            "machine": {**machine(), **torch_info("cuda")}, "results": results,
+            "machine": environment("cuda"), "results": results,
             "timing": "wall clock per Segmenter call (host frame in, host int32 label map out), after warm-up"}
 
 

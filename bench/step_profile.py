@@ -158,23 +158,25 @@ class TrafficCounter(TorchDispatchMode):
         return out
 
 
-def model_cost(model_name: str, sizes: Iterable[tuple[int, int]],
-               dtype: torch.dtype = torch.float32) -> dict[str, float]:
-    """FLOPs (convolutions, matmuls) and unfused bytes of one forward + backward of the registered ``model_name`` per
-    (W, H) input size, summed (batch 1, ``dtype`` weights and activations, every head's logits and the features in the
-    loss, as in training), counted on the meta device. Returns ``{"flops": …, "bytes": …}``."""
+def model_cost(model_name: str, sizes: Iterable[tuple[int, int]], dtype: torch.dtype = torch.float32, *,
+               backward: bool = True) -> dict[str, float]:
+    """FLOPs (convolutions, matmuls; 2 per multiply-accumulate) and unfused bytes of one forward + backward of the
+    registered ``model_name`` per (W, H) input size, summed (batch 1, ``dtype`` weights and activations, every head's
+    logits and the features in the loss, as in training), counted on the meta device; ``backward=False`` counts the
+    forward alone in eval mode (inference). Returns ``{"flops": …, "bytes": …}``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ftadapt.models.registry import create_model
 
     with torch.device("meta"):
         net = create_model(model_name).to(dtype)
-    net.train()
+    net.train(backward)
     flops, traffic = FlopCounterMode(display=False), TrafficCounter()
     with flops, traffic:
         for w, h in sizes:
             out = net(torch.empty(1, 3, h, w, device="meta", dtype=dtype))
-            sum(x.float().sum() for x in (*out.logits, out.features)).backward()
+            if backward:
+                sum(x.float().sum() for x in (*out.logits, out.features)).backward()
     return {"flops": float(flops.get_total_flops()), "bytes": float(traffic.bytes)}
 
 

@@ -49,6 +49,17 @@ def check_device(device: int | str) -> int | str:
     raise UsageError(f"device={device!r}: expected a CUDA device index (0, 1, …) or 'cpu'")
 
 
+def parse_device(name: str) -> int | str:
+    """The runtime's ``device`` for a torch-style device name: "cpu", or the CUDA index of "cuda", "cuda:N" or
+    "auto" (0)."""
+    if name == "cpu":
+        return name
+    index = "0" if name == "auto" else name.removeprefix("cuda").removeprefix(":")
+    if not (name == "auto" or name.startswith("cuda")) or not (index or "0").isdigit():
+        raise UsageError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return int(index or 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """The backend to build and why the others were passed over."""
@@ -88,4 +99,5 @@ def choose_backend(backend: str, device: int | str) -> Choice:
     return Choice("tensorrt")
 
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Choice", "check_device", "choose_backend", "cuda_device_count"]
+__all__ = ["BACKENDS", "BackendUnavailable", "Choice", "check_device", "choose_backend", "cuda_device_count",
+           "parse_device"]

@@ -85,6 +85,9 @@ class Segmenter:
         cpu_fallback: ``backend="onnxruntime"`` with a GPU ``device``: run on the CPU, with a warning, when ONNX
             Runtime cannot load its CUDA/TensorRT provider (default: raise BackendUnavailable naming the fix).
             ``backend="auto"`` always falls back.
+        device_timing: TensorRT: time each call's inference on the device with CUDA events around the enqueue (no
+            copies); ``last_device_ms`` then holds the last call's device time. It stays None on ONNX Runtime, which
+            exposes no events around its run.
     """
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto", device: int | str = 0,
@@ -93,8 +96,9 @@ class Segmenter:
                  min_size: tuple[int, int] | None = None, threads: int | None = None, build: bool = True,
                  cuda_graph: bool = False, workspace_mb: int | None = None, with_probs: bool = False,
                  opt_batch: int | None = None, opt_size: tuple[int, int] | None = None,
-                 cpu_fallback: bool = False) -> None:
+                 cpu_fallback: bool = False, device_timing: bool = False) -> None:
         self._lock = threading.Lock()
+        self.last_device_ms: float | None = None
         self._impl: Any = None
         self.model_path = Path(model_path)
         model = read_model_file(model_path)
@@ -115,7 +119,8 @@ class Segmenter:
                 self._impl = TrtBackend(model, self.metadata, device=device, profile=profile,
                                         cache=EngineCache(engine_cache), build=build, stream=stream,
                                         cuda_graph=cuda_graph, workspace_mb=workspace_mb or DEFAULT_WORKSPACE_MB,
-                                        outputs=("labels", "probs") if with_probs else ("labels",))
+                                        outputs=("labels", "probs") if with_probs else ("labels",),
+                                        device_timing=device_timing)
                 self.max_batch, self.max_size, self.min_size = profile.max_batch, profile.max_size, profile.min_size
             except (EngineError, BackendUnavailable) as exc:
                 if backend != "auto":
@@ -158,7 +163,11 @@ class Segmenter:
             if probs and not self.with_probs:
                 raise UsageError("probs=True needs a Segmenter created with with_probs=True (the TensorRT engine then "
                                  "computes them; the model must have been exported with `ftadapt export --probs`)")
-            parts = [self._impl.run(batch[i:i + step], names) for i in range(0, len(batch), step)]
+            parts, device_ms = [], []
+            for i in range(0, len(batch), step):
+                parts.append(self._impl.run(batch[i:i + step], names))
+                device_ms.append(getattr(self._impl, "device_ms", None))
+            self.last_device_ms = None if None in device_ms else sum(device_ms)
         return {n: parts[0][n] if len(parts) == 1 else np.concatenate([p[n] for p in parts]) for n in names}
 
     def __call__(self, frame: np.ndarray, *, probs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ once with ``set_tensor_address``, ``execute_async_v3`` on a non-default stream, 
 device buffers sized for the largest profile shape at start-up, so no frame allocates. The engine has only the
 outputs asked for (``probs``, 19× the label map in FP32, only with ``outputs`` naming it). The optional CUDA graph
 replays the enqueue for the current input shape; a new shape drops it and captures again (at one camera size: once).
+With ``device_timing`` two CUDA events bracket the enqueue (or graph launch) on the stream, and ``device_ms`` is the
+device time of the last ``run`` — inference alone, without the copies (``reference/deploy.md`` §7.1).
 
 CUDA context: the device's *primary* context is retained (once per device and process, and kept, as
 ``pycuda.autoprimaryctx`` does) and pushed around every call — what ``autoprimaryctx`` does at import, but for the
@@ -94,7 +96,8 @@ class TrtBackend:
 
     def __init__(self, model: ModelFile, info: ArtifactInfo, *, device: int, profile: ShapeProfile,
                  cache: EngineCache, build: bool = True, stream: object = None, cuda_graph: bool = False,
-                 workspace_mb: int = DEFAULT_WORKSPACE_MB, outputs: tuple[str, ...] = ("labels",)) -> None:
+                 workspace_mb: int = DEFAULT_WORKSPACE_MB, outputs: tuple[str, ...] = ("labels",),
+                 device_timing: bool = False) -> None:
         trt, cuda = import_tensorrt(), import_pycuda()
         check_labels_type(model)
         if cuda_graph:
@@ -112,6 +115,9 @@ class TrtBackend:
         self._stream: Any = stream
         self._own_stream = stream is None
         self._want_graph = cuda_graph
+        self._device_timing = device_timing
+        self._events: tuple[Any, Any] | None = None
+        self.device_ms: float | None = None
         self._ctx = primary_context(cuda, device)
         self._ctx.push()
         try:
@@ -163,6 +169,8 @@ class TrtBackend:
                 raise EngineError(f"TensorRT refused the device address of {name!r}")
         if self._own_stream:
             self._stream = cuda.Stream()
+        if self._device_timing:
+            self._events = (cuda.Event(), cuda.Event())
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
         """Set the input shape; a CUDA graph captured for another shape is dropped (a graph freezes shapes)."""
@@ -204,13 +212,19 @@ class TrtBackend:
             host_in = self._host["image"][: batch.size]
             host_in[...] = batch.reshape(-1)
             cuda.memcpy_htod_async(self._device_mem["image"], host_in, self._stream)
+            if self._events is not None:
+                self._events[0].record(self._stream)
             self._run_graph_or_enqueue()
+            if self._events is not None:
+                self._events[1].record(self._stream)
             views = {}
             for name in outputs:
                 shape = self._shapes[name]
                 views[name] = self._host[name][: math.prod(shape)]
                 cuda.memcpy_dtoh_async(views[name], self._device_mem[name], self._stream)
             self._stream.synchronize()
+            if self._events is not None:
+                self.device_ms = self._events[0].time_till(self._events[1])
             return {name: view.reshape(self._shapes[name]).copy() for name, view in views.items()}
         finally:
             cuda.Context.pop()
@@ -219,7 +233,7 @@ class TrtBackend:
         """Free what this backend created, newest first, while its CUDA context is current (CUDA frees need it)."""
         if self._graph is not None:
             self._graph.close()
-        self._graph = self._context = self._engine = self._runtime = None
+        self._graph = self._context = self._engine = self._runtime = self._events = None
         for mem in self._device_mem.values():
             mem.free()
         for host in self._host.values():

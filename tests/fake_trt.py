@@ -19,6 +19,10 @@ from ftadapt.runtime.onnx_file import read_model_file
 MEMORY: dict[int, bytearray] = {}
 STATS = {"builds": 0, "enqueues": 0, "graph_launches": 0, "pushes": 0, "pops": 0, "flags_set": 0}
 CAPTURE: list = []  # while a stream capture is open: the enqueues it recorded
+# The fake device's clock: each computed frame takes DEVICE_MS_PER_FRAME of it, copies take none; fake CUDA events read
+# it, so a test knows exactly what events around an enqueue must measure.
+DEVICE_MS_PER_FRAME = 2.5
+DEVICE_CLOCK = {"ms": 0.0}
 
 
 def _enum(name: str, *members: str) -> type:
@@ -222,6 +226,7 @@ class IExecutionContext:
     def _compute(self, shape: tuple[int, ...]) -> None:
         STATS["enqueues"] += 1
         n, h, w, _ = shape
+        DEVICE_CLOCK["ms"] += DEVICE_MS_PER_FRAME * n
         frames = np.frombuffer(MEMORY[self.addresses["image"]], np.uint8, n * h * w * 3).reshape(n, h, w, 3)
         labels = frames.argmax(-1).astype(np.int32)
         MEMORY[self.addresses["labels"]][: labels.nbytes] = labels.tobytes()
@@ -335,6 +340,18 @@ class _Stream:
         pass
 
 
+class _Event:
+    def __init__(self, flags: int = 0) -> None:
+        self.at: float | None = None
+
+    def record(self, stream: _Stream | None = None) -> _Event:
+        self.at = DEVICE_CLOCK["ms"]
+        return self
+
+    def time_till(self, end: _Event) -> float:
+        return end.at - self.at
+
+
 def _htod(dest: _DeviceAllocation, src: np.ndarray, stream: _Stream) -> None:
     MEMORY[int(dest)][: src.nbytes] = src.tobytes()
 
@@ -348,6 +365,7 @@ def pycuda_modules() -> tuple[types.ModuleType, types.ModuleType]:
     driver = types.ModuleType("pycuda.driver")
     driver.init = lambda: None
     driver.Error, driver.Device, driver.Context, driver.Stream = _Error, _Device, _Context, _Stream
+    driver.Event = _Event
     driver.mem_alloc = _DeviceAllocation
     driver.pagelocked_empty = lambda n, dtype: np.empty(n, dtype)
     driver.memcpy_htod_async, driver.memcpy_dtoh_async = _htod, _dtoh

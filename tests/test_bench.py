@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ftadapt.bench.gpu as gpu
-from ftadapt.bench import gpu_runtime
+from ftadapt.bench import gpu_ensemble, gpu_runtime
 from ftadapt.bench.loader_speed import measure_loading
 from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step
 from ftadapt.cli import main
@@ -135,7 +135,7 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_runtime, "measure_runtime_gpu", lambda **kw: seen.update(kw) or {"results": {}})
     main(["bench", "gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path), "--budget-s", "120", "--skip",
           "train_bf16_aligned,train_fp32_channels_last", "--skip", "train_bf16_loader", "--skip",
-          "train_bf16_contiguous", "--skip", "export_parity"])
+          "train_bf16_contiguous", "--skip", "export_parity", "--skip", "ensemble_latency,fp16_parity"])
     report = json.loads((tmp_path / gpu.RESULT_FILE).read_text())
     bf16 = report["results"]["train_bf16_channels_last"]
     assert (bf16["amp"], bf16["channels_last"], bf16["model"], bf16["method"]) == ("bf16", True, "tiny", "clan-norm")
@@ -151,6 +151,38 @@ def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     assert min(conv["dilated_ms"], conv["space_to_batch_ms"], conv["undilated_ms"]) > 0
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["results"].keys() == {"train_bf16_channels_last",
                                                                                      "conv_speed", "runtime"}
+
+
+@pytest.mark.slow
+def test_gpu_script_ensemble_items_dry_run_on_the_cpu(tmp_path):
+    """The deployed-ensemble items at tiny sizes on the CPU: three members exported in FP32 and FP16 and timed in
+    every backend that runs here, the rows that need CUDA listed as not run, and the FP16 file through bench accuracy
+    on the synthetic val set."""
+    report = gpu.run_all(tmp_path, budget_s=600, device="cpu", tiny=True, only=("ensemble_latency", "fp16_parity"))
+    assert not report["errors"], report["errors"]
+    lat = report["results"]["ensemble_latency"]
+    timed = {(r["backend"], r["precision"], r["variant"]) for r in lat["results"] if "p50_ms" in r}
+    assert timed == {("pytorch", "fp32", "eager"), ("onnxruntime", "fp32", "eager"), ("onnxruntime", "fp16", "eager")}
+    reasons = {(r["backend"], r["precision"], r["variant"]): r["status"] for r in lat["results"] if "status" in r}
+    assert reasons[("pytorch", "fp32", "cuda-graph")] == "not run: CUDA graphs need a CUDA device"
+    assert reasons[("pytorch", "fp16", "eager")].startswith("not run: the FP16 module runs in PyTorch on CUDA only")
+    assert all(r["members"] == 3 and r["frame_size"] == [256, 128] for r in lat["results"])
+    floor = lat["floor"]
+    assert floor["members"] == 3 and floor["member_forward_tflop"] > 0 and floor["floor_ms_this_gpu"] is None
+    assert lat["fp16_target"]["best"]["backend"] == "onnxruntime" and lat["fp16_target"]["meets_target"] is None
+    parity = report["results"]["fp16_parity"]
+    assert parity["model"]["precision"] == "fp16" and len(parity["model"]["members"]) == 3
+    assert parity["backends"]["onnxruntime"]["gate"]["passed"] and parity["data"]["frames"] == 4
+    assert parity["backends"]["pytorch-fp16"]["status"] == "not run"
+
+
+def test_the_physical_floor_of_the_r101_ensemble():
+    floor = gpu_ensemble.physical_floor("deeplabv2-r101", (1024, 512), 3, "NVIDIA H200")
+    assert 0.7 < floor["member_forward_tflop"] < 0.8  # the issue's estimate: about 0.73 TFLOP (2·MAC) per member
+    assert floor["floor_ms_h100"] == floor["floor_ms_this_gpu"] == pytest.approx(
+        3 * floor["member_forward_tflop"] / 989.4 * 1e3, rel=1e-3)
+    assert gpu_ensemble.peak_tflops("NVIDIA H100 PCIe") == 756.0 and gpu_ensemble.peak_tflops("NVIDIA H100 80GB HBM3")
+    assert gpu_ensemble.peak_tflops("Fake GPU 9000") is None
 
 
 def test_gpu_script_plans_compiled_runs_after_the_eager_one_and_refuses_unknown_items(tmp_path, capsys):
@@ -192,7 +224,7 @@ def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():
 def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     report = gpu.run_all(tmp_path, device="cuda")
-    assert report["error"] == "no CUDA device visible to torch"
+    assert report["error"] == "no GPU: no CUDA device visible to torch; nothing measured"
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["error"] == report["error"]
 
 

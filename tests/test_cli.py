@@ -10,7 +10,7 @@ from ftadapt.commands.common import SizeType
 
 COMMANDS = {"demo", "data", "convert", "train", "eval", "report", "export", "inspect", "build-engine", "predict",
             "bench"}
-BENCHMARKS = {"train-step", "eval-speed", "export-speed", "runtime-latency", "gpu-runtime", "loader-speed",
+BENCHMARKS = {"train-step", "eval-speed", "export-speed", "accuracy", "latency", "gpu-runtime", "loader-speed",
               "conv-speed", "gpu"}
 
 

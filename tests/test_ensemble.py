@@ -8,31 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+from ftadapt.bench.random_models import calibrated_random_model
 from ftadapt.checkpoint import save_checkpoint
 from ftadapt.ensemble import Ensemble, MemberSpec, load_ensemble, recorded_miou
 from ftadapt.errors import CheckpointError, UsageError
 from ftadapt.export.fp16 import fold_batchnorm, half_ensemble
-from ftadapt.models.registry import create_model
 
 
 def tiny_member(seed: int, **config) -> nn.Module:
-    """A tiny DeepLab whose predictions vary over the image with realistic logit scales: Kaiming convs, random BN
-    affines and BN statistics calibrated on random images (the registry's N(0, 0.01) init gives near-uniform logits,
-    where argmax comparisons are all ties; uncalibrated statistics give logits in the thousands)."""
-    torch.manual_seed(seed)
-    model = create_model("tiny", **config)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batches
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    with torch.no_grad():
-        model.train()
-        for _ in range(4):
-            model(torch.randn(2, 3, 48, 64) * 50)
-    return model.eval()
+    """A tiny DeepLab whose predictions vary over the image with realistic logit scales (Kaiming convs, random BN
+    affines, BN statistics calibrated on random images: ``calibrated_random_model``; the registry's N(0, 0.01) init
+    gives near-uniform logits, where argmax comparisons are all ties)."""
+    return calibrated_random_model("tiny", seed, **config)
 
 
 def make_member(path, seed: int = 0, *, method: str = "clan", miou: float | None = 40.0, **config):

@@ -343,3 +343,43 @@ def test_matches_cityscapesscripts(tmp_path):
     assert np.isnan(their_iou[[9, 16]]).all()
     np.testing.assert_allclose(ours.iou, their_iou, rtol=0, atol=1e-9, equal_nan=True)
     assert ours.miou == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)
+
+
+def test_every_predictor_is_compared_with_a_reference_pixel_by_pixel(tmp_path):
+    """``evaluate(..., reference=)``: on each frame, every other predictor's labels against the reference's, counted
+    over the whole frame; worker-side (prediction folders) and calling-thread predictors alike."""
+    from ftadapt.evaluation import LabelledSplit, evaluate
+    from ftadapt.evaluation.evaluate import Predictor
+    from ftadapt.evaluation.folder import PredictionFolder
+
+    frames = _frames(n=3)
+    pred_dir, gt_dir = _write(tmp_path, frames)
+    changed, names = {}, sorted(frames)
+    for name, flips in zip(names, (5, 0, 12)):  # pixels changed per frame, by hand
+        pred = frames[name][1].copy()
+        pred.ravel()[:flips] = (pred.ravel()[:flips] + 1) % 19
+        changed[name] = pred
+        write_png(tmp_path / "other" / f"{name}.png", pred)
+
+    class InMemory(Predictor):  # runs in the calling thread; has no prediction for the last frame
+        name, needs_image = "memory", False
+
+        def predict(self, sample, prepared):
+            return None if sample.name == names[2] else changed[sample.name]
+
+    split = LabelledSplit.from_gt_dir(gt_dir)
+    predictors = [PredictionFolder(pred_dir, name="ref"), PredictionFolder(tmp_path / "other", name="other"),
+                  InMemory()]
+    results = evaluate(predictors, split, reference="ref", allow_missing=True, progress=False)
+    assert results["ref"].agreement is None and "agreement" not in results["ref"].to_dict()
+    assert results["other"].agreement == {"reference": "ref", "frames": 3, "pixels": 180, "differing_pixels": 17,
+                                          "differing_percent": 100 * 17 / 180,
+                                          "worst_frame": {"frame": names[2], "differing_percent": 20.0}}
+    memory = results["memory"].to_dict()["agreement"]
+    assert (memory["frames"], memory["pixels"], memory["differing_pixels"]) == (2, 120, 5)
+    assert memory["worst_frame"] == {"frame": names[0], "differing_percent": pytest.approx(100 * 5 / 60)}
+    plain = evaluate(predictors[:2], split, progress=False)
+    assert plain["other"].agreement is None
+    np.testing.assert_array_equal(plain["other"].confusion.matrix, results["other"].confusion.matrix)
+    with pytest.raises(UsageError, match="reference 'pytorch' names no predictor; predictors: ref, other"):
+        evaluate(predictors[:2], split, reference="pytorch", progress=False)

@@ -137,6 +137,12 @@ FAMILY = {
     "bench gpu --out": (["bench", "gpu", "--device", "cpu", "--tiny", "--only", "conv_speed", "--out", "{t}"],
                         {"existing": "gpu", "link": "gpu-link"}),
     "demo --out": (["demo", "--out", "{t}"], {"existing": "folder", "link": "empty"}),
+    "bench accuracy --out": (["bench", "accuracy", "--model", "{w}/toy.onnx", "--data", "cityscapes:{w}/cs",
+                              "--backends", "onnxruntime", "--device", "cpu", "--out", "{t}"],
+                             {"existing": "folder", "link": "empty", "inside": "cs/parity"}),
+    "bench latency --out": (["bench", "latency", "--model", "{w}/toy.onnx", "--checkpoints", "{w}/ckpt", "--backends",
+                             "onnxruntime", "--device", "cpu", "--out", "{t}"],
+                            {"existing": "folder", "link": "empty", "inside": "ckpt/latency"}),
     "report --out": (["report", "{w}/result.json", "--out", "{t}"],
                      {"existing": "file", "link": "notes.txt", "inside": "result.json"}),
 }
@@ -210,7 +216,7 @@ def test_the_family_covers_every_command_that_writes():
         if not outputs:
             continue
         assert "--overwrite" in {p.opts[0] for p in command.params}, f"{path} writes but has no --overwrite"
-        name = "bench" if path.startswith("bench ") and path != "bench gpu" else path
+        name = "bench" if path.startswith("bench ") and outputs == {"--json"} else path
         assert name in covered, f"{path} writes {outputs} but is not in FAMILY"
 
 

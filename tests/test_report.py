@@ -13,7 +13,7 @@ from ftadapt.cli import cli
 from ftadapt.errors import UsageError
 from ftadapt.evaluation.metrics import ConfusionMatrix, EvalResult
 from ftadapt.evaluation.protocols import ADAPTSEGNET
-from ftadapt.evaluation.report import PAPER_TABLE_1, deltas, read_rows
+from ftadapt.evaluation.report import PAPER_TABLE_1, deltas, read_results
 
 
 def _result(seed: int) -> dict:
@@ -35,7 +35,9 @@ def files(tmp_path):
 
 def test_rows_from_single_and_grouped_results_and_deltas(files):
     single, pair = files
-    rows = read_rows(f"CLAN={single}") + read_rows(str(pair))
+    (clan, clan_notes), (ens, ens_notes) = read_results(f"CLAN={single}"), read_results(str(pair))
+    rows = clan + ens
+    assert clan_notes == ens_notes == []
     assert [r.label for r in rows] == ["CLAN", "norm-only", "ensemble"]
     clan = json.loads(single.read_text())
     assert list(rows[0].iou) == clan["per_class_iou"] and rows[0].miou == clan["miou"] and rows[0].iou[18] is None

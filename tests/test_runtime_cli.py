@@ -13,7 +13,6 @@ from PIL import Image
 
 from ftadapt.bench import gpu_runtime
 from ftadapt.bench.gpu_runtime import measure_runtime_gpu
-from ftadapt.bench.runtime_latency import latency_stats
 from ftadapt.labels import PALETTE
 from ftadapt.runtime import backends
 
@@ -176,15 +175,9 @@ def test_build_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatc
     assert not (tmp_path / "engines").exists()
 
 
-def test_latency_stats_by_hand():
-    stats = latency_stats([0.010, 0.020, 0.030, 0.040])
-    assert stats["p50_ms"] == 25.0 and stats["mean_ms"] == 25.0 and stats["fps"] == 40.0
-    assert stats["p90_ms"] == pytest.approx(37.0) and stats["runs"] == 4
-
-
 @pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="checks the report of a machine without a GPU")
 def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_runtime, "torch_info", lambda device: {"gpu": "none"})  # spares the torch import
+    monkeypatch.setattr(gpu_runtime, "environment", lambda device: {"gpu": "none"})  # spares the torch import
     model = build_model(tmp_path / "toy.onnx")
     report = measure_runtime_gpu(model, frame_size=(16, 8), warmup=1, runs=2, cpu_runs=2, workdir=tmp_path / "w")
     cpu = report["results"]["onnxruntime-cpu"]
@@ -193,14 +186,3 @@ def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatc
     assert report["results"]["tensorrt"].startswith("not available: ")
     assert "tensorrt-cuda-graph" not in report["results"]
     json.dumps(report)  # serialisable for the GPU script's report
-
-
-def test_runtime_latency_bench_times_the_flip_graph_beside_the_plain_one(tmp_path, capsys):
-    assert exit_code(["bench", "runtime-latency", "--model", "tiny", "--working-size", "64x32", "--frame-size",
-                      "128x64", "--warmup", "1", "--runs", "2", "--flip", "--workdir", str(tmp_path), "--json",
-                      str(tmp_path / "r.json")]) == 0
-    report = json.loads((tmp_path / "r.json").read_text())
-    plain, flipped = report["results"]
-    assert (plain["flip"], flipped["flip"], plain["runs"], flipped["runs"]) == (False, True, 2, 2)
-    assert flipped["p50_ratio_to_plain"] == round(flipped["p50_ms"] / plain["p50_ms"], 3) > 0
-    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["tiny-64x32-fp32-flip.onnx", "tiny-64x32-fp32.onnx"]

@@ -460,3 +460,29 @@ def test_the_fakes_only_use_real_api_names():
                            and all(p.has_default for p in s.params[len(params):]) for s in real), \
                     f"{name}.{m}{params} matches no real signature"
     assert invented == []
+
+
+def test_device_timing_brackets_the_inference_with_cuda_events(fake_gpu, toy, tmp_path):
+    """``device_timing``: two events on the Segmenter's stream around the enqueue (or the graph launch), so the
+    copies are not in it; ``last_device_ms`` sums a call's engine runs. The fake device spends 2.5 ms per frame."""
+    from ftadapt.bench.latency import time_runner
+    from ftadapt.bench.runners import SegmenterRunner
+
+    ms = fake_trt.DEVICE_MS_PER_FRAME
+    with Segmenter(toy, engine_cache=tmp_path / "e", max_size=(8, 12), max_batch=2, device_timing=True) as seg:
+        assert seg.last_device_ms is None
+        seg.predict_batch(_frames(2))
+        assert seg.last_device_ms == 2 * ms
+        seg.predict_batch(_frames(3))  # max_batch 2: two engine runs in one call
+        assert seg.last_device_ms == 3 * ms
+        stats = time_runner(SegmenterRunner(seg, owned=False), list(_frames(2)), batch=2, warmup=1, runs=3)
+        assert stats["device_time"] == {"p50_ms": 2 * ms, "p90_ms": 2 * ms, "p99_ms": 2 * ms, "mean_ms": 2 * ms}
+    with Segmenter(toy, engine_cache=tmp_path / "e", max_size=(8, 12), max_batch=2, device_timing=True,
+                   cuda_graph=True) as graphed:
+        for _ in range(3):  # enqueue, capture, then replays: each timed alike
+            graphed.predict_batch(_frames(1))
+            assert graphed.last_device_ms == ms
+        assert fake_trt.STATS["graph_launches"] >= 1
+    with Segmenter(toy, engine_cache=tmp_path / "e", max_size=(8, 12)) as untimed:
+        untimed(_frames(1)[0])
+        assert untimed.last_device_ms is None

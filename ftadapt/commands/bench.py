@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SIZE, SizeType, check_json, emit, overwrite_option
+from ftadapt.commands.common import SIZE, DatasetSpecType, SizeType, check_json, emit, overwrite_option
 from ftadapt.commands.train import config_options, config_overrides
 from ftadapt.config import METHODS
 
@@ -114,24 +114,160 @@ def export_speed(**options) -> dict:
     return measure_export(**options)
 
 
-@bench.command("runtime-latency")
-@click.option("--model", "models", multiple=True, default=("tiny", "deeplabv2-r101"), show_default=True,
-              help="Registered models, repeatable.")
-@click.option("--working-size", type=SIZE, default="1024x512", show_default=True, help="W×H the members run at.")
-@click.option("--frame-size", type=SIZE, default="2048x1024", show_default=True, help="W×H of the input frames.")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=None,
-              help="Timed calls per model [tiny 30, deeplabv2-r101 5, others 10].")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep (and reuse) checkpoints and ONNX files here.")
-@click.option("--flip", is_flag=True, help="Also time each model exported with flip fusion (the ratio to plain).")
-@_reports
-def runtime_latency(**options) -> dict:
-    """Per-frame latency of the runtime (ONNX Runtime CPU) on random-init exported members."""
-    from ftadapt.bench.runtime_latency import measure_runtime_latency
+def _list_of(choices: tuple[str, ...]):
+    """A click callback: "a,b,c" → ("a", "b", "c"), each one of ``choices``."""
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        unknown = [v for v in items if v not in choices]
+        if unknown or not items:
+            raise click.BadParameter(f"{value!r}: expected a comma-separated list of {', '.join(choices)}")
+        return items
+    return convert
 
-    return measure_runtime_latency(**options)
+
+def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        batches = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise click.BadParameter(f"{value!r}: expected batch sizes such as 1,2,4,8", ctx, param)
+    return batches
+
+
+def _outputs(func):
+    """``--out DIR``, ``--json FILE`` and ``--overwrite`` of the accuracy and latency benches."""
+    func = overwrite_option("an existing --out folder or --json file (the new one is complete before the old one "
+                            "goes)")(func)
+    func = click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+                        help="Also write the results to this file (they are always printed to stdout).")(func)
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Write results.json, report.md and PNG figures into this new folder (whole or not at "
+                             "all).")(func)
+
+
+def _check_outputs(out: Path | None, json_out: str | None, overwrite: bool, inputs: list) -> None:
+    """The output rule for --out and --json, before any measuring."""
+    from ftadapt.fsutil import check_target
+
+    if out is not None:
+        check_target(out, overwrite=overwrite, inputs=inputs, what="--out")
+    check_json(json_out, overwrite, inputs)
+
+
+def _finish(results: dict, out: Path | None, json_out: str | None, overwrite: bool) -> None:
+    """Print the JSON, write --json and --out."""
+    emit(results, json_out, always=True, overwrite=overwrite)
+    if out is not None:
+        from ftadapt.bench.outputs import write_out_dir
+
+        written = write_out_dir(out, results, overwrite=overwrite)
+        click.echo(f"wrote {out}/: {', '.join(written['files'])}", err=True)
+
+
+_DEVICE_HELP = "cpu, cuda or cuda:N [cuda:0 when the NVIDIA driver reports a GPU, else cpu]."
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    if value is None:
+        from ftadapt.runtime.backends import cuda_device_count
+
+        return "cuda:0" if cuda_device_count()[0] else "cpu"
+    if value != "cpu" and not value.startswith("cuda"):
+        raise click.BadParameter(f"{value!r}: expected cpu, cuda or cuda:N", ctx, param)
+    return value
+
+
+@bench.command("accuracy")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The .onnx file written by `ftadapt export`.")
+@click.option("--data", type=DatasetSpecType(("cityscapes",)), required=True, metavar="cityscapes:ROOT",
+              help="The Cityscapes root (leftImg8bit/ + gtFine/).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--backends", default="pytorch,onnxruntime,tensorrt", show_default=True,
+              callback=_list_of(("pytorch", "onnxruntime", "tensorrt")), help="Comma-separated.")
+@click.option("--checkpoints", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Checkpoint, run or runs folders holding the file's members (matched by sha256), repeatable; "
+                   "needed by the pytorch backend.")
+@click.option("--device", callback=_device, default=None, help=_DEVICE_HELP)
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Largest |ΔmIoU| against pytorch, in mIoU points [0.1 for an FP16 file, 0.01 for FP32].")
+@click.option("--min-identical", type=click.FloatRange(0, 100), default=None,
+              help="Smallest share of labels identical to pytorch's, in percent [99.99 for an FP32 file; none for "
+                   "FP16].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N frames of the split.")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="TensorRT engine cache folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [CPU cores].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of PyTorch and ONNX Runtime [their defaults]; 1 avoids spin-waiting on a busy CPU.")
+@_outputs
+def accuracy(model, data, out, json_out, overwrite, **options) -> None:
+    """The deployed model's mIoU beside PyTorch's: one pass over the split, every backend on every frame, per-class
+    deltas, labels that differ, and a pass/fail gate (exit 1 when a backend fails it or none can be compared).
+
+    \b
+    ftadapt bench accuracy --model ens16.onnx --data cityscapes:data/Cityscapes --checkpoints runs/ \\
+        --device cuda:0 --out parity/
+    """
+    from ftadapt.bench.accuracy import GateFailed, measure_accuracy
+    from ftadapt.bench.tables import accuracy_summary
+
+    _check_outputs(out, json_out, overwrite, [model, data[1], *options["checkpoints"]])
+    results = measure_accuracy(model, data[1], **options)
+    click.echo(accuracy_summary(results), err=True)
+    _finish(results, out, json_out, overwrite)
+    verdict = results["verdict"]
+    if not verdict["passed"]:
+        fix = (" — pass --checkpoints (the member checkpoints) for the pytorch reference, or --device cuda:N for "
+               "TensorRT" if verdict["status"] == "not compared" else "")
+        raise GateFailed(f"parity gate: {verdict['line']}{fix}")
+
+
+@bench.command("latency")
+@click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An exported .onnx to time, repeatable (its precision is the file's).")
+@click.option("--checkpoints", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The --model files' member checkpoints (matched by sha256), for the pytorch backend; repeatable.")
+@click.option("--random", "random_models", multiple=True, metavar="MODEL",
+              help="A registered model (tiny, deeplabv2-r101, …) exported here with random-init weights, repeatable "
+                   "[tiny and deeplabv2-r101 when no --model is given].")
+@click.option("--members", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--random: members in the ensemble.")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]),
+              help="--random: export precisions, repeatable [fp32].")
+@click.option("--flip", is_flag=True, help="--random: also the flip-fused graph (the ratio to the plain one).")
+@click.option("--working-size", type=SIZE, default="1024x512", show_default=True, help="--random: W×H members run at.")
+@click.option("--frame-size", type=SIZE, default="2048x1024", show_default=True, help="W×H of the camera frames.")
+@click.option("--backends", default="onnxruntime,pytorch,tensorrt", show_default=True,
+              callback=_list_of(("onnxruntime", "pytorch", "tensorrt")), help="Comma-separated.")
+@click.option("--device", callback=_device, default=None, help=_DEVICE_HELP)
+@click.option("--batches", callback=_batches, default=None, help="Batch sizes, e.g. 1,2,4,8 [GPU 1,2,4,8; CPU 1].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed calls first [GPU 10, CPU 2].")
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed calls per batch size [GPU 50; CPU tiny 30, deeplabv2-r101 5, others 10].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of PyTorch and ONNX Runtime.")
+@click.option("--cuda-graph", is_flag=True, help="Also PyTorch and TensorRT replayed as CUDA graphs (GPU).")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep (and reuse) the random-init checkpoints and exports here.")
+@_outputs
+def latency(models, random_models, precisions, out, json_out, overwrite, **options) -> None:
+    """End-to-end latency per backend, precision and batch size (host frames in, host label maps out), p50/p90/p99
+    after warm-up, frames/s, and on GPUs the device time and memory.
+
+    \b
+    ftadapt bench latency --model ens16.onnx --checkpoints runs/ --device cuda:0 --cuda-graph --out latency/
+    ftadapt bench latency --random deeplabv2-r101 --members 3 --precision fp16 --device cuda:0
+    """
+    from ftadapt.bench.latency import measure_latency
+
+    _check_outputs(out, json_out, overwrite, [*models, *options["checkpoints"]])
+    random_models = random_models or (() if models else ("tiny", "deeplabv2-r101"))
+    results = measure_latency(models=models, random=random_models, precisions=precisions or ("fp32",), **options)
+    _finish(results, out, json_out, overwrite)
 
 
 @bench.command("gpu-runtime")
@@ -144,7 +280,8 @@ def runtime_latency(**options) -> dict:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @_reports
 def gpu_runtime(model_path, **options) -> dict:
-    """Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs CUDA vs TensorRT (what is installed)."""
+    """The GPU check's quick look: ONNX Runtime CPU vs CUDA vs TensorRT on one file (what is installed); `bench
+    latency` is the full measurement."""
     from ftadapt.bench.gpu_runtime import measure_runtime_gpu
 
     return measure_runtime_gpu(model_path, **options)
@@ -195,4 +332,6 @@ def gpu(out, budget_s, device, tiny, compile_model, only, skip, overwrite) -> No
     report = run_all(out, budget_s=budget_s, device=device, tiny=tiny, compile_model=compile_model, skip=tuple(skip),
                      only=tuple(only), overwrite=overwrite)
     emit(report.get("summary", report), None, always=True)
+    if "error" in report:
+        click.echo(f"[gpu-bench] {report['error']}", err=True)
     click.echo(f"[gpu-bench] wrote {out / RESULT_FILE}", err=True)

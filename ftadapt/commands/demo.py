@@ -6,7 +6,9 @@ with ``source-only``, ``norm-only`` and ``clan-norm`` and compare their per-clas
 paper's flip fusion, and export the first as one ONNX graph in FP32 and FP16, each verified against PyTorch; (4) run
 the FP16 graph through ``ftadapt.runtime.Segmenter`` on the val frames, write colour overlays, report backend,
 providers and latency, and score the deployed predictions with the same evaluator to show the deployed mIoU next to
-PyTorch's.
+PyTorch's; (5) ``ftadapt bench accuracy`` of the FP16 graph with the PyTorch and ONNX Runtime backends (the parity
+gate, per-class deltas, ``bench-accuracy/`` with report.md and figures) and its results as the paper's Table 1
+(``ftadapt report``).
 
 The demo owns its output folder: it marks it with ``ftadapt-demo.json`` and reruns into a marked folder replace the
 earlier demo's outputs there; any other existing, non-empty folder is refused unless ``--overwrite`` is given.
@@ -102,6 +104,10 @@ def run_demo(out: Path, *, seed: int = 0, steps: int = DEMO_STEPS, overwrite: bo
     t = _stage("4. deploy the FP16 graph with ftadapt.runtime.Segmenter and score its predictions")
     figures["runtime"] = _deploy(out, layout, onnx_paths["fp16"], pytorch_miou=figures["ensemble"]["ensemble_miou"])
     _done(t)
+
+    t = _stage("5. ftadapt bench accuracy of the FP16 graph (ONNX Runtime against its PyTorch module), ftadapt report")
+    figures["bench_accuracy"] = _bench_accuracy_and_report(out, layout, onnx_paths["fp16"])
+    _done(t)
     click.echo(f"\ndemo finished: everything is in {out}")
     return figures
 
@@ -165,7 +171,7 @@ def _ensemble_and_export(out: Path, layout) -> tuple[dict, dict[str, Path]]:
 
 
 def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
-    from ftadapt.bench.runtime_latency import time_segmenter
+    from ftadapt.bench.latency import time_segmenter
     from ftadapt.evaluation.folder import evaluate_pred_dir
     from ftadapt.imageio import read_rgb
     from ftadapt.runtime import Segmenter
@@ -187,3 +193,30 @@ def _deploy(out: Path, layout, onnx_path: Path, *, pytorch_miou: float) -> dict:
                f"(delta {round(deployed.miou * 100 - pytorch_miou, 2) + 0.0:+.2f})")  # + 0.0: no "-0.00"
     return {"backend": seg.backend, "providers": list(seg.providers), "latency": stats,
             "deployed_miou": deployed.miou * 100}
+
+
+def _bench_accuracy_and_report(out: Path, layout, onnx_path: Path) -> dict:
+    """``ftadapt bench accuracy --backends pytorch,onnxruntime`` of the FP16 file (members matched in ``out/runs`` by
+    sha256) into ``out/bench-accuracy``, then its results as the paper's Table 1 (``ftadapt report``) in
+    ``out/table1.md`` and ``.csv``."""
+    from ftadapt.bench.accuracy import GateFailed, measure_accuracy
+    from ftadapt.bench.outputs import RESULTS_FILE, write_out_dir
+    from ftadapt.bench.tables import accuracy_summary
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, read_results
+    from ftadapt.fsutil import write_text_atomic
+
+    results = measure_accuracy(onnx_path, layout.cityscapes_root, backends=("pytorch", "onnxruntime"),
+                               checkpoints=[out / "runs"], device="cpu", progress=False)
+    click.echo(accuracy_summary(results))
+    folder = out / "bench-accuracy"
+    written = write_out_dir(folder, results, overwrite=True)  # the demo's own folder (claim_folder): replaced whole
+    click.echo(f"   -> {folder}/: {', '.join(written['files'])}")
+    rows, notes = read_results(f"FP16 graph={folder / RESULTS_FILE}")
+    delta_rows = deltas(rows, "FP16 graph pytorch")
+    write_text_atomic(out / "table1.md", markdown(rows, delta_rows, "FP16 graph pytorch", notes), overwrite=True)
+    write_text_atomic(out / "table1.csv", csv_text(rows, delta_rows), overwrite=True)
+    click.echo(markdown(rows, [], None, notes) + f"   -> {out / 'table1.md'}, {out / 'table1.csv'}")
+    if not results["verdict"]["passed"]:
+        raise GateFailed(f"the demo's parity gate: {results['verdict']['line']}; this is a bug, please report it")
+    return {"verdict": results["verdict"]["line"], "onnxruntime_delta_miou": results["backends"]["onnxruntime"][
+        "delta_miou"], "protocol_gap": results["protocol_gap"]}

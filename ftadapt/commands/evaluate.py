@@ -155,12 +155,13 @@ def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
 
 def _runtime_device(device: str) -> int | str:
     """The runtime's device for a PyTorch-style name: "cpu", or the CUDA index of auto/cuda/cuda:N."""
-    if device == "cpu":
-        return device
-    index = device.removeprefix("cuda").removeprefix(":") if device != "auto" else "0"
-    if not (index or "0").isdigit():
-        raise click.BadParameter(f"{device!r}: expected auto, cpu, cuda or cuda:N", param_hint="--device")
-    return int(index or 0)
+    from ftadapt.errors import UsageError
+    from ftadapt.runtime.backends import parse_device
+
+    try:
+        return parse_device(device)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
 def _inputs(opts: dict[str, Any]) -> list[Path]:

@@ -18,14 +18,15 @@ from ftadapt.commands.common import overwrite_option
 @overwrite_option("the --out files")
 def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, outs: tuple[Path, ...],
            overwrite: bool) -> None:
-    """Render evaluation results (`ftadapt eval --json`, …) as the paper's Table 1: one row per result, 19 classes
-    and mIoU, with deltas against a baseline.
+    """Render evaluation results (`ftadapt eval --json`, `ftadapt bench accuracy`'s results.json, …) as the paper's
+    Table 1: one row per result, 19 classes and mIoU, with deltas against a baseline; what did not run and a parity
+    gate's verdict are listed under the table.
 
     \b
     ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
         --out table1.md --out table1.csv
     """
-    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_rows
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_results
     from ftadapt.fsutil import check_target, write_text_atomic
 
     for out in outs:
@@ -33,9 +34,14 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
                      what="--out")
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
-    rows = [row for spec in results for row in read_rows(spec)] + (paper_rows() if with_paper else [])
+    rows, notes = [], []
+    for spec in results:
+        found, said = read_results(spec)
+        rows += found
+        notes += said
+    rows += paper_rows() if with_paper else []
     delta_rows = deltas(rows, baseline) if baseline else []
-    table = markdown(rows, delta_rows, baseline)
+    table = markdown(rows, delta_rows, baseline, notes)
     click.echo(table, nl=False)
     for out in outs:
         write_text_atomic(out, table if out.suffix == ".md" else csv_text(rows, delta_rows), overwrite=overwrite)

@@ -4,9 +4,11 @@
 - :mod:`~ftadapt.evaluation.protocols` — ``ADAPTSEGNET`` (default) and ``MAXSQUARE``, frozen dataclasses
 - :mod:`~ftadapt.evaluation.frames` — ``LabelledSplit`` (a Cityscapes root or a ``gtFine/<split>`` folder) and the
   per-frame ``Sample`` predictors see
-- :mod:`~ftadapt.evaluation.evaluate` — ``evaluate`` and the ``Predictor`` interface
+- :mod:`~ftadapt.evaluation.evaluate` — ``evaluate`` (optionally against a reference predictor, pixel by pixel) and
+  the ``Predictor`` interface
 - predictors: :mod:`~ftadapt.evaluation.folder` (``PredictionFolder``: trainId PNGs; ``SavingPredictions``),
-  :mod:`~ftadapt.evaluation.pytorch` (``ModelPredictor``, ``EnsemblePredictor``; torch),
+  :mod:`~ftadapt.evaluation.pytorch` (``ModelPredictor``, ``EnsemblePredictor``, ``GraphPredictor``: the exported
+  graph's own module; torch),
   :mod:`~ftadapt.evaluation.onnx` (``OnnxPredictor``: an exported file through ``ftadapt.runtime``)
 - :mod:`~ftadapt.evaluation.tables` — tables for people
 

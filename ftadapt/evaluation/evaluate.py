@@ -13,6 +13,10 @@ Problems (frames without a prediction, predictions of another size, predictions 
 predictors that read the image — frames whose image and label differ in size) are collected per predictor over the
 whole pass, listed in ``result.missing``, and — unless ``allow_missing`` — raised afterwards, so the report is
 complete; with ``allow_missing`` those frames are left out of the scores.
+
+With ``reference`` (the name of one predictor), every other predictor's labels are also compared with the reference's
+labels on each frame, pixel by pixel over the whole frame (``result.agreement``): how many pixels differ, and on which
+frame the most. Scores alone cannot show this — two predictors can differ on many pixels and still have the same mIoU.
 """
 from __future__ import annotations
 
@@ -59,14 +63,49 @@ class Predictor:
         return {}
 
 
-class _Tally:
-    """One predictor's confusion matrix and problems over a pass."""
+def require_full_resolution(protocol: Protocol, name: str) -> None:
+    """UsageError unless ``protocol`` scores at the ground truth's own resolution: predictors that are fed the frame
+    as it is (an exported graph and its PyTorch module) predict at the frame's resolution."""
+    if protocol.gt_resolution != "full":
+        raise UsageError(f"{name}: an exported graph predicts at the frame's resolution; score it with the "
+                         f"adaptsegnet protocol, not {protocol.name}")
 
-    def __init__(self) -> None:
+
+class Agreement:
+    """Pixel-by-pixel agreement of one predictor's labels with the reference predictor's, over a pass."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        self.pixels = self.differing = self.frames = 0
+        self.worst: tuple[str, float] | None = None
+
+    def add(self, name: str, pred: np.ndarray, ref: np.ndarray) -> None:
+        """Count one frame. Shape: pred and ref (H, W) integer labels of the same shape."""
+        differing = int(np.count_nonzero(np.asarray(pred) != np.asarray(ref)))
+        self.pixels += pred.size
+        self.differing += differing
+        self.frames += 1
+        share = differing / max(pred.size, 1)
+        if self.worst is None or share > self.worst[1]:
+            self.worst = (name, share)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: shares in percent of the compared pixels (null when no frame was compared)."""
+        share = 100.0 * self.differing / self.pixels if self.pixels else None
+        worst = {"frame": self.worst[0], "differing_percent": 100.0 * self.worst[1]} if self.worst else None
+        return {"reference": self.reference, "frames": self.frames, "pixels": self.pixels,
+                "differing_pixels": self.differing, "differing_percent": share, "worst_frame": worst}
+
+
+class _Tally:
+    """One predictor's confusion matrix, problems and (with a reference) agreement over a pass."""
+
+    def __init__(self, reference: str | None = None) -> None:
         self.confusion = ConfusionMatrix()
         self.counted = 0
         self.missing: list[str] = []
         self.mismatched: dict[str, str] = {}
+        self.agreement = Agreement(reference) if reference is not None else None
 
     def add(self, outcome: ConfusionMatrix | str | tuple[str, str], name: str) -> None:
         if isinstance(outcome, ConfusionMatrix):
@@ -95,10 +134,26 @@ def _score(sample: Sample, pred: np.ndarray | None, what: str) -> ConfusionMatri
     return confusion
 
 
+def _predicted(p: Predictor, sample: Sample, prepared: Any, keep: bool) -> tuple[Any, np.ndarray | None]:
+    """(the frame's outcome for ``_Tally.add``, the prediction itself when ``keep`` — for the reference comparison)."""
+    pred = p.predict(sample, prepared)
+    return _score(sample, pred, _what(p, sample)), (np.asarray(pred) if keep and pred is not None else None)
+
+
+def _compare(sample: Sample, tallies: Sequence[_Tally], preds: Sequence[np.ndarray | None], ref: int) -> None:
+    """Add the frame to every non-reference tally's agreement (frames without both predictions, or of another size,
+    are left out: they are already reported as missing or mismatched)."""
+    reference = preds[ref]
+    for i, (tally, pred) in enumerate(zip(tallies, preds)):
+        if i != ref and pred is not None and reference is not None and pred.shape == reference.shape:
+            tally.agreement.add(sample.name, pred, reference)
+
+
 def evaluate(predictors: Sequence[Predictor], split: LabelledSplit, protocol: Protocol = ADAPTSEGNET, *,
              workers: int | None = None, allow_missing: bool = False, synthia_subsets: bool = False,
-             progress: bool = True) -> dict[str, EvalResult]:
+             progress: bool = True, reference: str | None = None) -> dict[str, EvalResult]:
     """Score every predictor on every frame of ``split`` under ``protocol``; results by predictor name, in order.
+    With ``reference`` (a predictor's name) every other result also carries its ``agreement`` with that predictor.
 
     Raises FtadaptError after the pass when a predictor misses frames or mismatches sizes (unless ``allow_missing``)
     and when a predictor has no frame left to score.
@@ -106,28 +161,34 @@ def evaluate(predictors: Sequence[Predictor], split: LabelledSplit, protocol: Pr
     names = [p.name for p in predictors]
     if not predictors or len(set(names)) != len(names):
         raise UsageError(f"evaluate needs at least one predictor, each with its own name; got {names}")
+    if reference is not None and reference not in names:
+        raise UsageError(f"reference {reference!r} names no predictor; predictors: {', '.join(names)}")
     with_image = any(p.needs_image for p in predictors)
     if with_image:
         split.require_images()
     for p in predictors:
         p.check(split)
-    tallies = [_Tally() for _ in predictors]
+    tallies = [_Tally(reference if p.name != reference else None) for p in predictors]
+    keep = reference is not None
 
     def load(frame) -> tuple[Sample, list[Any]]:
         sample = decode(frame, protocol, with_image=with_image)
         out = []
         for p in predictors:
             if p.needs_image and sample.mismatch:
-                out.append(("size", sample.mismatch))
+                out.append((("size", sample.mismatch), None))
                 continue
             prepared = p.prepare(sample, protocol)
-            out.append(_score(sample, p.predict(sample, prepared), _what(p, sample)) if p.in_worker else prepared)
+            out.append(_predicted(p, sample, prepared, keep) if p.in_worker else prepared)
         return sample, out
 
     for sample, prepared in _decoded(load, split.frames, workers or default_workers(), progress):
-        for p, tally, item in zip(predictors, tallies, prepared):
-            done = p.in_worker or (p.needs_image and sample.mismatch)
-            tally.add(item if done else _score(sample, p.predict(sample, item), _what(p, sample)), sample.name)
+        outcomes = [item if p.in_worker or (p.needs_image and sample.mismatch) else _predicted(p, sample, item, keep)
+                    for p, item in zip(predictors, prepared)]
+        for tally, (outcome, _) in zip(tallies, outcomes):
+            tally.add(outcome, sample.name)
+        if keep:
+            _compare(sample, tallies, [pred for _, pred in outcomes], names.index(reference))
     options = {"allow_missing": allow_missing, "synthia_subsets": synthia_subsets, "named": len(predictors) > 1}
     return {p.name: _result(p, tally, split, protocol, **options) for p, tally in zip(predictors, tallies)}
 
@@ -140,7 +201,7 @@ def _decoded(load: Callable[[Any], Any], frames: Sequence[Any], workers: int, pr
     pending: deque[Future] = deque()
     ahead: Iterable[Any] = iter(frames)
     try:
-        with tqdm(total=len(frames), desc="eval", unit="img", disable=not progress) as bar:
+        with tqdm(total=len(frames), desc="eval", unit="frame", disable=not progress) as bar:
             for frame in ahead:
                 pending.append(pool.submit(load, frame))
                 if len(pending) >= 2 * workers:
@@ -182,9 +243,10 @@ def _result(predictor: Predictor, tally: _Tally, split: LabelledSplit, protocol:
                            "the matched frames only")
     record = missing if problems or predictor.reports_matching else None
     split_record = {"split": split.split} if split.split else {}
+    agreement = tally.agreement.to_dict() if tally.agreement is not None else None
     return EvalResult.from_confusion(tally.confusion, n_images=tally.counted,
                                      protocol=protocol.describe(**predictor.describe(), **split_record),
-                                     synthia_subsets=synthia_subsets, missing=record)
+                                     synthia_subsets=synthia_subsets, missing=record, agreement=agreement)
 
 
-__all__ = ["Predictor", "evaluate", "problem_report"]
+__all__ = ["Predictor", "Agreement", "evaluate", "problem_report", "require_full_resolution"]

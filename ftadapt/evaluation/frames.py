@@ -80,6 +80,14 @@ class LabelledSplit:
     def names(self) -> list[str]:
         return [f.name for f in self.frames]
 
+    def head(self, limit: int | None) -> LabelledSplit:
+        """The first ``limit`` frames (in frame-id order; all of them for None), e.g. for a quick check."""
+        if limit is None or limit >= len(self.frames):
+            return self
+        if limit < 1:
+            raise UsageError(f"limit {limit}: expected a positive number of frames")
+        return LabelledSplit(self.frames[:limit], f"{self.where} (first {limit} frames)", self.split)
+
     def require_images(self) -> None:
         """A UsageError unless every frame has its image (a model needs pixels; a gtFine folder has none)."""
         if any(f.image is None for f in self.frames):

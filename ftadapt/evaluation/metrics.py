@@ -136,7 +136,8 @@ def nanmean(values: np.ndarray) -> float:
 
 @dataclass
 class EvalResult:
-    """The outcome of one evaluation. ``iou`` holds fractions at full precision; ``to_dict`` gives percent."""
+    """The outcome of one evaluation. ``iou`` holds fractions at full precision; ``to_dict`` gives percent.
+    ``agreement`` (evaluations with a reference predictor) is the pixel agreement with it (``Agreement.to_dict``)."""
 
     iou: np.ndarray
     n_images: int
@@ -144,11 +145,13 @@ class EvalResult:
     synthia_subsets: bool = False
     missing: dict[str, list[str]] | None = None
     confusion: ConfusionMatrix | None = field(default=None, repr=False, compare=False)
+    agreement: dict | None = None
 
     @classmethod
     def from_confusion(cls, confusion: ConfusionMatrix, *, n_images: int, protocol: dict,
-                       synthia_subsets: bool = False, missing: dict[str, list[str]] | None = None) -> EvalResult:
-        return cls(confusion.iou(), n_images, protocol, synthia_subsets, missing, confusion)
+                       synthia_subsets: bool = False, missing: dict[str, list[str]] | None = None,
+                       agreement: dict | None = None) -> EvalResult:
+        return cls(confusion.iou(), n_images, protocol, synthia_subsets, missing, confusion, agreement)
 
     @property
     def miou(self) -> float:
@@ -174,6 +177,8 @@ class EvalResult:
         out["protocol"] = dict(self.protocol)
         if self.missing is not None:
             out["missing"] = {k: list(v) for k, v in self.missing.items()}
+        if self.agreement is not None:
+            out["agreement"] = dict(self.agreement)
         return out
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ftadapt.errors import UsageError
-from ftadapt.evaluation.evaluate import Predictor
+from ftadapt.evaluation.evaluate import Predictor, require_full_resolution
 from ftadapt.evaluation.frames import Sample
 from ftadapt.evaluation.protocols import Protocol
 
@@ -33,9 +32,7 @@ class OnnxPredictor(Predictor):
         return cls(Segmenter(path, **segmenter_options), name=name or Path(path).name)
 
     def prepare(self, sample: Sample, protocol: Protocol) -> np.ndarray:
-        if protocol.gt_resolution != "full":
-            raise UsageError(f"{self.name}: an exported graph predicts at the frame's resolution; score it with the "
-                             f"adaptsegnet protocol, not {protocol.name}")
+        require_full_resolution(protocol, self.name)
         return np.asarray(sample.rgb)
 
     def predict(self, sample: Sample, prepared: np.ndarray) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""PyTorch predictors: one DeepLab-v2 model under a head rule (optionally with flip TTA), and a weighted ensemble.
+"""PyTorch predictors: one DeepLab-v2 model under a head rule (optionally with flip TTA), a weighted ensemble, and
+the exported graph's own module.
 
-Both see the image at the protocol's input size (PIL BICUBIC from the decoded file, RGB → BGR − mean: the training
-pipeline's own ``ftadapt.data.transforms``), compute stride-8 scores, upsample them bilinearly with
-align_corners=True to the ground truth's resolution and take the argmax (DESIGN.md §5).
+The first two see the image at the protocol's input size (PIL BICUBIC from the decoded file, RGB → BGR − mean: the
+training pipeline's own ``ftadapt.data.transforms``), compute stride-8 scores, upsample them bilinearly with
+align_corners=True to the ground truth's resolution and take the argmax (DESIGN.md §5). ``GraphPredictor`` runs a
+module that takes camera frames itself — ``ftadapt.export.onnx_graph.SegmentationGraph``, the module an export turns
+into ONNX — fed the decoded frame as it is, like the exported file: the same pre-processing as the deployment.
 
 - Head rules: "sum" adds both heads (CLAN), "main" takes the main head (multi-level models); default: the model's own.
 - ``flip``: the paper's test-time augmentation, the mean of softmax(image) and the mirrored softmax(mirrored image).
@@ -24,7 +27,7 @@ from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_c
 from ftadapt.data.transforms import image_to_tensor, resize_image
 from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
-from ftadapt.evaluation.evaluate import Predictor
+from ftadapt.evaluation.evaluate import Predictor, require_full_resolution
 from ftadapt.evaluation.frames import Sample
 from ftadapt.evaluation.protocols import Protocol
 from ftadapt.models.deeplab import HEAD_RULES, combine_heads, upsample_logits
@@ -129,4 +132,29 @@ class EnsemblePredictor(_TorchPredictor):
                 for name, member, rule in zip(names, ensemble.members, ensemble.rules)]
 
 
-__all__ = ["ModelPredictor", "EnsemblePredictor", "model_input", "pick_device"]
+class GraphPredictor(Predictor):
+    """The labels of ``graph``, a module taking uint8 RGB frames N×H×W×3 and returning int32 labels N×H×W at the
+    frame's own size (``SegmentationGraph``), on ``device``; ``details`` go into the result's protocol record."""
+
+    def __init__(self, graph: nn.Module, *, name: str, device: str | torch.device | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.device = pick_device(device)
+        self.module = graph.to(self.device).eval()
+        self.details = dict(details or {})
+
+    def prepare(self, sample: Sample, protocol: Protocol) -> Tensor:
+        """Shape: → uint8 1×H×W×3, the decoded frame as it is."""
+        require_full_resolution(protocol, self.name)
+        return torch.from_numpy(np.array(sample.rgb))[None]
+
+    @torch.inference_mode()
+    def predict(self, sample: Sample, prepared: Tensor) -> np.ndarray:
+        return self.module(prepared.to(self.device))[0].to(torch.uint8).cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "preprocessing": "the graph's own (bilinear half-pixel resize)",
+                **self.details}
+
+
+__all__ = ["ModelPredictor", "EnsemblePredictor", "GraphPredictor", "model_input", "pick_device"]

@@ -2,8 +2,11 @@
 
 A results file is any JSON that ``ftadapt eval --json`` (or another command) wrote: a single result (``miou``,
 ``per_class_iou``: 19 percentages or null), or an object holding several — ``{"members": {...}, "ensemble": {...}}``,
-``{"results": {...}}`` and the like. Every result found is a row: 19 per-class IoUs and mIoU, in percent; a second
-table gives each row's difference to a baseline row, class by class (the paper's Table 2 shape).
+``{"results": {...}}``, the ``results.json`` of ``ftadapt bench accuracy`` (``{"backends": {"pytorch": {...},
+"onnxruntime": {...}}, "verdict": {...}}``) and the like. Every result found is a row: 19 per-class IoUs and mIoU, in
+percent; a second table gives each row's difference to a baseline row, class by class (the paper's Table 2 shape).
+What a file says besides its rows becomes a note under the table: entries that did not run (``"status": "not run"``,
+a backend without a GPU, say) with their reason, and a parity gate's verdict.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,19 +58,35 @@ class Row:
     source: str
 
 
-def _results(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
-    """Every result object in a JSON document, with the keys leading to it."""
+def _find(data: Any, wanted: Callable[[dict], bool],
+          path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """Every object of a JSON document that is ``wanted`` (not looking inside those), with the keys leading to it."""
     if isinstance(data, dict):
-        if isinstance(data.get("per_class_iou"), list) and "miou" in data:
+        if wanted(data):
             yield path, data
             return
         for key, value in data.items():
-            yield from _results(value, (*path, str(key)))
+            yield from _find(value, wanted, (*path, str(key)))
 
 
-def read_rows(spec: str) -> list[Row]:
-    """The rows of one results file: ``PATH`` or ``LABEL=PATH`` (a label for a file holding one result, or a prefix
-    for a file holding several; without it, the file's stem or the results' own names)."""
+def _is_result(obj: dict) -> bool:
+    return isinstance(obj.get("per_class_iou"), list) and "miou" in obj
+
+
+def _notes(data: Any, path: Path, label: str) -> list[str]:
+    """The lines under the table for one file: what did not run, and a parity gate's verdict."""
+    prefix = f"{label} " if label else ""
+    notes = [f"{prefix}{keys[-1] if keys else path.stem}: not run: {entry.get('reason', 'no reason given')}"
+             for keys, entry in _find(data, lambda obj: obj.get("status") == "not run")]
+    verdict = data.get("verdict") if isinstance(data, dict) else None
+    if isinstance(verdict, dict) and verdict.get("line"):
+        notes.append(f"{prefix or path.name + ': '}parity gate: {verdict['line']}")
+    return notes
+
+
+def read_results(spec: str) -> tuple[list[Row], list[str]]:
+    """The rows and notes of one results file: ``PATH`` or ``LABEL=PATH`` (a label for a file holding one result, or
+    a prefix for a file holding several; without it, the file's stem or the results' own names)."""
     label, sep, path_text = spec.partition("=")
     path = Path(path_text if sep else spec)
     try:
@@ -76,7 +95,7 @@ def read_rows(spec: str) -> list[Row]:
         raise UsageError(f"no results file {path}") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a JSON results file ({exc})") from None
-    found = list(_results(data))
+    found = list(_find(data, _is_result))
     if not found:
         raise UsageError(f"{path} holds no evaluation result (an object with miou and per_class_iou); write one "
                          "with `ftadapt eval ... --json FILE`")
@@ -89,7 +108,7 @@ def read_rows(spec: str) -> list[Row]:
         if keys and sep:
             name = f"{label} {name}"
         rows.append(Row(name, iou, result["miou"], str(path)))
-    return rows
+    return rows, _notes(data, path, label if sep else "")
 
 
 def paper_rows() -> list[Row]:
@@ -116,8 +135,8 @@ def deltas(rows: Sequence[Row], baseline: str) -> list[Row]:
                 minus(r.miou, base.miou), r.source) for r in rows if r is not base]
 
 
-def markdown(rows: Sequence[Row], delta_rows: Sequence[Row], baseline: str | None) -> str:
-    """The table (and the delta table against ``baseline``) as Markdown."""
+def markdown(rows: Sequence[Row], delta_rows: Sequence[Row], baseline: str | None, notes: Sequence[str] = ()) -> str:
+    """The table (and the delta table against ``baseline``) as Markdown, then ``notes`` as a list."""
     head = "| Method | " + " | ".join(SHORT_NAMES) + " | mIoU |\n|---|" + "---:|" * (len(SHORT_NAMES) + 1) + "\n"
 
     def line(row: Row, signed: bool) -> str:
@@ -126,6 +145,8 @@ def markdown(rows: Sequence[Row], delta_rows: Sequence[Row], baseline: str | Non
     text = head + "".join(line(r, False) for r in rows)
     if delta_rows:
         text += f"\nDifference to {baseline} (IoU points):\n\n" + head + "".join(line(r, True) for r in delta_rows)
+    if notes:
+        text += "\nNotes:\n\n" + "".join(f"- {note}\n" for note in notes)
     return text
 
 
@@ -141,4 +162,4 @@ def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-__all__ = ["Row", "read_rows", "paper_rows", "deltas", "markdown", "csv_text", "PAPER_TABLE_1", "SHORT_NAMES"]
+__all__ = ["Row", "read_results", "paper_rows", "deltas", "markdown", "csv_text", "PAPER_TABLE_1", "SHORT_NAMES"]
