@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ftadapt.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
@@ -39,6 +41,19 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def check_out_dir(path: str | os.PathLike, *, overwrite: bool, option: str = "--out") -> Path:
+    """An output folder a command may write into: absent, empty, or — with ``overwrite`` — any folder (the command
+    then replaces its own files there, one atomic file at a time, and leaves every other file alone). Anything else
+    is a UsageError naming the fix. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file; choose a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UsageError(f"{option} {path} is not empty; choose a new folder, or pass --overwrite to replace the "
+                         "files this command writes there")
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
