@@ -113,6 +113,8 @@ def analyze_features(models: Sequence[Model], source: DomainSpec, target: Domain
     (``embedding.embed``).
     """
     out = check_out_dir(out, overwrite=overwrite)
+    if not set(methods) <= {"pca", "tsne"}:
+        raise UsageError(f"embedding methods {list(methods)}: expected pca and/or tsne")
     classes = tuple(range(NUM_CLASSES) if classes is None else classes)
     plot_classes = tuple(classes if plot_classes is None else plot_classes)
     if not set(plot_classes) <= set(classes):
@@ -134,12 +136,18 @@ def analyze_features(models: Sequence[Model], source: DomainSpec, target: Domain
                "classes": [CLASS_NAMES[c] for c in classes], "plot_classes": [CLASS_NAMES[c] for c in plot_classes],
                "points_per_class": points, "seed": seed,
                "gap_definition": GAP_DEFINITION, "results": summarize(reduced, classes)}
-    payload["norm_histogram"] = _norm_figure(reduced, payload, out / FIGURES["norms"])
-    rows = [_embedding_figure(reduced, payload, plot_classes, method, seed, threads, out / FIGURES[method])
-            for method in methods]
-    payload["figures"] = {k: v for k, v in FIGURES.items() if k == "norms" or k in methods}
+    figures = {}
+    figures["norms"], payload["norm_histogram"] = _norm_figure(reduced, payload)
+    rows = []
+    for method in methods:  # everything is computed before the first file is written
+        figures[method], method_rows = _embedding_figure(reduced, payload, plot_classes, method, seed=seed,
+                                                         threads=threads, progress=progress)
+        rows += method_rows
+    payload["figures"] = {k: FIGURES[k] for k in figures}
     payload["embedding_csv"] = CSV_FILE
-    write_text_atomic(out / CSV_FILE, _csv([row for group in rows for row in group]))
+    for key, fig in figures.items():
+        save_png(fig, out / FIGURES[key])
+    write_text_atomic(out / CSV_FILE, _csv(rows))
     write_text_atomic(out / JSON_FILE, json.dumps(payload, indent=2) + "\n")
     return payload
 
@@ -173,10 +181,12 @@ def _sampled(reduced: F.DomainFeatures, c: int) -> int:
 
 
 def _embedding_figure(reduced: dict[str, list[F.DomainFeatures]], payload: dict, classes: Sequence[int],
-                      method: str, seed: int, threads: int | None, path: Path) -> list[tuple]:
-    """Embed each model's sampled points (both domains together), draw the scatter figure; return the CSV rows."""
+                      method: str, *, seed: int, threads: int | None, progress: bool) -> tuple[Any, list[tuple]]:
+    """Embed each model's sampled points (both domains together); return the scatter figure and the CSV rows."""
+    from tqdm import tqdm
+
     panels, rows = {}, []
-    for name, domains in reduced.items():
+    for name, domains in tqdm(reduced.items(), desc=method, unit="model", disable=not progress):
         samples = [d.sample() for d in domains]
         points = np.concatenate([s[0] for s in samples])
         domain = np.concatenate([np.full(len(s[1]), i) for i, s in enumerate(samples)])
@@ -188,8 +198,7 @@ def _embedding_figure(reduced: dict[str, list[F.DomainFeatures]], payload: dict,
                  for (x, y), d, c in zip(xy.tolist(), domain.tolist(), class_of.tolist())]
     title = (f"layer4 features, {'PCA' if method == 'pca' else 't-SNE'}: x {_domain_label(payload['source'])}, "
              f". {_domain_label(payload['target'])}")
-    save_png(scatter_figure(panels, classes, title=title), path)
-    return rows
+    return scatter_figure(panels, classes, title=title), rows
 
 
 def _domain_label(described: dict) -> str:
@@ -206,8 +215,8 @@ def norm_edges(samples: Sequence[np.ndarray]) -> np.ndarray:
     return np.geomspace(min(low, high / 10), high, HISTOGRAM_BINS + 1)
 
 
-def _norm_figure(reduced: dict[str, list[F.DomainFeatures]], payload: dict, path: Path) -> dict[str, Any]:
-    """Histograms of the sampled per-position norms on bins shared by every model; draw them; return the numbers."""
+def _norm_figure(reduced: dict[str, list[F.DomainFeatures]], payload: dict) -> tuple[Any, dict[str, Any]]:
+    """Histograms of the sampled per-position norms on bins shared by every model: the figure and the numbers."""
     samples = {name: [d.norm_sample() for d in domains] for name, domains in reduced.items()}
     edges = norm_edges([s for pair in samples.values() for s in pair])
     panels, counts = {}, {}
@@ -219,11 +228,11 @@ def _norm_figure(reduced: dict[str, list[F.DomainFeatures]], payload: dict, path
                         for domain, h, b in zip(F.DOMAINS, hist, below)}
     title = (f"per-position L2 norms of the layer4 features: {_domain_label(payload['source'])} vs "
              f"{_domain_label(payload['target'])}")
-    save_png(norm_figure(panels, edges, title=title), path)
-    return {"bin_edges": edges.tolist(), "counts": counts,
-            "note": f"log-spaced bins; counts of a uniform sample of at most {F.DEFAULT_NORMS} positions per domain "
-                    "(below_first_edge: sampled norms under the first edge, e.g. all-zero vectors); the mean norms "
-                    "are over every position"}
+    numbers = {"bin_edges": edges.tolist(), "counts": counts,
+               "note": f"log-spaced bins; counts of a uniform sample of at most {F.DEFAULT_NORMS} positions per "
+                       "domain (below_first_edge: sampled norms under the first edge, e.g. all-zero vectors); the "
+                       "mean norms are over every position"}
+    return norm_figure(panels, edges, title=title), numbers
 
 
 def _csv(rows: list[tuple]) -> str:

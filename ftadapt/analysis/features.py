@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftadapt.analysis.alignment import ClassMoments
+from ftadapt.errors import DatasetError
 from ftadapt.labels import NUM_CLASSES
 
 DOMAINS = ("source", "target")
@@ -155,14 +156,16 @@ def extract(models: Sequence[nn.Module], dataset, indices: Sequence[int], *, dom
     from tqdm import tqdm
 
     if not dataset.has_labels:
-        raise ValueError(f"{dataset!r} has no labels; the feature analysis needs labelled images")
+        raise DatasetError(f"{dataset!r} has no labels; the feature analysis needs labelled images")
+    for model in models:
+        model.eval()
     out = [DomainFeatures.empty(m.config.feature_channels, classes, points=points, norms=norms, seed=seed,
                                 domain=domain) for m in models]
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=1, num_workers=workers)
     for batch in tqdm(loader, desc=f"features ({domain})", unit="img", disable=not progress):
         for model, reduced in zip(models, out):
             device = next(model.parameters()).device
-            features = model.eval()(batch["image"].to(device)).features[0]
+            features = model(batch["image"].to(device)).features[0]
             reduced.add(features, label_on_grid(batch["label"][0].to(device), tuple(features.shape[-2:])))
     return out
 

@@ -242,8 +242,8 @@ def _grid_section(grid: dict[str, Any]) -> str:
 def _training_section(out: Path, train: dict) -> str:
     from ftadapt.analysis.curves import read_curves
 
-    rows = ["| method | steps | how | wall time here (s) | last segmentation loss | last mean feature norm, "
-            "source / target |", "|---|---:|---|---:|---:|---|"]
+    rows = ["| method | steps | how | wall time of its last session (s) | last segmentation loss | last mean "
+            "feature norm, source / target |", "|---|---:|---|---:|---:|---|"]
     for method, run in train["runs"].items():
         curves = read_curves(out / run["run"])
 
