@@ -144,6 +144,7 @@ def test_sigterm_stops_the_whole_demo_and_a_rerun_resumes_it_to_the_report(tmp_p
     assert f"resumed from step {stopped_at}" in report and "| ensemble+flip |" in report
     assert not re.search(r"\b(nan|None)\b", report)
 
-    proc = _demo(out)  # everything finished: all reused
+    moved = out.rename(tmp_path / "moved")  # the demo folder records its paths relative to itself
+    proc = _demo(moved)  # everything finished: all reused
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0 and stdout.count("(finished in an earlier run: reused)") == 6, stdout + stderr

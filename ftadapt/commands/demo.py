@@ -102,23 +102,30 @@ def _data(out: Path, seed: int) -> dict:
         click.echo(format_report(report))
         if not report.usable:
             raise DatasetError(f"the synthetic {kind} set failed the dataset doctor; this is a bug, please report it")
-    return {"gta5_root": str(layout.gta5_root), "cityscapes_root": str(layout.cityscapes_root),
+    return {"gta5": "data/gta5", "cityscapes": "data/cityscapes",  # relative to the demo folder, which may move
             "n_source": layout.n_source, "n_target_train": layout.n_target_train,
             "n_target_val": layout.n_target_val, "outputs": ["data"]}
 
 
-def _train_run(method: str, run_dir: Path, data: dict, *, seed: int, steps: int):
-    """Train ``method`` into ``run_dir``, or continue the demo's earlier run there: a finished one is reused as it
-    is, a stopped one resumes from its last checkpoint, one that never saved a checkpoint starts again. Returns the
-    ``TrainResult`` and how the run got there ("trained", "resumed from step N", "finished earlier")."""
+def data_root(out: Path, data: dict, kind: str) -> Path:
+    """Where the data stage put the ``kind`` ("gta5" or "cityscapes") dataset of the demo in ``out``."""
+    return out / data[kind]
+
+
+def _train_run(out: Path, method: str, data: dict, *, seed: int, steps: int):
+    """Train ``method`` into ``out/runs/METHOD``, or continue the demo's earlier run there: a finished one is reused
+    as it is, a stopped one resumes from its last checkpoint, one that never saved a checkpoint starts again. Returns
+    the ``TrainResult`` and how the run got there ("trained", "resumed from step N", "finished earlier")."""
     import json
     import shutil
 
     from ftadapt.checkpoint import META_FILE, latest_checkpoint
     from ftadapt.training import resolve_config, train
 
+    run_dir = out / "runs" / method
     overrides = {**DEMO_OVERRIDES, "method": method, "steps": steps, "seed": seed,
-                 "data.source": f"gta5:{data['gta5_root']}", "data.target": f"cityscapes:{data['cityscapes_root']}"}
+                 "data.source": f"gta5:{data_root(out, data, 'gta5')}",
+                 "data.target": f"cityscapes:{data_root(out, data, 'cityscapes')}"}
     previous = latest_checkpoint(run_dir)
     if previous is None and run_dir.exists():  # the demo's own run, stopped before its first checkpoint
         shutil.rmtree(run_dir)
@@ -137,17 +144,16 @@ def _train_and_compare(out: Path, data: dict, *, seed: int, steps: int) -> dict:
 
     runs, predictors = {}, []
     for method in DEMO_METHODS:
-        run_dir = out / "runs" / method
         started = time.perf_counter()
-        result, how = _train_run(method, run_dir, data, seed=seed, steps=steps)
+        result, how = _train_run(out, method, data, seed=seed, steps=steps)
         if result.stopped_by is not None:
             raise DemoStopped(f"{result.stopped_by} stopped the {method} run after step {result.step} of {steps} "
                               f"(checkpoint {result.checkpoint})")
-        runs[method] = {"run": str(run_dir.relative_to(out)), "checkpoint": str(result.checkpoint),
+        runs[method] = {"run": f"runs/{method}", "checkpoint": str(Path(result.checkpoint).relative_to(out)),
                         "step": result.step, "steps": steps, "how": how,
                         "seconds": round(time.perf_counter() - started, 1)}
         predictors.append(ModelPredictor.from_checkpoint(result.checkpoint, name=method, device="cpu"))
-    results = evaluate(predictors, LabelledSplit.from_root(data["cityscapes_root"], "val"),
+    results = evaluate(predictors, LabelledSplit.from_root(data_root(out, data, "cityscapes"), "val"),
                        ADAPTSEGNET.at(DEMO_OVERRIDES["eval.size"]), progress=False)
     for method, run in runs.items():
         click.echo(f"   {method:<12} step {run['step']} of {steps} ({run['how']}, {run['seconds']:.1f} s), mIoU "
@@ -169,8 +175,8 @@ def _ensemble_and_export(out: Path, data: dict) -> dict:
     ensemble = load_ensemble(members)
     fused = EnsemblePredictor(ensemble, device="cpu")
     flipped = EnsemblePredictor(load_ensemble(members, flip=True), name="ensemble+flip", device="cpu")
-    results = evaluate([*fused.member_predictors(), fused, flipped],
-                       LabelledSplit.from_root(data["cityscapes_root"], "val"), ADAPTSEGNET.at(size), progress=False)
+    val = LabelledSplit.from_root(data_root(out, data, "cityscapes"), "val")
+    results = evaluate([*fused.member_predictors(), fused, flipped], val, ADAPTSEGNET.at(size), progress=False)
     best = best_of({k: v for k, v in results.items() if not k.startswith("ensemble")})
     click.echo(format_comparison(results, delta=("ensemble", best)))
     exports = {}
@@ -195,7 +201,7 @@ def _deploy(out: Path, data: dict, ensemble: dict) -> dict:
     from ftadapt.runtime.predict import collect_sources, predict_files
 
     pytorch_miou = ensemble["results"]["ensemble"]["miou"]
-    val = sorted((Path(data["cityscapes_root"]) / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+    val = sorted((data_root(out, data, "cityscapes") / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
     pred_dir = out / "deployed-predictions"
     with Segmenter(out / ensemble["exports"]["fp16"]["file"]) as seg:
         click.echo(f"   backend {seg.backend}, providers {', '.join(seg.providers)}")
@@ -206,7 +212,7 @@ def _deploy(out: Path, data: dict, ensemble: dict) -> dict:
     click.echo(f"   {len(val)} val frames -> {pred_dir} (label PNGs + *_color.png overlays)")
     click.echo(f"   per-frame latency p50 {stats['p50_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms, "
                f"{stats['fps']:.1f} frames/s")
-    deployed = evaluate_pred_dir(pred_dir, Path(data["cityscapes_root"]) / "gtFine" / "val", progress=False)
+    deployed = evaluate_pred_dir(pred_dir, data_root(out, data, "cityscapes") / "gtFine" / "val", progress=False)
     click.echo(f"   mIoU: PyTorch FP32 ensemble {pytorch_miou:.2f}, deployed FP16 graph {deployed.miou * 100:.2f} "
                f"(delta {round(deployed.miou * 100 - pytorch_miou, 2) + 0.0:+.2f})")  # + 0.0: no "-0.00"
     return {"backend": seg.backend, "providers": list(seg.providers), "notes": list(seg.notes), "latency": stats,

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ftadapt.commands.demo import DEMO_METHODS, DEMO_OVERRIDES, ENSEMBLE
+from ftadapt.commands.demo import DEMO_METHODS, DEMO_OVERRIDES, ENSEMBLE, data_root
 from ftadapt.fsutil import write_text_atomic
 
 FIGURES = "figures"
@@ -35,8 +35,8 @@ def analysis_stage(out: Path, data: dict, train: dict, ensemble: dict, *, seed: 
     figures = out / FIGURES
     models = load_models([(m, out / train["runs"][m]["run"]) for m in DEMO_METHODS], "cpu")
     features = analyze_features(
-        models, DomainSpec("gta5", Path(data["gta5_root"]), size=DEMO_OVERRIDES["data.source_size"]),
-        DomainSpec("cityscapes", Path(data["cityscapes_root"]), "val", DEMO_OVERRIDES["data.target_size"]),
+        models, DomainSpec("gta5", data_root(out, data, "gta5"), size=DEMO_OVERRIDES["data.source_size"]),
+        DomainSpec("cityscapes", data_root(out, data, "cityscapes"), "val", DEMO_OVERRIDES["data.target_size"]),
         out=figures, plot_classes=class_ids(PLOT_CLASSES), images=ANALYSIS_IMAGES, points=ANALYSIS_POINTS, seed=seed,
         threads=1, progress=False, overwrite=True)
     click.echo(format_feature_table(features))
@@ -60,7 +60,7 @@ def _grid(out: Path, data: dict, train: dict, ensemble: dict) -> dict:
     predictors.append(EnsemblePredictor(load_ensemble([f"{out / 'runs' / m}:0.5" for m in ENSEMBLE]), device="cpu"))
     predictors.append(OnnxPredictor.open(out / ensemble["exports"]["fp16"]["file"], name=DEPLOYED,
                                          backend="onnxruntime", device="cpu"))
-    split = pick_frames(LabelledSplit.from_root(data["cityscapes_root"], "val"), count=GRID_FRAMES)
+    split = pick_frames(LabelledSplit.from_root(data_root(out, data, "cityscapes"), "val"), count=GRID_FRAMES)
     try:
         return write_grid(predictors, split, ADAPTSEGNET.at(DEMO_OVERRIDES["eval.size"]), out / FIGURES / GRID_FILE,
                           tile_width=DEMO_OVERRIDES["data.target_size"][0], progress=False,
