@@ -157,7 +157,7 @@ def _train_and_compare(out: Path, data: dict, *, seed: int, steps: int) -> dict:
                        ADAPTSEGNET.at(DEMO_OVERRIDES["eval.size"]), progress=False)
     for method, run in runs.items():
         click.echo(f"   {method:<12} step {run['step']} of {steps} ({run['how']}, {run['seconds']:.1f} s), mIoU "
-                   f"{results[method].miou * 100:.2f}  -> {run['checkpoint']}")
+                   f"{results[method].miou * 100:.2f}  -> {out / run['checkpoint']}")
     click.echo(format_comparison(results, delta=("clan-norm", "source-only")))
     return {"runs": runs, "results": {m: r.to_dict() for m, r in results.items()},
             "outputs": [run["run"] for run in runs.values()]}
