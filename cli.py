@@ -11,6 +11,7 @@ import sys
 import click
 
 from ftadapt import __version__
+from ftadapt.commands.analyze import analyze, visualize
 from ftadapt.commands.bench import bench
 from ftadapt.commands.data import data
 from ftadapt.commands.demo import demo
@@ -28,7 +29,8 @@ def cli() -> None:
     """ftadapt: train domain-adaptive segmentation (Feature To Adapt), fuse into ONNX, deploy with TensorRT FP16."""
 
 
-for _command in (demo, data, convert, train, evaluate_cmd, report, export, inspect, build_engine, predict, bench):
+for _command in (demo, data, convert, train, evaluate_cmd, report, analyze, visualize, export, inspect, build_engine,
+                 predict, bench):
     cli.add_command(_command)
 
 

@@ -101,3 +101,29 @@ def colorize(labels: object, table: np.ndarray = _CITYSCAPES_TABLE) -> np.ndarra
         raise UsageError(f"colorize expects an integer label map, got dtype {labels.dtype}")
     inside = (labels >= 0) & (labels < table.shape[0])
     return table[np.where(inside, labels, IGNORE_INDEX).astype(np.intp)]
+
+
+def class_ids(names: str | Sequence[str]) -> tuple[int, ...]:
+    """trainIds of class names as a user writes them: a comma-separated string or a list; each item a name of
+    ``CLASS_NAMES`` (case ignored, ``_`` or ``-`` for a space: ``traffic_sign``), its last word when that is unique
+    (``sign``, ``light``) or a trainId (``13``). Order kept, duplicates dropped; an unknown name is a UsageError that
+    lists the valid ones.
+    """
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if not items:
+        raise UsageError("no class named; give names such as road,car,person (or trainIds 0–18)")
+    last_words = [n.split()[-1] for n in CLASS_NAMES]
+    lookup = {n: i for i, n in enumerate(CLASS_NAMES)}
+    lookup.update({w: i for i, w in enumerate(last_words) if last_words.count(w) == 1 and w not in lookup})
+    out: list[int] = []
+    for item in items:
+        key = item.lower().replace("_", " ").replace("-", " ")
+        if key.isdigit() and int(key) < NUM_CLASSES:
+            found = int(key)
+        elif key in lookup:
+            found = lookup[key]
+        else:
+            raise UsageError(f"unknown class {item!r}; classes: {', '.join(CLASS_NAMES)} (or trainIds 0–18)")
+        if found not in out:
+            out.append(found)
+    return tuple(out)

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from ftadapt.cli import cli
 from ftadapt.commands.common import SizeType
 
-COMMANDS = {"demo", "data", "convert", "train", "eval", "report", "export", "inspect", "build-engine", "predict",
-            "bench"}
+COMMANDS = {"demo", "data", "convert", "train", "eval", "report", "analyze", "visualize", "export", "inspect",
+            "build-engine", "predict", "bench"}
 BENCHMARKS = {"train-step", "eval-speed", "export-speed", "accuracy", "latency", "gpu-runtime", "loader-speed",
               "conv-speed", "gpu"}
 

@@ -54,3 +54,14 @@ def test_colorize_uses_palette_and_blacks_out_ignore():
         labels.colorize(np.zeros((2, 2), dtype=np.float32))
     custom = labels.palette_table([(1, 2, 3), (4, 5, 6)])
     assert labels.colorize(np.array([[1, 2, -1]]), custom).tolist() == [[[4, 5, 6], [0, 0, 0], [0, 0, 0]]]
+
+
+def test_class_names_as_users_write_them():
+    assert labels.class_ids("road, traffic_sign,Light,13,road") == (0, 7, 6, 13)
+    assert labels.class_ids(["Traffic-Sign", "sign", "person"]) == (7, 11)
+    with pytest.raises(UsageError, match="unknown class 'cars'; classes: road, sidewalk"):
+        labels.class_ids("road,cars")
+    with pytest.raises(UsageError, match="unknown class '19'"):
+        labels.class_ids("19")
+    with pytest.raises(UsageError, match="no class named"):
+        labels.class_ids(" , ")

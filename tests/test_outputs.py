@@ -95,6 +95,8 @@ def _link(w: Path, to: Path) -> Path:
 
 
 CS = ["--data", "cityscapes:{w}/cs", "--size", "32x16"]
+ANALYZE = ["--checkpoint", "{w}/ckpt", "--source", "gta5:{w}/gta", "--target", "cityscapes:{w}/cs", "--images", "1",
+           "--method", "pca", "--source-size", "32x16", "--target-size", "32x16", "--workers", "0"]
 # (command, its argv with {w} the sandbox and {t} the target, and how each target kind is made: "existing" → the
 # target, "link" → what a link at the target points to, "inside" → a path inside (or equal to) an input.
 # Link and inside-input cases run with --overwrite: even then nothing is written.
@@ -145,6 +147,14 @@ FAMILY = {
                             {"existing": "folder", "link": "empty", "inside": "ckpt/latency"}),
     "report --out": (["report", "{w}/result.json", "--out", "{t}"],
                      {"existing": "file", "link": "notes.txt", "inside": "result.json"}),
+    "analyze features --out": (["analyze", "features", *ANALYZE, "--out", "{t}"],
+                               {"existing": "analysis", "link": "empty", "inside": "cs/analysis"}),
+    "analyze features --json": (["analyze", "features", *ANALYZE, "--out", "{w}/new-analysis", "--json", "{t}"],
+                                {"existing": "file", "link": "notes.txt", "inside": "ckpt/features.json"}),
+    "visualize --out": (["visualize", "--checkpoint", "{w}/ckpt", *CS, "--out", "{t}"],
+                        {"existing": "file", "link": "notes.txt", "inside": "cs/grid.png"}),
+    "visualize --json": (["visualize", "--checkpoint", "{w}/ckpt", *CS, "--out", "{w}/new.png", "--json", "{t}"],
+                         {"existing": "file", "link": "notes.txt", "inside": "ckpt/grid.json"}),
 }
 CASES = [(command, kind) for command, (_, kinds) in FAMILY.items() for kind in kinds]
 
@@ -172,6 +182,10 @@ def _target(w: Path, command: str, kind: str) -> tuple[Path, str]:
         (w / "preds").mkdir()
         (w / "preds" / "a_color.png").write_bytes(b"earlier")
         return w / "preds", "--overwrite"
+    if spec == "analysis":  # an earlier analysis: its files are replaced only with --overwrite
+        (w / "analysis").mkdir()
+        (w / "analysis" / "features.json").write_text("{}\n")
+        return w / "analysis", "--overwrite"
     if spec == "gpu":
         (w / "gpu-out").mkdir()
         (w / "gpu-out" / "gpu_bench.json").write_text("{}\n")
@@ -301,20 +315,20 @@ def test_stale_temporaries_of_killed_writes_are_found_and_removed(tmp_path):
 
 
 def test_the_demo_reruns_into_its_own_folder_but_not_into_anyone_elses(tmp_path):
-    """Rerunning the demo into its earlier output keeps working; a folder it did not write needs --overwrite."""
-    from ftadapt.commands.demo import DEMO_MARKER, claim_folder
+    """Rerunning the demo into its earlier output keeps working; a folder it did not write needs --overwrite, which
+    adds the demo there and removes nothing of the owner's."""
+    from ftadapt.commands.demo_state import STATE_FILE, DemoState
 
-    claim_folder(tmp_path / "new")  # absent: fine, and marked from the start (an interrupted demo can rerun)
-    assert (tmp_path / "new" / DEMO_MARKER).is_file()
+    DemoState.open(tmp_path / "new", {"seed": 0}, entries=("runs",), overwrite=False)
+    assert (tmp_path / "new" / STATE_FILE).is_file()  # marked from the start: an interrupted demo can rerun
     (tmp_path / "new" / "runs").mkdir()
-    claim_folder(tmp_path / "new")  # its own earlier output
+    DemoState.open(tmp_path / "new", {"seed": 0}, entries=("runs",), overwrite=False)  # its own earlier output
     mine = _existing(tmp_path, "folder")
-    with pytest.raises(OutputError, match=f"--out {mine} exists and is not an earlier demo's output .*pass "
-                                          "--overwrite"):
-        claim_folder(mine)
+    with pytest.raises(OutputError, match=f"--out {mine} is not empty and holds no demo .*pass --overwrite"):
+        DemoState.open(mine, {"seed": 0}, entries=("runs",), overwrite=False)
     assert sorted(p.name for p in mine.iterdir()) == ["mine.txt"]
-    claim_folder(mine, overwrite=True)
-    assert sorted(p.name for p in mine.iterdir()) == [DEMO_MARKER, "mine.txt"]
+    DemoState.open(mine, {"seed": 0}, entries=("runs",), overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == [STATE_FILE, "mine.txt"]
 
 
 def test_export_cannot_overwrite_a_checkpoints_weights(world, tmp_path, capsys):

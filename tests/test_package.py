@@ -21,6 +21,8 @@ RANKS = {
     "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.ensemble": 3,
     "ftadapt.config": 4, "ftadapt.config_rules": 4, "ftadapt.presets": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
     "ftadapt.evaluation.pytorch": 4,
+    # Feature-space analysis reads checkpoints and datasets and draws; it sits beside training and evaluation.
+    "ftadapt.analysis": 4,
     "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.evaluation.onnx": 6, "ftadapt.bench": 7,
     "ftadapt.commands": 9, "ftadapt.cli": 9,
     # The package facade only re-exports lazily (module __getattr__), so it may name any stage.
@@ -36,7 +38,10 @@ TORCH_FREE = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.pro
               "ftadapt.evaluation.folder", "ftadapt.evaluation.onnx", "ftadapt.evaluation.report", "ftadapt.config",
               "ftadapt.config_rules", "ftadapt.presets", "ftadapt.training.schedules",
               "ftadapt", "ftadapt.cli",
-              "ftadapt.commands", "ftadapt.commands.common"}
+              "ftadapt.commands", "ftadapt.commands.common", "ftadapt.commands.predictors",
+              "ftadapt.commands.analyze", "ftadapt.commands.demo_state", "ftadapt.analysis",
+              "ftadapt.analysis.alignment", "ftadapt.analysis.embedding", "ftadapt.analysis.plotting",
+              "ftadapt.analysis.feature_figures", "ftadapt.analysis.grid", "ftadapt.analysis.curves"}
 
 
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60

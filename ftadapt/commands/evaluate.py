@@ -11,15 +11,14 @@ from typing import Any
 
 import click
 
-from ftadapt.commands.common import (
-    SIZE,
-    DatasetSpecType,
-    check_json,
-    echo,
-    emit,
-    fusion_option,
-    json_option,
-    overwrite_option,
+from ftadapt.commands.common import SIZE, DatasetSpecType, check_json, echo, emit, json_option, overwrite_option
+from ftadapt.commands.predictors import (
+    build_predictors,
+    check_predictor_options,
+    close_all,
+    named_any,
+    predictor_inputs,
+    predictor_options,
 )
 
 _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE or --pred-dir DIR; "
@@ -27,15 +26,7 @@ _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeata
 
 
 @click.command("eval")
-@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
-              help="A checkpoint folder (or run folder: its newest checkpoint); repeatable.")
-@click.option("--ensemble", "members", multiple=True, metavar="DIR:WEIGHT",
-              help="A member of one ensemble (checkpoint or run folder and weight), repeatable; the members are "
-                   "scored beside the ensemble.")
-@click.option("--onnx", "onnx_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A file written by `ftadapt export`, run through ftadapt.runtime; repeatable.")
-@click.option("--pred-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A folder of trainId PNGs named by Cityscapes frame id (*_color.png ignored).")
+@predictor_options
 @click.option("--data", type=DatasetSpecType(("cityscapes",)), default=None, metavar="cityscapes:ROOT",
               help="The Cityscapes root whose --split is evaluated.")
 @click.option("--gt-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -45,18 +36,9 @@ _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeata
               help="adaptsegnet: upsample to the full-resolution ground truth (the papers' tables); maxsquare: ground "
                    "truth downsampled to the input size (MaxSquare's variant, higher, labelled).")
 @click.option("--size", type=SIZE, default="1024x512", show_default=True, help="Model input size W×H.")
-@click.option("--heads", type=click.Choice(["sum", "main"]), default=None,
-              help="Head rule of --checkpoint models: both heads summed (CLAN) or the main head [the model's own].")
-@click.option("--flip", is_flag=True,
-              help="Horizontal-flip TTA of --checkpoint models and of an ensemble's members (mean of the two "
-                   "softmaxes; an ensemble then fuses the flip-averaged softmaxes, as the paper's evaluation).")
-@fusion_option
 @click.option("--save-pred", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write <frame>.png (trainIds) and <frame>_color.png of the one model evaluated here (a folder "
                    "outside the inputs).")
-@click.option("--device", default="auto", show_default=True, help="PyTorch models: auto, cpu, cuda or cuda:N.")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
-              help="Runtime backend of --onnx files.")
 @click.option("--allow-missing", is_flag=True,
               help="Evaluate the matched frames when some are missing or differ in size (listed and skipped) instead "
                    "of failing.")
@@ -81,14 +63,14 @@ def evaluate_cmd(**opts: Any) -> None:
     _check_options(opts)
     check_json(opts["json_out"], opts["overwrite"], _inputs(opts))
     split = _split(opts)  # usage errors first, then the data, before any model is loaded
-    predictors, kinds = _predictors(opts)
+    predictors, kinds = build_predictors(opts)
+    predictors = _saving(predictors, kinds, opts)
     try:
         results = evaluate(predictors, split, get_protocol(opts["protocol"], opts["size"]),
                            workers=opts["workers"], allow_missing=opts["allow_missing"],
                            synthia_subsets=opts["synthia_subsets"])
     finally:
-        for p in predictors:
-            getattr(p, "close", lambda: None)()
+        close_all(predictors)
     for result in results.values():
         for line in problem_report(result.missing or {}):
             click.echo(f"warning: {line} (skipped)", err=True)
@@ -98,83 +80,15 @@ def evaluate_cmd(**opts: Any) -> None:
 
 
 def _check_options(opts: dict[str, Any]) -> None:
-    if not (opts["checkpoints"] or opts["members"] or opts["onnx_files"] or opts["pred_dir"]):
+    if not named_any(opts):
         raise click.UsageError(_WHAT)
-    if opts["members"] and not opts["checkpoints"] and opts["heads"]:
-        raise click.UsageError("--heads applies to --checkpoint models; an ensemble runs each member under its own "
-                               "head rule")
-    if opts["fusion"] != "probs" and not opts["members"]:
-        raise click.UsageError("--fusion applies to an ensemble (--ensemble DIR:WEIGHT, repeatable)")
-    if opts["members"]:
-        from ftadapt.ensemble import check_mode
-        from ftadapt.errors import UsageError
-
-        try:
-            check_mode(opts["fusion"], opts["flip"])
-        except UsageError as exc:
-            raise click.UsageError(str(exc)) from None
-
-
-def _predictors(opts: dict[str, Any]) -> tuple[list, dict[str, str]]:
-    """The predictors the options name, in option order, and each one's kind (checkpoint, member, ensemble, onnx,
-    predictions)."""
-    out: list = []
-    kinds: dict[str, str] = {}
-
-    def add(predictor, kind: str) -> None:
-        base, k = predictor.name, 2
-        while predictor.name in kinds:
-            predictor.name, k = f"{base}#{k}", k + 1
-        kinds[predictor.name] = kind
-        out.append(predictor)
-
-    if opts["checkpoints"] or opts["members"]:
-        from ftadapt.evaluation.pytorch import EnsemblePredictor, ModelPredictor
-
-        for path in opts["checkpoints"]:
-            add(ModelPredictor.from_checkpoint(path, rule=opts["heads"], flip=opts["flip"], device=opts["device"]),
-                "checkpoint")
-        if opts["members"]:
-            from ftadapt.ensemble import load_ensemble
-
-            ensemble = EnsemblePredictor(load_ensemble(list(opts["members"]), fusion=opts["fusion"],
-                                                       flip=opts["flip"]), device=opts["device"])
-            for member in ensemble.member_predictors():
-                add(member, "member")
-            add(ensemble, "ensemble")
-    for path in opts["onnx_files"]:
-        from ftadapt.evaluation.onnx import OnnxPredictor
-
-        add(OnnxPredictor.open(path, backend=opts["backend"], device=_runtime_device(opts["device"])), "onnx")
-    if opts["pred_dir"]:
-        from ftadapt.evaluation.folder import PredictionFolder
-
-        add(PredictionFolder(opts["pred_dir"]), "predictions")
-    return _saving(out, kinds, opts), kinds
-
-
-def _runtime_device(device: str) -> int | str:
-    """The runtime's device for a PyTorch-style name: "cpu", or the CUDA index of auto/cuda/cuda:N."""
-    from ftadapt.errors import UsageError
-    from ftadapt.runtime.backends import parse_device
-
-    try:
-        return parse_device(device)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
+    check_predictor_options(opts)
 
 
 def _inputs(opts: dict[str, Any]) -> list[Path]:
-    """What an evaluation reads (no output may lie in it): the data, the predictions and the models (a run folder's
-    newest checkpoint folder)."""
-    given = [opts["data"][1] if opts["data"] else None, opts["gt_dir"], opts["pred_dir"], *opts["onnx_files"]]
-    if opts["checkpoints"] or opts["members"]:  # PyTorch models: torch is imported anyway
-        from ftadapt.checkpoint import resolve_checkpoint
-        from ftadapt.ensemble import MemberSpec
-
-        given += [resolve_checkpoint(p) for p in [*opts["checkpoints"],
-                                                  *(MemberSpec.parse(m).path for m in opts["members"])]]
-    return [Path(p) for p in given if p is not None]
+    """What an evaluation reads (no output may lie in it): the data and the predictors' files."""
+    return [Path(p) for p in (opts["data"][1] if opts["data"] else None, opts["gt_dir"]) if p is not None] + \
+        predictor_inputs(opts)
 
 
 def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any]) -> list:
