@@ -27,6 +27,7 @@ from ftadapt.machine import loader_workers
 from ftadapt.presets import PRESETS
 
 DATASET_KINDS = ("gta5", "cityscapes", "synthia")
+INIT_NONE = "none"  # ``init = "none"``: random initial weights on purpose (an R101 run must say so, training.loop)
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path]:
@@ -127,7 +128,8 @@ class TrainConfig:
     steps: int = 100_000  # poly horizon and number of steps
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" …
-    init: str = ""  # fresh runs start from these weights: a checkpoint folder or an official .pth ("": random init)
+    # Fresh runs start from these weights: a checkpoint folder or an official .pth ("" or "none": random init).
+    init: str = ""
     sync_bn: bool = False  # several processes: BN statistics over all ranks' images (CUDA only; not the reference)
     # Backbone BN weight and bias frozen in training: "all" (AdaptSegNet, CLAN, FTA) or "stem" (MaxSquare).
     freeze_bn_affine: str = "all"
@@ -143,6 +145,12 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+
+    @property
+    def init_weights(self) -> Path | None:
+        """The checkpoint folder or ``.pth`` G starts from, or None for a random initialisation (``""`` or
+        :data:`INIT_NONE`). Every reader of ``init`` goes through this, so "none" is never looked up as a file."""
+        return None if self.init in ("", INIT_NONE) else Path(self.init)
 
     def __post_init__(self) -> None:
         """Refuse values the run cannot use, naming the key and the allowed range (not torch's error, later)."""

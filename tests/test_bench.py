@@ -97,7 +97,7 @@ def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_wo
 def test_cli_prints_json_takes_config_keys_and_refuses_bad_input(tmp_path, capsys):
     main(["bench", "train-step", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
           "--method", "norm-only", "--set", "speed.channels_last=true", "--set", "data.num_workers=0",
-          "--json", str(tmp_path / "r.json")])
+          "--set", "init=none", "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
     printed = json.loads(captured.out)
     assert printed["method"] == "norm-only" and printed == json.loads((tmp_path / "r.json").read_text())

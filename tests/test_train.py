@@ -135,6 +135,8 @@ def test_the_builder_seeds_sizes_d_from_the_model_and_loads_init_only_for_a_fres
     with pytest.raises(UsageError, match="--init .*moved: no such file or folder"):
         build_train_step(moved)
     build_train_step(moved, load_init=False)  # a moved init file does not block a resume
+    random = build_train_step(build_config({"model": "tiny", "device": "cpu", "init": "none"}))  # not a file name
+    assert random.init_report is None
 
 
 def test_train_refuses_bad_dataset_roots_before_writing_anything(synthetic, tmp_path):

@@ -175,7 +175,7 @@ def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_
     previous = prepare_run_dir(out, cfg, resume=resume)
     if previous is None:
         _check_init(cfg)
-    step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None and cfg.init != INIT_NONE)
+    step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None)
     data = open_datasets(cfg, needs_target=step_fn.method.uses_target,
                          doctor=cfg.check_data and previous is None and dist_env.is_main, progress=progress)
     start, oracle = 0, None
@@ -190,9 +190,6 @@ def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_
     return _Run(cfg, out, dist_env, step_fn, data, start=start, stop=cfg.stop_at or cfg.steps,
                 provenance=_provenance(cfg, step_fn, dist_env), saved=previous, oracle=oracle, done=start,
                 saved_step=start)
-
-
-INIT_NONE = "none"  # ``--init none``: random initial weights on purpose
 
 
 def _check_init(cfg: TrainConfig) -> None:
@@ -336,4 +333,4 @@ def _provenance(cfg: TrainConfig, step_fn: TrainStep, dist_env: DistEnv) -> dict
     return provenance
 
 
-__all__ = ["train", "TrainResult", "TrainingInterrupted", "StopRequest", "INIT_NONE"]
+__all__ = ["train", "TrainResult", "TrainingInterrupted", "StopRequest"]

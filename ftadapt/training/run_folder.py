@@ -175,7 +175,7 @@ def clean_stale(run_dir: str | Path) -> list[Path]:
 def run_inputs(cfg: TrainConfig, *, resume: bool) -> list[Path]:
     """What a run reads: its dataset roots and, for a fresh run, its init weights (a run never writes into them)."""
     roots = [parse_dataset_spec(spec)[1] for spec in (cfg.data.source, cfg.data.target) if spec]
-    return roots + ([Path(cfg.init)] if cfg.init not in ("", "none") and not resume else [])
+    return roots + ([cfg.init_weights] if cfg.init_weights is not None and not resume else [])
 
 
 def _unstartable(out: Path) -> str:

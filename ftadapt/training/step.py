@@ -46,14 +46,16 @@ def build_train_step(cfg: TrainConfig, *, dist_env: DistEnv = SINGLE, load_init:
     """
     device = dist_env.device(cfg.device)
     check_step_options(cfg, device, dist_env)
-    if load_init and cfg.init and not Path(cfg.init).exists():
-        raise UsageError(f"--init {cfg.init}: no such file or folder (a checkpoint folder or an official .pth file)")
+    init = cfg.init_weights if load_init else None
+    if init is not None and not init.exists():
+        raise UsageError(f"--init {init}: no such file or folder (a checkpoint folder or an official .pth file; "
+                         "--init none starts from random weights)")
     method = create_method(cfg.method, cfg.loss)
     seed_everything(cfg.seed)
     model = create_model(cfg.model, freeze_bn_affine=cfg.freeze_bn_affine)
     method.check_model(model.config.heads)
     disc = FCDiscriminator(model.config.num_classes) if method.uses_discriminator else None
-    init_report = load_init_weights(model, cfg.init) if load_init and cfg.init else None
+    init_report = load_init_weights(model, init) if init is not None else None
     return TrainStep(cfg, method, model, disc, device, dist_env=dist_env, init_report=init_report)
 
 
