@@ -5,10 +5,20 @@
 # Should the editable install fail, the package is assembled in a temporary folder with the same layout as the
 # installed one (export/, runtime/, bench/ as ftadapt.export, ftadapt.runtime, ftadapt.bench) and put on PYTHONPATH.
 #
-#   bench/gpu_check.sh [--budget-s 300] [--compile] [--skip ITEM ...]     # arguments go to ftadapt.bench.gpu
+# An $OUT that already holds files (an earlier run's) is refused before anything is written, unless --overwrite is
+# among the arguments.
+#
+#   bench/gpu_check.sh [--budget-s 300] [--compile] [--skip ITEM ...] [--overwrite]   # arguments go to ftadapt.bench.gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-results}"
+overwrite=false
+for arg in "$@"; do [[ "$arg" == --overwrite ]] && overwrite=true; done
+if [[ -n "$(ls -A "$OUT" 2>/dev/null)" ]] && ! $overwrite; then
+    echo "gpu_check: $OUT already holds files (an earlier run's?); pass --overwrite to replace them, or set OUT to" \
+         "another folder" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 PYTHON="${PYTHON:-python}"
 if ! "$PYTHON" -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1; then

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +259,29 @@ def test_the_deployment_check_reports_cuda_and_what_tensorrt_lacks(tmp_path, mon
     assert report["onnxruntime_cuda"]["providers"][0] == "CUDAExecutionProvider"
     assert report["onnxruntime_cuda"]["identical_labels"] == 1.0
     assert report["tensorrt"].startswith("not available: TensorRT cannot be imported")
+
+
+def test_gpu_check_script_refuses_an_earlier_runs_folder_before_writing_anything(tmp_path):
+    """Rerun into the same $OUT, the script used to truncate the earlier gpu_bench.log and pip.log through its shell
+    redirections and only then had the bench refuse the folder; now it refuses first, and --overwrite lets it run."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    calls = tmp_path / "calls.txt"
+    python = tmp_path / "python"  # stands in for the interpreter: records how it was called
+    python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    python.chmod(0o755)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "gpu_bench.log").write_text("the earlier run\n")
+    env = {**os.environ, "OUT": str(out), "PYTHON": str(python)}
+    refused = subprocess.run(["bash", str(script), "--budget-s", "60"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and f"{out} already holds files" in refused.stderr
+    assert "pass --overwrite" in refused.stderr
+    assert (out / "gpu_bench.log").read_text() == "the earlier run\n" and sorted(os.listdir(out)) == ["gpu_bench.log"]
+    assert not calls.exists()
+    ran = subprocess.run(["bash", str(script), "--budget-s", "60", "--overwrite"], env=env, capture_output=True,
+                         text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert calls.read_text().splitlines()[-1] == f"-m ftadapt.bench.gpu --out {out} --budget-s 60 --overwrite"
+    fresh = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "new")}, capture_output=True,
+                           text=True)
+    assert fresh.returncode == 0 and (tmp_path / "new" / "pip.log").exists(), fresh.stderr
