@@ -142,6 +142,9 @@ def torch_load_bytes(data: bytes, *, name: str, map_location: Any = "cpu") -> An
     A refusal is told apart from damage by the file's structure, not by torch's wording (which changes between
     versions): torch refused (``UnpicklingError``) and a pickle of the file that reads cleanly imports something
     besides torch's own rebuild functions and containers — unsafe; anything else is damage."""
+    if data[:4] != b"PK\x03\x04" and name.lower().endswith(".onnx"):
+        raise CheckpointError(f"{name} is an ONNX graph (what `ftadapt export` writes), not torch weights: pass the "
+                              "checkpoint folder or official .pth it was made from")
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -285,6 +288,10 @@ def _read_verified(path: Path, expected_sha: Any, *, map_location: Any) -> Any:
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", with_train_state: bool = False) -> Checkpoint:
     """Read a checkpoint folder, verifying its layout and the sha256 of every weight file it loads."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an exported ONNX graph, not a checkpoint folder: run it with `ftadapt eval "
+                              "--onnx`, `ftadapt visualize --onnx` or `ftadapt predict --model`, or pass the "
+                              "checkpoint folders it was exported from")
     if path.is_file():
         raise CheckpointError(f"{path} is a file, not a checkpoint folder. Import official .pth weights first with "
                               f"`ftadapt convert --from KIND {path} --out DIR` (see `ftadapt convert --help`)")
@@ -317,6 +324,12 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> DeepL
 
     Imports no training code; the model is built on the meta device and adopts the loaded tensors (no random init).
     """
+    return load_model_and_meta(path, device=device)[0]
+
+
+def load_model_and_meta(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[DeepLabV2, dict[str, Any]]:
+    """:func:`load_model` and the checkpoint's meta.json (method, step, sha256, recorded mIoU …), read and checked
+    once."""
     ckpt = load_checkpoint(path, map_location=device)
     if ckpt.backbone_only:
         raise CheckpointError(f"{path} holds backbone-only initialisation weights (no trained heads); use it as "
@@ -324,7 +337,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> DeepL
     with torch.device("meta"):
         model = DeepLabV2(ckpt.model_config)
     load_weights(model, ckpt.state_dict, source=str(Path(path) / MODEL_FILE))
-    return model.to(device).eval()
+    return model.to(device).eval(), ckpt.meta
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:

@@ -16,7 +16,6 @@ all at the members' stride 8 (the fused scores are then upsampled, align_corners
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ftadapt.artifact import ArtifactMember
-from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
+from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, combine_heads
 
@@ -195,8 +194,7 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     models, infos, names = [], [], set()
     for spec in specs:
         path = resolve_checkpoint(spec.path)
-        model = load_model(path, device=device)  # verifies the weights' sha256 against meta.json
-        meta = json.loads((path / META_FILE).read_text())
+        model, meta = load_model_and_meta(path, device=device)  # verifies the weights' sha256 against meta.json
         models.append(model)
         name = checkpoint_name(path)
         name = name if name not in names else f"{name}#{len(infos) + 1}"

@@ -222,6 +222,19 @@ def test_bad_analysis_options_fail_with_one_clear_line(synthetic, checkpoints, t
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("bad", ["ensemble.onnx", "meta.json"])
+def test_a_file_given_as_checkpoint_is_named_not_a_traceback(synthetic, checkpoints, tmp_path, capsys, bad):
+    """``analyze features --checkpoint model.onnx`` read meta.json inside the file's path before any check and ended
+    in NotADirectoryError."""
+    (tmp_path / bad).write_bytes(b"\x08\x08")
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "features", "--checkpoint", str(tmp_path / bad), "--source", f"gta5:{synthetic.gta5_root}",
+              "--target", f"cityscapes:{synthetic.cityscapes_root}", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and f"{tmp_path / bad} is a" in err and "not a checkpoint folder" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
 def test_earlier_analysis_files_are_refused_unless_overwrite_and_others_kept(synthetic, checkpoints, tmp_path, capsys):
     out = tmp_path / "busy"
     out.mkdir()

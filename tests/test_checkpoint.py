@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ftadapt
-from ftadapt.checkpoint import load_checkpoint, save_checkpoint
+from ftadapt.checkpoint import load_checkpoint, save_checkpoint, torch_load_bytes
 from ftadapt.errors import CheckpointError, OutputError
 from ftadapt.models.deeplab import is_head_key
 from ftadapt.models.discriminator import FCDiscriminator
@@ -166,6 +166,12 @@ def test_load_errors(tmp_path, tiny):
     (tmp_path / "GTA5_100000.pth").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="is a file, not a checkpoint folder.*ftadapt convert --from"):
         load_checkpoint(tmp_path / "GTA5_100000.pth")
+    (tmp_path / "ens.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")  # an ONNX protobuf's first bytes
+    with pytest.raises(CheckpointError, match="ens.onnx is an exported ONNX graph, not a checkpoint folder: run it "
+                                              "with `ftadapt eval --onnx`"):
+        load_checkpoint(tmp_path / "ens.onnx")
+    with pytest.raises(CheckpointError, match="ens.onnx is an ONNX graph .*not torch weights"):
+        torch_load_bytes((tmp_path / "ens.onnx").read_bytes(), name=str(tmp_path / "ens.onnx"))
     out = save(tmp_path / "c", tiny)
     (out / "meta.json").rename(tmp_path / "meta.json")
     with pytest.raises(CheckpointError, match="lacks meta.json"):

@@ -84,19 +84,18 @@ class Model:
 def load_models(specs: Sequence[tuple[str | None, str | Path]], device: str | None = "auto") -> list[Model]:
     """Load each (name or None, checkpoint or run folder); unnamed ones are named by their checkpoint, repeats get
     ``#2``, ``#3``."""
-    from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
+    from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
     from ftadapt.evaluation.pytorch import pick_device
 
     models: list[Model] = []
     for name, spec in specs:
         path = resolve_checkpoint(spec)
-        meta = json.loads((path / META_FILE).read_text())
+        module, meta = load_model_and_meta(path, device=pick_device(device))
         base = name or checkpoint_name(path)
         final, k = base, 2
         while any(m.name == final for m in models):
             final, k = f"{base}#{k}", k + 1
-        models.append(Model(final, path, meta.get("method"), meta.get("step"),
-                            load_model(path, device=pick_device(device))))
+        models.append(Model(final, path, meta.get("method"), meta.get("step"), module))
     return models
 
 

@@ -15,7 +15,6 @@ into ONNX — fed the decoded frame as it is, like the exported file: the same p
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ftadapt.checkpoint import META_FILE, checkpoint_name, load_model, resolve_checkpoint
+from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
 from ftadapt.data.transforms import image_to_tensor, resize_image
 from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
@@ -101,8 +100,7 @@ class ModelPredictor(_TorchPredictor):
         """The model of a checkpoint folder (or a run folder's newest checkpoint), named and described by it."""
         path = resolve_checkpoint(path)
         device = pick_device(options.pop("device", None))
-        model = load_model(path, device=device)
-        meta = json.loads((path / META_FILE).read_text())
+        model, meta = load_model_and_meta(path, device=device)
         details = {"checkpoint": str(path), "method": meta.get("method"), "step": meta.get("step")}
         return cls(model, name=name or checkpoint_name(path), device=device, details=details, **options)
 
