@@ -31,6 +31,13 @@ def _apply_pixel_limit() -> None:
     Image.MAX_IMAGE_PIXELS = int(value)
 
 
+def pixel_limit() -> int:
+    """The largest image, in pixels, that every reader here decodes without complaint (Pillow's limit, or
+    ``FTADAPT_MAX_IMAGE_PIXELS``): what the images this project writes must stay within."""
+    _apply_pixel_limit()
+    return int(Image.MAX_IMAGE_PIXELS)
+
+
 def _too_large(path: Path, exc: Exception) -> DatasetError:
     return DatasetError(f"{path}: too large to decode safely ({exc}); downscale it, or, if you need images this "
                         f"large, raise the limit: {PIXELS_ENV}=<pixels> in the environment (Python: "

@@ -136,3 +136,25 @@ def test_training_curves_have_a_panel_per_quantity(tmp_path):
     assert len(drawn) == 4 and drawn[1].get_yscale() == "log"
     assert len(drawn[3].get_lines()) == 3  # a: source; b: source and target (dashed)
     assert curves.curves_figure({"a": {}}) is None
+
+
+def test_a_grid_too_large_to_open_is_refused_before_any_prediction(synthetic, tiny, tmp_path, monkeypatch, capsys):
+    """``--frames 500`` on Cityscapes val predicted every frame for hours and then wrote a 264-Mpx PNG that Pillow (and
+    so every command here) refuses to open; the size is checked first, against the readers' own limit."""
+    split = LabelledSplit.from_root(synthetic.cityscapes_root, "val")
+    w, h = Image.open(split.frames[0].label).size
+    rows = len(split.frames)
+    width, height = 3 * 480, round(rows * (480 * h / w + 35))  # image, ground truth, one prediction; 0.35 in titles
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", width * height - 1)
+    monkeypatch.setattr(grid, "predict_rows", lambda *a, **k: pytest.fail("predicted before the size check"))
+    base = ["visualize", "--checkpoint", str(tiny), "--data", f"cityscapes:{synthetic.cityscapes_root}",
+            "--size", "64x32", "--device", "cpu", "--out", str(tmp_path / "grid.png")]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--frames", "1000"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 2 and "Traceback" not in captured.err
+    assert f"note: --frames 1000, but {split.where} has {rows}: showing all of them" in captured.out
+    assert (f"a grid of {rows} frames × 3 columns at --tile-width 480 would be {width}×{height} pixels" in captured.err
+            and f"show at most {rows - 1} frames (--frames, --frame) or use narrower tiles" in captured.err)
+    assert not (tmp_path / "grid.png").exists()
+    assert grid.check_grid_size(pick_frames(split, count=rows - 1), 3, 480) == (width, height - height // rows)

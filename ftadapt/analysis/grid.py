@@ -148,17 +148,43 @@ def _tile_for(row: GridRow, kind: str, name: str | None, width: int) -> tuple[np
     return _tile(error_map(row.rgb, row.label, pred), width, labels=False), note
 
 
+def _panel(tile_width: int, picture: tuple[int, int]) -> tuple[float, float]:
+    """One cell's (width, height) in inches: the (W, H) ``picture`` at ``tile_width`` pixels, and room for a title."""
+    from ftadapt.analysis.plotting import DPI
+
+    return tile_width / DPI, tile_width * picture[1] / picture[0] / DPI + 0.35
+
+
+def check_grid_size(split: LabelledSplit, columns: int, tile_width: int) -> tuple[int, int]:
+    """The (W, H) in pixels of the grid of ``split``'s frames in ``columns`` columns (from the first label's size,
+    read from its header), refused before any prediction when it is larger than the image readers here accept
+    (``ftadapt.imageio.pixel_limit``): a grid of all 500 Cityscapes val frames is a 264-Mpx PNG nobody can open."""
+    from ftadapt.analysis.plotting import DPI
+    from ftadapt.imageio import pixel_limit, verify_image
+
+    panel = _panel(tile_width, verify_image(split.frames[0].label))
+    size = round(panel[0] * columns * DPI), round(panel[1] * len(split.frames) * DPI)
+    limit = pixel_limit()
+    if size[0] * size[1] > limit:
+        rows = max(1, int(limit / (size[0] * panel[1] * DPI)))
+        raise UsageError(f"a grid of {len(split.frames)} frames × {columns} columns at --tile-width {tile_width} "
+                         f"would be {size[0]}×{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} Mpx), more than image "
+                         f"readers open ({limit / 1e6:.0f} Mpx); show at most {rows} frames (--frames, --frame) or "
+                         "use narrower tiles (--tile-width)")
+    return size
+
+
 def grid_figure(rows: Sequence[GridRow], predictors: Sequence[str], *, errors: bool = False,
                 tile_width: int = DEFAULT_TILE_WIDTH, title: str = ""):
     """The grid: one row per frame (its id in the image's corner), the columns of ``columns_of``; a legend of the
     classes in the shown ground truth below. Returns the matplotlib Figure."""
     from matplotlib.patches import Patch
 
-    from ftadapt.analysis.plotting import DPI, class_handles, new_figure
+    from ftadapt.analysis.plotting import class_handles, new_figure
 
     cols = columns_of(predictors, errors)
     h, w = rows[0].label.shape
-    fig, axes = new_figure(len(rows), len(cols), panel=(tile_width / DPI, tile_width * h / w / DPI + 0.35))
+    fig, axes = new_figure(len(rows), len(cols), panel=_panel(tile_width, (w, h)))
     for r, row in enumerate(rows):
         for c, (kind, name) in enumerate(cols):
             ax = axes[r, c]
@@ -201,10 +227,11 @@ def write_grid(predictors: Sequence[Predictor], split: LabelledSplit, protocol: 
     from ftadapt.analysis.plotting import save_png
 
     names = [p.name for p in predictors]
+    check_grid_size(split, len(columns_of(names, errors)), tile_width)
     rows = predict_rows(predictors, split, protocol, progress=progress)
     save_png(grid_figure(rows, names, errors=errors, tile_width=tile_width, title=title), path, overwrite=overwrite)
     return {**grid_payload(rows, names), "figure": str(path), "errors": errors}
 
 
-__all__ = ["GridRow", "write_grid", "pick_frames", "predict_rows", "frame_miou", "error_map", "wrong_share",
-           "columns_of", "grid_figure", "grid_payload", "DEFAULT_FRAMES", "DEFAULT_TILE_WIDTH"]
+__all__ = ["GridRow", "write_grid", "pick_frames", "check_grid_size", "predict_rows", "frame_miou", "error_map",
+           "wrong_share", "columns_of", "grid_figure", "grid_payload", "DEFAULT_FRAMES", "DEFAULT_TILE_WIDTH"]

@@ -141,7 +141,11 @@ def visualize(**opts: Any) -> None:
     inputs = [opts["data"][1], *predictor_inputs(opts)]
     check_target(out, overwrite=opts["overwrite"], inputs=inputs, what="--out")
     check_json(opts["json_out"], opts["overwrite"], inputs)
-    split = pick_frames(LabelledSplit.from_root(opts["data"][1], opts["split"]), opts["frames"], opts["count"])
+    whole = LabelledSplit.from_root(opts["data"][1], opts["split"])
+    split = pick_frames(whole, opts["frames"], opts["count"])
+    if not opts["frames"] and opts["count"] > len(split.frames):
+        echo(f"note: --frames {opts['count']}, but {whole.where} has {len(whole.frames)}: showing all of them",
+             opts["json_out"])
     predictors, _ = build_predictors(opts)
     try:
         payload = write_grid(predictors, split, ADAPTSEGNET.at(opts["size"]), out, errors=opts["errors"],
