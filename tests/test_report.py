@@ -80,3 +80,22 @@ def test_bad_inputs_are_named(tmp_path, files, argv, message):
     with pytest.raises(SystemExit) as exc:
         main(["report", *argv])
     assert exc.value.code == 2
+
+
+def test_rows_must_be_told_apart_and_a_path_may_hold_an_equals_sign(tmp_path, capsys):
+    """Two runs' ``eval.json`` both became rows named "eval" (and --baseline eval took the first); a path with "="
+    in it (``runs/lr=1e-3/eval.json``) was split into a label and a missing file."""
+    from ftadapt.cli import main
+
+    for run, seed in (("lr=1e-3", 0), ("lr=1e-2", 1)):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "eval.json").write_text(json.dumps(_result(seed)))
+    a, b = tmp_path / "lr=1e-3" / "eval.json", tmp_path / "lr=1e-2" / "eval.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(a), str(b)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"two rows are labelled 'eval' (from {a} and {b})" in err and "LABEL=PATH" in err
+    main(["report", f"small={a}", f"large={b}", "--baseline", "small"])
+    text = capsys.readouterr().out
+    assert "| small |" in text and "| large |" in text and "large − small" in text
+    assert [r.label for r in read_results(str(a))[0]] == ["eval"]  # the whole path, "=" and all

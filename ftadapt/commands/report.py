@@ -26,19 +26,15 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
     ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
         --out table1.md --out table1.csv
     """
-    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_results
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_all, result_spec
     from ftadapt.fsutil import check_target, write_text_atomic
 
     for out in outs:
-        check_target(out, overwrite=overwrite, inputs=[spec.partition("=")[2] or spec for spec in results],
+        check_target(out, overwrite=overwrite, inputs=[result_spec(spec)[1] for spec in results],
                      what="--out")
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
-    rows, notes = [], []
-    for spec in results:
-        found, said = read_results(spec)
-        rows += found
-        notes += said
+    rows, notes = read_all(results)
     rows += paper_rows() if with_paper else []
     delta_rows = deltas(rows, baseline) if baseline else []
     table = markdown(rows, delta_rows, baseline, notes)

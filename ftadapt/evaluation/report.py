@@ -84,11 +84,38 @@ def _notes(data: Any, path: Path, label: str) -> list[str]:
     return notes
 
 
+def result_spec(spec: str) -> tuple[str | None, Path]:
+    """``LABEL=PATH`` or ``PATH`` as (label or None, path). A path that exists as given stays a path, "=" and all
+    (``runs/lr=1e-3/eval.json``)."""
+    label, sep, path = spec.partition("=")
+    if not sep or Path(spec).exists():
+        return None, Path(spec)
+    return label, Path(path)
+
+
+def read_all(specs: Sequence[str]) -> tuple[list[Row], list[str]]:
+    """The rows and notes of several results files, in order. Two rows with one label are refused, naming both files:
+    a table whose rows cannot be told apart is no use, and ``--baseline`` would pick either (two ``eval.json`` of
+    different runs both become "eval" unless labelled)."""
+    rows: list[Row] = []
+    notes: list[str] = []
+    for spec in specs:
+        found, said = read_results(spec)
+        rows += found
+        notes += said
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row.label in seen:
+            raise UsageError(f"two rows are labelled {row.label!r} (from {seen[row.label]} and {row.source}); give "
+                             "each file its own label: LABEL=PATH")
+        seen[row.label] = row.source
+    return rows, notes
+
+
 def read_results(spec: str) -> tuple[list[Row], list[str]]:
     """The rows and notes of one results file: ``PATH`` or ``LABEL=PATH`` (a label for a file holding one result, or
     a prefix for a file holding several; without it, the file's stem or the results' own names)."""
-    label, sep, path_text = spec.partition("=")
-    path = Path(path_text if sep else spec)
+    label, path = result_spec(spec)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -104,11 +131,11 @@ def read_results(spec: str) -> tuple[list[Row], list[str]]:
         iou = tuple(result["per_class_iou"])
         if len(iou) != len(CLASS_NAMES):
             raise UsageError(f"{path}: a result has {len(iou)} per-class IoUs, not {len(CLASS_NAMES)}")
-        name = keys[-1] if keys else (label if sep else path.stem)
-        if keys and sep:
+        name = keys[-1] if keys else (label if label is not None else path.stem)
+        if keys and label is not None:
             name = f"{label} {name}"
         rows.append(Row(name, iou, result["miou"], str(path)))
-    return rows, _notes(data, path, label if sep else "")
+    return rows, _notes(data, path, label or "")
 
 
 def paper_rows() -> list[Row]:
@@ -162,4 +189,5 @@ def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-__all__ = ["Row", "read_results", "paper_rows", "deltas", "markdown", "csv_text", "PAPER_TABLE_1", "SHORT_NAMES"]
+__all__ = ["Row", "result_spec", "read_all", "read_results", "paper_rows", "deltas", "markdown", "csv_text",
+           "PAPER_TABLE_1", "SHORT_NAMES"]
