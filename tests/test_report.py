@@ -35,7 +35,7 @@ def files(tmp_path):
 
 def test_rows_from_single_and_grouped_results_and_deltas(files):
     single, pair = files
-    (clan, clan_notes), (ens, ens_notes) = read_results(f"CLAN={single}"), read_results(str(pair))
+    (clan, clan_notes), (ens, ens_notes) = read_results(single, label="CLAN"), read_results(pair)
     rows = clan + ens
     assert clan_notes == ens_notes == []
     assert [r.label for r in rows] == ["CLAN", "norm-only", "ensemble"]
@@ -98,4 +98,6 @@ def test_rows_must_be_told_apart_and_a_path_may_hold_an_equals_sign(tmp_path, ca
     main(["report", f"small={a}", f"large={b}", "--baseline", "small"])
     text = capsys.readouterr().out
     assert "| small |" in text and "| large |" in text and "large − small" in text
-    assert [r.label for r in read_results(str(a))[0]] == ["eval"]  # the whole path, "=" and all
+    with pytest.raises(SystemExit):  # a missing path keeps its "=" too: the message names the whole path
+        main(["report", str(tmp_path / "lr=5" / "eval.json")])
+    assert f"no results file {tmp_path / 'lr=5' / 'eval.json'}" in capsys.readouterr().err

@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from ftadapt.commands.common import SIZE, DatasetSpecType, check_json, echo, emit, json_option, overwrite_option
+from ftadapt.commands.common import (
+    SIZE,
+    DatasetSpecType,
+    check_json,
+    echo,
+    emit,
+    json_option,
+    labelled_path,
+    overwrite_option,
+)
 from ftadapt.commands.predictors import (
     build_predictors,
     check_predictor_options,
@@ -77,7 +86,7 @@ def features(**opts: Any) -> None:
     classes = class_ids(opts["classes"]) if opts["classes"] else None
     plot_classes = class_ids(opts["plot_classes"]) if opts["plot_classes"] else None
     methods = ("pca", "tsne") if opts["method"] == "both" else (opts["method"],)
-    specs = [_named(spec) for spec in opts["checkpoints"]]
+    specs = [labelled_path(spec) for spec in opts["checkpoints"]]
     inputs = [opts["source"][1], opts["target"][1], *(resolve_checkpoint(path) for _, path in specs)]
     check_out(opts["out_dir"], methods, inputs=inputs, overwrite=opts["overwrite"])  # before anything is loaded
     check_json(opts["json_out"], opts["overwrite"], inputs)
@@ -92,14 +101,6 @@ def features(**opts: Any) -> None:
     figures = ", ".join(str(opts["out_dir"] / f) for f in payload["figures"].values())
     echo(f"figures: {figures}", opts["json_out"])
     emit(payload, opts["json_out"], overwrite=opts["overwrite"])
-
-
-def _named(spec: str) -> tuple[str | None, str]:
-    """``NAME=DIR`` → (NAME, DIR); a plain path (or one whose '=' lies inside a folder name) → (None, path)."""
-    name, sep, path = spec.partition("=")
-    if sep and name and "/" not in name and not Path(spec).exists():
-        return name, path
-    return None, spec
 
 
 @click.command("visualize")

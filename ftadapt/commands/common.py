@@ -98,6 +98,15 @@ def overwrite_option(what: str = "the JSON file"):
                              "written).")
 
 
+def labelled_path(spec: str) -> tuple[str | None, Path]:
+    """``LABEL=PATH`` → (LABEL, PATH); a plain path → (None, path). A path that exists as given stays a path, and so
+    does one whose "=" lies inside a folder name (``runs/lr=1e-3/eval.json``): a label holds no "/"."""
+    label, sep, path = spec.partition("=")
+    if sep and label and "/" not in label and not Path(spec).exists():
+        return label, Path(path)
+    return None, Path(spec)
+
+
 def check_json(json_out: str | None, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
     """The ``--json`` file under the output rule, checked before the command does any work."""
     if json_out not in (None, "-"):

@@ -242,7 +242,7 @@ def _bench_accuracy_and_report(out: Path, data: dict, ensemble: dict) -> dict:
     folder = out / "bench-accuracy"
     written = write_out_dir(folder, results, overwrite=True)  # the demo's own folder: replaced whole
     click.echo(f"   -> {folder}/: {', '.join(written['files'])}")
-    rows, notes = read_results(f"FP16 graph={folder / RESULTS_FILE}")
+    rows, notes = read_results(folder / RESULTS_FILE, label="FP16 graph")
     delta_rows = deltas(rows, "FP16 graph pytorch")
     write_text_atomic(out / "table1.md", markdown(rows, delta_rows, "FP16 graph pytorch", notes), overwrite=True)
     write_text_atomic(out / "table1.csv", csv_text(rows, delta_rows), overwrite=True)

@@ -118,7 +118,7 @@ def _head(settings: dict, stages: dict[str, dict]) -> str:
 def _results_section(out: Path, results: dict[str, dict]) -> str:
     from ftadapt.evaluation.report import deltas, markdown, read_results
 
-    rows, notes = read_results(str(out / "results.json"))
+    rows, notes = read_results(out / "results.json")
     text = markdown(rows, deltas(rows, "source-only"), "source-only", notes)
     miou = {name: r["miou"] for name, r in results.items()}
     lines = [f"- {m} vs source-only: {_signed(_minus(miou[m], miou['source-only']))} mIoU"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import overwrite_option
+from ftadapt.commands.common import labelled_path, overwrite_option
 
 
 @click.command("report")
@@ -26,15 +26,15 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
     ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
         --out table1.md --out table1.csv
     """
-    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_all, result_spec
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_all
     from ftadapt.fsutil import check_target, write_text_atomic
 
+    files = [labelled_path(spec) for spec in results]
     for out in outs:
-        check_target(out, overwrite=overwrite, inputs=[result_spec(spec)[1] for spec in results],
-                     what="--out")
+        check_target(out, overwrite=overwrite, inputs=[path for _, path in files], what="--out")
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
-    rows, notes = read_all(results)
+    rows, notes = read_all(files)
     rows += paper_rows() if with_paper else []
     delta_rows = deltas(rows, baseline) if baseline else []
     table = markdown(rows, delta_rows, baseline, notes)

@@ -84,23 +84,14 @@ def _notes(data: Any, path: Path, label: str) -> list[str]:
     return notes
 
 
-def result_spec(spec: str) -> tuple[str | None, Path]:
-    """``LABEL=PATH`` or ``PATH`` as (label or None, path). A path that exists as given stays a path, "=" and all
-    (``runs/lr=1e-3/eval.json``)."""
-    label, sep, path = spec.partition("=")
-    if not sep or Path(spec).exists():
-        return None, Path(spec)
-    return label, Path(path)
-
-
-def read_all(specs: Sequence[str]) -> tuple[list[Row], list[str]]:
-    """The rows and notes of several results files, in order. Two rows with one label are refused, naming both files:
-    a table whose rows cannot be told apart is no use, and ``--baseline`` would pick either (two ``eval.json`` of
-    different runs both become "eval" unless labelled)."""
+def read_all(files: Sequence[tuple[str | None, str | Path]]) -> tuple[list[Row], list[str]]:
+    """The rows and notes of several (label or None, results file), in order. Two rows with one label are refused,
+    naming both files: a table whose rows cannot be told apart is no use, and ``--baseline`` would pick either (two
+    ``eval.json`` of different runs both become "eval" unless labelled)."""
     rows: list[Row] = []
     notes: list[str] = []
-    for spec in specs:
-        found, said = read_results(spec)
+    for label, path in files:
+        found, said = read_results(path, label=label)
         rows += found
         notes += said
     seen: dict[str, str] = {}
@@ -112,10 +103,10 @@ def read_all(specs: Sequence[str]) -> tuple[list[Row], list[str]]:
     return rows, notes
 
 
-def read_results(spec: str) -> tuple[list[Row], list[str]]:
-    """The rows and notes of one results file: ``PATH`` or ``LABEL=PATH`` (a label for a file holding one result, or
-    a prefix for a file holding several; without it, the file's stem or the results' own names)."""
-    label, path = result_spec(spec)
+def read_results(path: str | Path, *, label: str | None = None) -> tuple[list[Row], list[str]]:
+    """The rows and notes of one results file; ``label`` names a file holding one result, or prefixes the names of
+    a file holding several (without it: the file's stem, or the results' own names)."""
+    path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -189,5 +180,5 @@ def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-__all__ = ["Row", "result_spec", "read_all", "read_results", "paper_rows", "deltas", "markdown", "csv_text",
+__all__ = ["Row", "read_all", "read_results", "paper_rows", "deltas", "markdown", "csv_text",
            "PAPER_TABLE_1", "SHORT_NAMES"]
