@@ -1,7 +1,8 @@
-"""Runtime latency on an NVIDIA machine: ONNX Runtime CPU vs ONNX Runtime CUDA vs TensorRT, one call, one dict.
+"""The GPU check's runtime items (``ftadapt bench gpu``): ONNX Runtime CPU vs ONNX Runtime CUDA vs TensorRT on one
+file, one call, one dict, and the deployment check.
 
     from ftadapt.bench.gpu_runtime import measure_runtime_gpu
-    report = measure_runtime_gpu()            # or measure_runtime_gpu("ens.onnx"); ftadapt bench gpu-runtime
+    report = measure_runtime_gpu()            # or measure_runtime_gpu("ens.onnx")
 
 Every backend is tried and any that cannot run here is reported as ``"not available: <reason>"`` instead of failing
 (the usual reasons: ``tensorrt``/``pycuda`` not installed, the CPU-only ``onnxruntime`` wheel instead of
@@ -24,8 +25,9 @@ import numpy as np
 from ftadapt.bench.latency import random_frames, time_segmenter
 from ftadapt.bench.random_models import WEIGHTS_NOTE, export_random_model
 from ftadapt.bench.report import environment
+from ftadapt.devices import DeviceError
 from ftadapt.errors import FtadaptError
-from ftadapt.runtime import BackendUnavailable, Segmenter
+from ftadapt.runtime import BackendUnavailable, Segmenter, TensorRTOptions
 
 
 class CheckFailed(FtadaptError):
@@ -72,7 +74,6 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
         path = Path(model_path) if model_path else export_random_model(work, model, working_size, precision)
         export_s = time.perf_counter() - t0
         frames = random_frames(frame_size)
-        h_w = (frame_size[1], frame_size[0])
         cache = Path(engine_cache) if engine_cache else work / "engines"
 
         def cuda_only(seg: Segmenter, row: dict) -> str | None:
@@ -89,13 +90,16 @@ def measure_runtime_gpu(model_path: str | Path | None = None, *, model: str = "d
                                         frames, 1, cpu_runs),
             "onnxruntime-cuda": _measure("onnxruntime-cuda", lambda: Segmenter(path, "onnxruntime", device=0),
                                          frames, warmup, runs, cuda_only),
-            "tensorrt": _measure("tensorrt", lambda: Segmenter(path, "tensorrt", engine_cache=cache, max_size=h_w,
-                                                               min_size=h_w), frames, warmup, runs, engine_info),
+            "tensorrt": _measure("tensorrt", lambda: Segmenter(path, "tensorrt", max_frame=frame_size,
+                                                               min_frame=frame_size,
+                                                               tensorrt=TensorRTOptions(engine_cache=cache)),
+                                 frames, warmup, runs, engine_info),
         }
         if cuda_graph and isinstance(results["tensorrt"], dict):
             results["tensorrt-cuda-graph"] = _measure(
-                "tensorrt-cuda-graph", lambda: Segmenter(path, "tensorrt", engine_cache=cache, max_size=h_w,
-                                                         min_size=h_w, cuda_graph=True), frames, warmup, runs)
+                "tensorrt-cuda-graph", lambda: Segmenter(path, "tensorrt", max_frame=frame_size, min_frame=frame_size,
+                                                         tensorrt=TensorRTOptions(engine_cache=cache, cuda_graph=True)),
+                frames, warmup, runs)
     return {"benchmark": "gpu_runtime", "model": str(model_path) if model_path else model,
             "weights": "given model" if model_path else WEIGHTS_NOTE, "precision": precision,
             "working_size": list(working_size), "frame_size": list(frame_size), "export_or_reuse_s": round(export_s, 2),
@@ -121,7 +125,7 @@ def deployment_check(path: str | Path, frame_size: tuple[int, int] = (2048, 1024
     report: dict[str, Any] = {"model": str(path), "frame_size": list(frame_size), "reference": "onnxruntime CPU"}
     try:
         seg = Segmenter(path, "onnxruntime", device=0)
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, DeviceError) as exc:
         raise CheckFailed(f"ONNX Runtime CUDA did not load: {exc}") from None
     with seg:
         if seg.providers[0] != "CUDAExecutionProvider":
@@ -134,17 +138,9 @@ def deployment_check(path: str | Path, frame_size: tuple[int, int] = (2048, 1024
     except BackendUnavailable as exc:
         report["tensorrt"] = f"not available: {exc}"
         return report
-    h_w = (frame_size[1], frame_size[0])
-    with Segmenter(path, "tensorrt", engine_cache=engine_cache, max_size=h_w, min_size=h_w) as seg:
+    with Segmenter(path, "tensorrt", max_frame=frame_size, min_frame=frame_size,
+                   tensorrt=TensorRTOptions(engine_cache=engine_cache)) as seg:
         info = seg.describe()
         report["tensorrt"] = {"tensorrt": info["tensorrt"], "tensorrt_cuda": info["tensorrt_cuda"],
                               "engine": info["engine"], "identical_labels": _agreement(seg, batch[:1], expected[:1])}
     return report
-
-
-if __name__ == "__main__":  # python -m ftadapt.bench.gpu_runtime: the same as `ftadapt bench gpu-runtime`
-    import sys
-
-    from ftadapt.cli import main
-
-    main(["bench", "gpu-runtime", *sys.argv[1:]])

@@ -12,9 +12,12 @@ inference: TensorRT and PyTorch; ONNX Runtime exposes none), the peak of PyTorch
 used memory grew while the backend ran. Frames are random uint8 noise at the camera size (2048×1024 by default),
 rotated over several buffers (never zeros, never one cached frame). Every report carries its environment
 (``ftadapt.bench.report.environment``) and every row the providers it really ran on, its precision and working size.
+Timing an exported file on ONNX Runtime or TensorRT needs neither torch nor onnx (the runtime install); the pytorch
+backend and ``--random`` exports do, and say so when they are missing.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import tempfile
 import time
@@ -28,7 +31,9 @@ import numpy as np
 from ftadapt.bench.random_models import WEIGHTS_NOTE, export_random_model, random_checkpoints
 from ftadapt.bench.report import environment
 from ftadapt.bench.runners import Runner, SegmenterRunner, TorchRunner, device_used_bytes
-from ftadapt.errors import FtadaptError
+from ftadapt.devices import Device, DeviceError, DeviceLike, resolve
+from ftadapt.errors import FtadaptError, UsageError
+from ftadapt.runtime.onnx_file import read_model_file
 
 DEFAULT_RUNS = {"tiny": 30, "deeplabv2-r101": 5}  # on a CPU; 50 on a GPU
 GPU_BATCHES, CPU_BATCHES = (1, 2, 4, 8), (1,)
@@ -73,13 +78,12 @@ def latency_stats(seconds: Sequence[float], batch: int = 1) -> dict[str, Any]:
     return stats
 
 
-def time_runner(runner: Runner | Callable[[np.ndarray], Any], frames: Sequence[np.ndarray], *, batch: int = 1,
-                warmup: int, runs: int, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+def time_runner(runner: Runner, frames: Sequence[np.ndarray], *, batch: int = 1, warmup: int, runs: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Call ``runner`` on batches of ``batch`` frames rotated from ``frames``: ``warmup`` untimed calls, then ``runs``
     calls timed with ``clock``. Returns ``latency_stats``, the samples (ms) and, when the runner measures it, the
     device time per call (CUDA events) with its percentiles."""
     batches = [np.stack([frames[(i * batch + k) % len(frames)] for k in range(batch)]) for i in range(len(frames))]
-    device_ms = getattr(runner, "device_ms", lambda: None)
     for i in range(warmup):
         runner(batches[i % len(batches)])
     times, device = [], []
@@ -88,7 +92,7 @@ def time_runner(runner: Runner | Callable[[np.ndarray], Any], frames: Sequence[n
         t0 = clock()
         runner(inputs)
         times.append(clock() - t0)
-        device.append(device_ms())
+        device.append(runner.device_ms())
     out = {**latency_stats(times, batch), "warmup": warmup, "samples_ms": [round(t * 1000.0, 4) for t in times]}
     if all(d is not None for d in device):
         out["device_time"] = _percentiles(np.asarray(device, dtype=np.float64))
@@ -128,78 +132,70 @@ def sweep(runner: Runner, frames: Sequence[np.ndarray], batches: Sequence[int], 
     return rows
 
 
-def torch_device(device: str) -> str:
-    """The torch device of a bench ``--device`` ("cpu", "cuda", "cuda:N")."""
-    return "cuda:0" if device == "cuda" else device
-
-
-def _pytorch_runners(target: Target, device: str, cuda_graph: bool) -> Iterator[Runner | tuple[str, str]]:
+def _pytorch_runners(target: Target, device: Device, cuda_graph: bool) -> Iterator[Runner | tuple[str, str]]:
     """The exported graph's own module, rebuilt from the target's checkpoints, eager (then CUDA-graphed)."""
     if not target.checkpoints:
         yield ("eager", "not run: no --checkpoints to rebuild the exported module from (pass the member checkpoint "
                         "folders the file was exported from)")
         return
-    from ftadapt.export.metadata import read_artifact
     from ftadapt.export.rebuild import rebuild_graph
 
-    info = read_artifact(target.path)
-    cuda = device.startswith("cuda")
-    if info.precision == "fp16" and not cuda:
+    info = read_model_file(target.path).info
+    if info.precision == "fp16" and not device.is_cuda:
         yield ("eager", "not run: the FP16 module runs in PyTorch on CUDA only (--device cuda:N)")
         return
-    if cuda:
+    if device.is_cuda:
         import torch
 
         if not torch.cuda.is_available():
             yield ("eager", "not run: no CUDA device visible to torch")
             return
         torch.backends.cudnn.benchmark = True  # the fastest cuDNN algorithms for the one frame shape, as TensorRT
-    graph = rebuild_graph(info, target.checkpoints, device=device, source=str(target.path))
-    yield TorchRunner(graph, device, precision=info.precision)
+    graph = rebuild_graph(info, target.checkpoints, device=str(device), source=str(target.path))
+    yield TorchRunner(graph, str(device), precision=info.precision)
     if cuda_graph:
-        yield (TorchRunner(graph, device, precision=info.precision, cuda_graph=True) if cuda
+        yield (TorchRunner(graph, str(device), precision=info.precision, cuda_graph=True) if device.is_cuda
                else ("cuda-graph", "not run: CUDA graphs need a CUDA device"))
 
 
-def _segmenter_runners(target: Target, backend: str, device: str, *, batches: Sequence[int],
+def _segmenter_runners(target: Target, backend: str, device: Device, *, batches: Sequence[int],
                        frame_size: tuple[int, int], threads: int | None, cuda_graph: bool,
                        engine_cache: Path | None) -> Iterator[Runner | tuple[str, str]]:
     """ONNX Runtime on ``device``, or TensorRT with a profile fixed at the frame size and batches up to the largest."""
-    from ftadapt.runtime import BackendUnavailable, EngineError, Segmenter
-    from ftadapt.runtime.backends import parse_device
+    from ftadapt.runtime import BackendUnavailable, EngineError, OnnxRuntimeOptions, Segmenter, TensorRTOptions
 
-    index = parse_device(device)
     variants = [("eager", False)] + ([("cuda-graph", True)] if cuda_graph and backend == "tensorrt" else [])
-    hw = (frame_size[1], frame_size[0])
     for name, graphed in variants:
-        if backend == "tensorrt" and index == "cpu":
+        if backend == "tensorrt" and device.is_cpu:
             yield (name, "not run: TensorRT needs a CUDA device (--device cuda:N)")
             continue
-        options: dict[str, Any] = {"threads": threads} if backend == "onnxruntime" else {
-            "engine_cache": engine_cache, "max_batch": max(batches), "max_size": hw, "min_size": hw,
-            "cuda_graph": graphed, "device_timing": True}
+        if backend == "onnxruntime":
+            options: dict[str, Any] = {"onnxruntime": OnnxRuntimeOptions(threads=threads)}
+        else:
+            options = {"max_batch": max(batches), "max_frame": frame_size, "min_frame": frame_size,
+                       "tensorrt": TensorRTOptions(engine_cache=engine_cache, cuda_graph=graphed, device_timing=True)}
         try:
-            seg = Segmenter(target.path, backend, device=index, **options)
-        except (BackendUnavailable, EngineError, ImportError) as exc:
+            seg = Segmenter(target.path, backend, device=device, **options)
+        except (BackendUnavailable, EngineError, DeviceError, ImportError) as exc:
             yield (name, f"not run: {exc}")
             continue
         yield SegmenterRunner(seg, variant=name)
 
 
-def open_runners(target: Target, backend: str, device: str, **options: Any) -> Iterator[Runner | tuple[str, str]]:
-    """The runners of ``backend`` for ``target``, one per variant, each created when the previous one has been timed
-    (and closed by the caller), or (variant, "not run: reason")."""
+def open_runners(target: Target, backend: str, device: DeviceLike,
+                 **options: Any) -> Iterator[Runner | tuple[str, str]]:
+    """The runners of ``backend`` for ``target`` on ``device`` (resolved: cpu or cuda:N), one per variant, each
+    created when the previous one has been timed (and closed by the caller), or (variant, "not run: reason")."""
+    device = resolve(device)
     if backend == "pytorch":
         return _pytorch_runners(target, device, options["cuda_graph"])
     return _segmenter_runners(target, backend, device, **options)
 
 
-def _time_target(target: Target, backend: str, *, device: str, frames: Sequence[np.ndarray], batches: Sequence[int],
-                 warmup: int, runs: int, **options: Any) -> list[dict[str, Any]]:
+def _time_target(target: Target, backend: str, *, device: Device, frames: Sequence[np.ndarray],
+                 batches: Sequence[int], warmup: int, runs: int, **options: Any) -> list[dict[str, Any]]:
     """Every row of one (file, backend): per variant, a row per batch size (or one "not run" row)."""
-    from ftadapt.export.metadata import read_artifact
-
-    info = read_artifact(target.path)
+    info = read_model_file(target.path).info
     base = {"model": target.label, "file": str(target.path), "backend": backend, "precision": info.precision,
             "working_size": list(info.working_size), "frame_size": [frames[0].shape[1], frames[0].shape[0]],
             "members": len(info.members), "flip": target.flip, **target.extra}
@@ -219,7 +215,7 @@ def _time_target(target: Target, backend: str, *, device: str, frames: Sequence[
         growth = None if used_before is None or used_after is None else round((used_after - used_before) / 2**20, 1)
         for row in timed:
             rows.append({**base, "variant": runner.variant, **described, "device_memory_growth_mib": growth, **row})
-            if "device_time" not in row and "status" not in row and device.startswith("cuda"):
+            if "device_time" not in row and "status" not in row and device.is_cuda:
                 rows[-1]["device_time"] = "not measured: ONNX Runtime exposes no CUDA events around its run"
         print(f"[latency] {target.label} {backend} {runner.variant}: " + ", ".join(
             f"batch {r['batch']} p50 {r['p50_ms']} ms" if "p50_ms" in r else r["status"] for r in timed),
@@ -241,22 +237,40 @@ def _targets(work: Path, models: Sequence[Path], checkpoints: Sequence[Path], ra
     return targets
 
 
+def _require(what: str, extra: str, instead: str, *modules: str) -> None:
+    """UsageError naming the extra to install when one of ``modules`` cannot be imported: ``what`` needs them."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"{what} needs {module}, which cannot be imported here ({exc}); pip install "
+                             f"'ftadapt[{extra}]', or {instead}") from None
+
+
 def measure_latency(*, models: Sequence[Path] = (), checkpoints: Sequence[Path] = (), random: Sequence[str] = (),
                     members: int = 1, precisions: Sequence[str] = ("fp32",), flip: bool = False,
-                    backends: Sequence[str] = BACKENDS, device: str = "cpu",
+                    backends: Sequence[str] = BACKENDS, device: DeviceLike = "auto",
                     frame_size: tuple[int, int] = (2048, 1024), working_size: tuple[int, int] = (1024, 512),
                     batches: Sequence[int] | None = None, warmup: int | None = None, runs: int | None = None,
                     threads: int | None = None, cuda_graph: bool = False, engine_cache: Path | None = None,
                     workdir: Path | None = None) -> dict[str, Any]:
-    """Latency of every (file, backend, variant, batch size); see the module docstring. Returns the report."""
-    device = torch_device(device)
-    cuda = device.startswith("cuda")
+    """Latency of every (file, backend, variant, batch size); see the module docstring. Returns the report.
+
+    ``device`` as ``ftadapt.devices`` spells it (auto: the first CUDA device when the NVIDIA driver reports one).
+    ONNX Runtime and TensorRT need no torch; the pytorch backend and ``random`` exports do (UsageError otherwise).
+    """
+    if "pytorch" in backends:
+        _require("--backends pytorch", "train", "leave pytorch out of --backends", "torch")
+    if random:
+        _require("--random (a random-init model exported here)", "train,export",
+                 "time an exported file with --model", "torch", "onnx")
+    device = resolve(device)
     if threads is not None and "pytorch" in backends:
         import torch
 
         torch.set_num_threads(threads)
-    batches = tuple(batches or (GPU_BATCHES if cuda else CPU_BATCHES))
-    warmup = (10 if cuda else 2) if warmup is None else warmup
+    batches = tuple(batches or (GPU_BATCHES if device.is_cuda else CPU_BATCHES))
+    warmup = (10 if device.is_cuda else 2) if warmup is None else warmup
     frames = random_frames(frame_size)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ftadapt-latency-") as tmp:
@@ -265,13 +279,13 @@ def measure_latency(*, models: Sequence[Path] = (), checkpoints: Sequence[Path] 
         targets = _targets(work, models, checkpoints, random, members=members, precisions=precisions, flip=flip,
                            working_size=working_size)
         for target in targets:
-            n = runs or (50 if cuda else DEFAULT_RUNS.get(target.label, 10))
+            n = runs or (50 if device.is_cuda else DEFAULT_RUNS.get(target.label, 10))
             for backend in backends:
                 rows += _time_target(target, backend, device=device, frames=frames, batches=batches, warmup=warmup,
                                      runs=n, threads=threads, cuda_graph=cuda_graph, engine_cache=engine_cache)
     _flip_ratios(rows)
-    return {"benchmark": "latency", "environment": environment(device), "device": device, "batches": list(batches),
-            "timing": TIMING, "results": rows}
+    return {"benchmark": "latency", "environment": environment(str(device)), "device": str(device),
+            "batches": list(batches), "timing": TIMING, "results": rows}
 
 
 def _flip_ratios(rows: list[dict[str, Any]]) -> None:
@@ -285,7 +299,7 @@ def _flip_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 __all__ = ["BACKENDS", "Target", "latency_stats", "time_runner", "time_segmenter", "sweep", "out_of_memory",
-           "open_runners", "measure_latency", "random_frames", "torch_device"]
+           "open_runners", "measure_latency", "random_frames"]
 
 
 if __name__ == "__main__":  # python -m ftadapt.bench.latency: the same as `ftadapt bench latency`

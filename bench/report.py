@@ -10,7 +10,7 @@ import platform
 import subprocess
 from typing import Any
 
-from ftadapt import __version__
+from ftadapt.version import __version__
 
 
 def cpu_model() -> str:
@@ -70,7 +70,7 @@ def nvidia_smi() -> dict[str, Any]:
 def runtime_versions() -> dict[str, Any]:
     """ONNX Runtime (version, the providers this build offers — not necessarily loadable), TensorRT and pycuda, each
     as a version or "not available: <why>"."""
-    from ftadapt.runtime.backends import BackendUnavailable
+    from ftadapt.runtime import BackendUnavailable
     from ftadapt.runtime.ort_backend import import_onnxruntime
     from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt
 

@@ -165,13 +165,16 @@ class TorchRunner(Runner):
         self._graphs.clear()
 
 
-def device_used_bytes(device: str) -> int | None:
-    """Bytes in use on a CUDA ``device`` ("cuda:N"), all processes and allocators (cudaMemGetInfo), else None."""
+def device_used_bytes(device: Any) -> int | None:
+    """Bytes in use on a CUDA ``device`` ("cuda:N"), all processes and allocators (cudaMemGetInfo, asked through
+    torch), else None — also where torch is not installed (the runtime-only install times without it)."""
     if not str(device).startswith("cuda"):
         return None
-    import torch
-
-    free, total = torch.cuda.mem_get_info(torch.device(device))
+    try:
+        import torch
+    except ImportError:
+        return None
+    free, total = torch.cuda.mem_get_info(torch.device(str(device)))
     return int(total - free)
 
 

@@ -1,9 +1,11 @@
-"""ONNX-side handling of the artifact metadata: build it from an ensemble, write it, read it, and describe a file.
+"""The artifact metadata on the export side: build it from an ensemble, write it into a file, and ``describe`` a file.
 
 The schema itself (keys, JSON encoding, validation, format version) lives in the torch-free :mod:`ftadapt.artifact`,
-which the runtime shares; this module adds what needs ``onnx``: reading ``metadata_props`` from a file (without
-loading external weights), rewriting them, and ``describe`` — what ``ftadapt inspect`` prints, including the element
-types the graph really uses (convolution weights, and the tensors entering Softmax / Resize / ArgMax).
+and the one reader of a file — metadata, inputs and outputs, external-data files — is the runtime's
+:mod:`ftadapt.runtime.onnx_file`, which needs neither torch nor ``onnx``. This module adds what writes (through
+``onnx``) and ``describe``, what ``ftadapt inspect`` prints: the reader's facts plus, when ``onnx`` is installed, the
+element types the graph really computes in (convolution weights, and the tensors entering Softmax / Resize / ArgMax).
+Importing it needs neither torch nor ``onnx``: ``ftadapt inspect`` runs with the runtime alone.
 """
 from __future__ import annotations
 
@@ -11,19 +13,23 @@ import collections
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
-
-from ftadapt import __version__
 from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.errors import UsageError
-from ftadapt.export.onnx_graph import IMAGE_RESIZE, PROBS_UPSAMPLE, SegmentationGraph
 from ftadapt.fsutil import atomic_path
 from ftadapt.labels import CLASS_NAMES, NUM_CLASSES, PALETTE
 from ftadapt.protocol import IMG_MEAN_BGR
+from ftadapt.runtime.onnx_file import TensorSpec, read_model_file
+from ftadapt.version import __version__
+
+if TYPE_CHECKING:
+    import onnx
+
+    from ftadapt.export.onnx_graph import SegmentationGraph
 
 INPUT_SPEC = {"name": "image", "dtype": "uint8", "layout": "NHWC", "channels": "RGB", "dynamic": ["N", "H", "W"]}
+NO_ONNX = "unknown (onnx not installed)"
 
 
 def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> ArtifactInfo:
@@ -31,6 +37,8 @@ def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> Ar
 
     Raises UsageError when the members do not predict the 19 Cityscapes train classes (the only named label space).
     """
+    from ftadapt.export.onnx_graph import IMAGE_RESIZE, PROBS_UPSAMPLE
+
     ensemble = graph.ensemble
     if ensemble.num_classes != NUM_CLASSES:
         raise UsageError(f"the members predict {ensemble.num_classes} classes; only the {NUM_CLASSES}-class "
@@ -47,27 +55,12 @@ def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> Ar
         ensemble={"fusion": ensemble.fusion, "flip": ensemble.flip})
 
 
-def _load_header(path: str | os.PathLike) -> onnx.ModelProto:
-    """The model without its external weight data (cheap even for GB-sized ensembles)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the .onnx file")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError:
-        raise UsageError(f"no ONNX file at {path}") from None
-    except Exception as exc:  # DecodeError and friends from protobuf
-        raise ArtifactError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+def _load_header(path: Path) -> onnx.ModelProto:
+    """The model without its external weight data (cheap even for GB-sized ensembles); the runtime's reader has
+    already told a missing or non-ONNX file apart."""
+    import onnx
 
-
-def read_props(path: str | os.PathLike) -> dict[str, str]:
-    """All ``metadata_props`` of the ONNX file at ``path``."""
-    return {p.key: p.value for p in _load_header(path).metadata_props}
-
-
-def read_artifact(path: str | os.PathLike) -> ArtifactInfo:
-    """The validated ftadapt metadata of ``path``; ArtifactError when absent or damaged."""
-    return ArtifactInfo.from_props(read_props(path), source=str(path))
+    return onnx.load(str(path), load_external_data=False)
 
 
 def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
@@ -75,7 +68,10 @@ def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
 
     Weights stored externally stay where they are; embedded weights are rewritten with the graph.
     """
+    import onnx
+
     path = Path(path)
+    read_model_file(path)  # UsageError / ArtifactError for a missing or non-ONNX file
     model = _load_header(path)
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith("ftadapt.")}
     props.update(info.to_props())
@@ -84,19 +80,14 @@ def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
         onnx.save(model, str(tmp))
 
 
-def _type_name(elem_type: int) -> str:
-    return onnx.TensorProto.DataType.Name(elem_type).lower()
-
-
-def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
-    tensor = value.type.tensor_type
-    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
-    return {"name": value.name, "dtype": _type_name(tensor.elem_type), "shape": dims}
-
-
 def graph_types(model: onnx.ModelProto) -> dict[str, Any]:
     """Element types the graph really computes in: the weight and input types of every Conv, and the input types of
     every Softmax, Resize and ArgMax (types from the initializers and ONNX shape inference)."""
+    import onnx
+
+    def name(elem_type: int) -> str:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
@@ -106,10 +97,10 @@ def graph_types(model: onnx.ModelProto) -> dict[str, Any]:
         summary[op.lower()] = []
     for node in model.graph.node:
         if node.op_type == "Conv":
-            summary["conv_weights"][_type_name(types.get(node.input[1], 0))] += 1
-            summary["conv_inputs"][_type_name(types.get(node.input[0], 0))] += 1
+            summary["conv_weights"][name(types.get(node.input[1], 0))] += 1
+            summary["conv_inputs"][name(types.get(node.input[0], 0))] += 1
         elif node.op_type in ("Softmax", "Resize", "ArgMax"):
-            summary[node.op_type.lower()].append(_type_name(types.get(node.input[0], 0)))
+            summary[node.op_type.lower()].append(name(types.get(node.input[0], 0)))
     summary["conv_weights"] = dict(summary["conv_weights"])
     summary["conv_inputs"] = dict(summary["conv_inputs"])
     return summary
@@ -122,39 +113,31 @@ def graph_precision(types: dict[str, Any]) -> str:
         frozenset(kinds), "mixed")
 
 
-def external_files(path: str | os.PathLike, model: onnx.ModelProto | None = None) -> list[Path]:
-    """The external-data files the model at ``path`` references (beside it), in first-use order."""
-    path = Path(path)
-    model = model or _load_header(path)
-    names: dict[str, None] = {}
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            names.setdefault(next(e.value for e in tensor.external_data if e.key == "location"), None)
-    return [path.parent / name for name in names]
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.dims)}
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
-    """What ``ftadapt inspect`` reports: files and sizes, opset, inputs, outputs, graph types and precision, and the
-    ftadapt metadata (``metadata_error`` says why it could not be read, if so)."""
+    """What ``ftadapt inspect`` reports: files and sizes (missing data files named), opset, inputs, outputs, graph
+    types and precision (``NO_ONNX`` without the ``onnx`` package), and the ftadapt metadata (``metadata_error``
+    says why it could not be read, if so)."""
     path = Path(path)
-    model = _load_header(path)
-    data = external_files(path, model)
-    missing = [str(p) for p in data if not p.is_file()]
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    types = graph_types(model)
-    props = {p.key: p.value for p in model.metadata_props}
+    model = read_model_file(path)
+    try:
+        types: dict[str, Any] | None = graph_types(_load_header(path))
+    except ImportError:
+        types = None
     out: dict[str, Any] = {
-        "path": str(path), "files": [str(path), *map(str, data)], "missing_files": missing,
-        "size_bytes": path.stat().st_size + sum(p.stat().st_size for p in data if p.is_file()),
-        "opset": opset, "ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}",
-        "inputs": [_value_info(v) for v in model.graph.input],
-        "outputs": [_value_info(v) for v in model.graph.output],
-        "nodes": len(model.graph.node), "graph_types": types, "graph_precision": graph_precision(types),
-        "metadata": None, "metadata_error": None,
-        "other_metadata": {k: v for k, v in props.items() if not k.startswith("ftadapt.")},
+        "path": str(path), "files": [str(path), *map(str, model.data_files)],
+        "missing_files": [str(p) for p in model.missing_files], "size_bytes": model.size_bytes,
+        "opset": model.opset, "ir_version": model.ir_version, "producer": model.producer,
+        "inputs": [_tensor(t) for t in model.inputs], "outputs": [_tensor(t) for t in model.outputs],
+        "nodes": model.nodes, "graph_types": types, "graph_precision": NO_ONNX if types is None else
+        graph_precision(types), "metadata": None, "metadata_error": None,
+        "other_metadata": {k: v for k, v in model.metadata.items() if not k.startswith("ftadapt.")},
     }
     try:
-        out["metadata"] = dataclasses.asdict(ArtifactInfo.from_props(props, source=str(path)))
+        out["metadata"] = dataclasses.asdict(model.info)
     except ArtifactError as exc:
         out["metadata_error"] = str(exc)
     return out
@@ -194,10 +177,13 @@ def format_description(desc: dict[str, Any]) -> str:
     lines += [f"input       {_tensor_line(v)}" for v in desc["inputs"]]
     lines += [f"output      {_tensor_line(v)}" for v in desc["outputs"]]
     t = desc["graph_types"]
-    convs = ", ".join(f"{n} {k}" for k, n in t["conv_weights"].items()) or "none"
-    softmax, argmax = ("/".join(sorted(set(t[op]))) or "-" for op in ("softmax", "argmax"))
-    lines.append(f"precision   graph {desc['graph_precision']} (conv weights: {convs}; softmax in {softmax}; "
-                 f"argmax in {argmax})")
+    if t is None:
+        lines.append(f"precision   graph {desc['graph_precision']}")
+    else:
+        convs = ", ".join(f"{n} {k}" for k, n in t["conv_weights"].items()) or "none"
+        softmax, argmax = ("/".join(sorted(set(t[op]))) or "-" for op in ("softmax", "argmax"))
+        lines.append(f"precision   graph {desc['graph_precision']} (conv weights: {convs}; softmax in {softmax}; "
+                     f"argmax in {argmax})")
     meta = desc["metadata"]
     if meta is None:
         lines.append(f"metadata    none readable: {desc['metadata_error']}")
@@ -216,5 +202,5 @@ def format_description(desc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["artifact_info", "read_props", "read_artifact", "write_props", "graph_types", "graph_precision",
-           "external_files", "describe", "format_description", "INPUT_SPEC"]
+__all__ = ["artifact_info", "write_props", "graph_types", "graph_precision", "describe", "format_description",
+           "INPUT_SPEC", "NO_ONNX"]

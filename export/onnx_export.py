@@ -27,11 +27,12 @@ from tqdm import tqdm
 from ftadapt.artifact import ArtifactInfo
 from ftadapt.ensemble import Ensemble
 from ftadapt.errors import FtadaptError, UsageError
-from ftadapt.export.metadata import artifact_info, external_files, write_props
+from ftadapt.export.metadata import artifact_info, write_props
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification, default_sizes, verification_frames, verify_onnx
 from ftadapt.fsutil import check_target
 from ftadapt.protocol import CITYSCAPES_SIZE
+from ftadapt.runtime.onnx_file import read_model_file
 
 DEFAULT_OPSET = 20
 EXTERNAL_DATA_BYTES = 1536 * 2**20
@@ -155,7 +156,7 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
             info = info.with_verification(verification.to_dict())
             write_props(staged, info)
             stages.update()
-        files = [*external_files(staged), staged]  # data first: the .onnx appears last, complete
+        files = [*read_model_file(staged).data_files, staged]  # data first: the .onnx appears last, complete
         for f in files:
             os.replace(f, out.parent / f.name)
     if not external:

@@ -1,103 +1,112 @@
-"""Which backend runs a model: availability probes and the ``backend="auto"`` choice, each with its reason.
+"""Backends: the one interface both runtimes implement, and which of them runs a model on which device.
 
 ``auto`` picks TensorRT when the ``tensorrt`` and ``pycuda`` modules import, the TensorRT version is supported and an
-NVIDIA GPU is visible; otherwise ONNX Runtime (with CUDA when a GPU is visible, else on the CPU). The reasons for
-passing over a backend are kept as notes so the application can log what it got and why (``Segmenter.notes``).
+NVIDIA GPU is there; otherwise ONNX Runtime (with CUDA when a GPU is there, else on the CPU). The reasons for passing
+over a backend are kept as notes so the application can log what it got and why (``Segmenter.notes``).
+
+Devices are spelled as everywhere in ftadapt (:mod:`ftadapt.devices`: auto, cpu, cuda, cuda:N or an index) and
+probed through the NVIDIA driver, without torch. A CUDA device named explicitly where there is none is an error
+naming the fix — unless ``backend="auto"``, which runs on the CPU and says why.
 """
 from __future__ import annotations
 
-import ctypes
+import abc
 import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ftadapt.errors import FtadaptError, UsageError
+from ftadapt import devices
+from ftadapt.devices import CPU, Device, DeviceLike
+from ftadapt.errors import UsageError
+from ftadapt.runtime.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
 
-class BackendUnavailable(FtadaptError):
-    """A backend that cannot run here (module missing, no GPU, unsupported version); the message names the fix."""
+class Backend(abc.ABC):
+    """What runs an exported model: ONNX Runtime (``ort_backend``) or TensorRT (``trt_backend``).
 
-
-def cuda_device_count() -> tuple[int, str]:
-    """(number of CUDA devices, why there are none) asked of the NVIDIA driver library itself.
-
-    No CUDA Python package is needed, so the probe is cheap and works in the base install; it keeps ONNX Runtime from
-    trying (and loudly failing) to load its CUDA provider on machines without a GPU.
+    ``name`` says which; ``providers`` what really computes (ONNX Runtime's providers, or "TensorRT"); ``notes`` what
+    is worth logging about how it was set up; ``description`` the versions, device and engine, for reports. Not
+    thread-safe by itself (``Segmenter`` serialises calls).
     """
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    else:
-        return 0, "no NVIDIA driver (libcuda not found)"
-    status = lib.cuInit(0)
-    if status != 0:
-        return 0, f"the NVIDIA driver failed to initialise CUDA (cuInit error {status})"
-    count = ctypes.c_int(0)
-    status = lib.cuDeviceGetCount(ctypes.byref(count))
-    if status != 0 or count.value == 0:
-        return 0, "the NVIDIA driver reports no CUDA device"
-    return count.value, ""
 
+    name: ClassVar[str]
+    providers: tuple[str, ...]
+    notes: tuple[str, ...]
+    description: dict[str, Any]
 
-def check_device(device: int | str) -> int | str:
-    """``device`` is a CUDA device index ≥ 0 or ``"cpu"``."""
-    if device == "cpu" or (isinstance(device, int) and not isinstance(device, bool) and device >= 0):
-        return device
-    raise UsageError(f"device={device!r}: expected a CUDA device index (0, 1, …) or 'cpu'")
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray, outputs: tuple[str, ...] = ("labels",)) -> dict[str, np.ndarray]:
+        """Shape: uint8 N×H×W×3 → {name: array} for the requested outputs, in host memory."""
 
+    @abc.abstractmethod
+    def device_ms(self) -> float | None:
+        """The device time of the last ``run``'s inference in milliseconds, None where it is not measured."""
 
-def parse_device(name: str) -> int | str:
-    """The runtime's ``device`` for a torch-style device name: "cpu", or the CUDA index of "cuda", "cuda:N" or
-    "auto" (0)."""
-    if name == "cpu":
-        return name
-    index = "0" if name == "auto" else name.removeprefix("cuda").removeprefix(":")
-    if not (name == "auto" or name.startswith("cuda")) or not (index or "0").isdigit():
-        raise UsageError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return int(index or 0)
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the session, or the engine, context, stream and buffers."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The backend to build and why the others were passed over."""
+    """The backend to build, the device it runs on ("cpu" or cuda:N), the device asked for, and why the other
+    backends were passed over."""
 
     backend: str
+    device: Device
+    requested: Device
     notes: tuple[str, ...] = ()
 
 
-def choose_backend(backend: str, device: int | str) -> Choice:
-    """Resolve ``backend`` ("auto", "tensorrt" or "onnxruntime") for ``device`` (see the module docstring)."""
-    if backend not in BACKENDS:
-        raise UsageError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
-    device = check_device(device)
-    if backend == "onnxruntime":
-        return Choice(backend)
-    if device == "cpu":
-        if backend == "tensorrt":
-            raise UsageError("backend='tensorrt' needs a CUDA device, not device='cpu'; use backend='onnxruntime'")
-        return Choice("onnxruntime", ("TensorRT skipped: device='cpu'",))
+def _tensorrt_problems() -> list[str]:
+    """Why TensorRT cannot run here as far as its modules tell (empty when they import and are supported)."""
     from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt
 
-    problems = []
     try:
         import_tensorrt()
         import_pycuda()
     except BackendUnavailable as exc:
-        problems.append(str(exc))
-    count, why = cuda_device_count()
+        return [str(exc)]
+    return []
+
+
+def choose_backend(backend: str, device: DeviceLike) -> Choice:
+    """Resolve ``backend`` ("auto", "tensorrt" or "onnxruntime") for ``device`` (see the module docstring).
+
+    ``device="auto"`` is the first CUDA device when the NVIDIA driver reports one, else the CPU. UsageError for an
+    unknown backend or device spelling (DeviceError for a CUDA index past the last GPU), BackendUnavailable when
+    the named backend cannot run here.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    requested = devices.parse_device(device)
+    if requested.is_cpu:
+        if backend == "tensorrt":
+            raise UsageError("backend='tensorrt' needs a CUDA device, not device='cpu'; use backend='onnxruntime'")
+        return Choice("onnxruntime", CPU, requested, ("TensorRT skipped: device='cpu'",) if backend == "auto" else ())
+    count, why = devices.cuda_device_count()
     if count == 0:
-        problems.append(f"TensorRT needs an NVIDIA GPU: {why}; use backend='onnxruntime' to run on the CPU")
-    elif device >= count:
-        raise UsageError(f"device={device}, but only {count} CUDA device(s) are visible (0–{count - 1})")
-    if problems and backend == "tensorrt":
+        if backend == "onnxruntime" and requested.is_cuda:
+            devices.resolve(requested)  # DeviceError naming the fix: a CUDA device was asked for by name
+        if backend == "tensorrt":
+            problems = [f"TensorRT needs a CUDA device, and this machine has none ({why}); use "
+                        "backend='onnxruntime' to run on the CPU", *_tensorrt_problems()]
+            raise BackendUnavailable("; and ".join(problems))
+        notes = [f"ONNX Runtime CUDA skipped: {why}"]
+        if backend == "auto":
+            notes.insert(0, "TensorRT skipped: TensorRT needs a CUDA device, and this machine has none")
+        return Choice("onnxruntime", CPU, requested, tuple(notes))
+    resolved = devices.resolve(requested)  # DeviceError for an index past the last GPU
+    problems = [] if backend == "onnxruntime" else _tensorrt_problems()
+    if backend == "tensorrt" and problems:
         raise BackendUnavailable("; and ".join(problems))
-    if problems:
-        return Choice("onnxruntime", tuple(f"TensorRT skipped: {p}" for p in problems))
-    return Choice("tensorrt")
+    if backend == "onnxruntime" or problems:
+        return Choice("onnxruntime", resolved, requested, tuple(f"TensorRT skipped: {p}" for p in problems))
+    return Choice("tensorrt", resolved, requested)
 
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Choice", "check_device", "choose_backend", "cuda_device_count",
-           "parse_device"]
+__all__ = ["BACKENDS", "Backend", "Choice", "choose_backend"]

@@ -18,22 +18,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftadapt.errors import FtadaptError, UsageError
+from ftadapt.errors import UsageError
 from ftadapt.fsutil import atomic_path, write_text_atomic
 from ftadapt.runtime.frames import Size, check_batch, check_size
 
 ENGINE_FORMAT = 2  # bump when the key fields or the record layout change
-DEFAULT_MAX_SIZE: Size = (1024, 2048)  # (H, W) of a Cityscapes camera frame
+DEFAULT_MAX_FRAME: Size = (2048, 1024)  # W×H of a Cityscapes camera frame
 Shape = tuple[int, int, int, int]
-
-
-class EngineError(FtadaptError):
-    """An engine that cannot be built, loaded or trusted; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ShapeProfile:
-    """The optimization profile of the ``image`` input: N×H×W×3 shapes (min, opt, max)."""
+    """The optimization profile of the ``image`` input: N×H×W×3 shapes (min, opt, max), TensorRT's own layout of
+    the tensor; the frame sizes it is made from and gives back are W×H."""
 
     min: Shape
     opt: Shape
@@ -49,41 +46,42 @@ class ShapeProfile:
         return self.max[0]
 
     @property
-    def max_size(self) -> Size:
-        return self.max[1], self.max[2]
+    def max_frame(self) -> Size:
+        """(W, H) of the largest frame."""
+        return self.max[2], self.max[1]
 
     @property
-    def min_size(self) -> Size:
-        return self.min[1], self.min[2]
+    def min_frame(self) -> Size:
+        """(W, H) of the smallest frame."""
+        return self.min[2], self.min[1]
 
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
-def compute_profile(max_batch: int | None = None, max_size: object = None, min_size: object = None, *,
-                    opt_batch: int | None = None, opt_size: object = None) -> ShapeProfile:
-    """The ``image`` profile for frames up to ``max_size`` (H, W; default 1024×2048) in batches up to ``max_batch``
-    (default 1), down to ``min_size`` (default 1×1) and batch 1.
+def compute_profile(max_batch: int | None = None, max_frame: object = None, min_frame: object = None, *,
+                    opt_batch: int | None = None, opt_frame: object = None) -> ShapeProfile:
+    """The ``image`` profile for frames up to ``max_frame`` (W, H; default 2048×1024) in batches up to ``max_batch``
+    (default 1), down to ``min_frame`` (default 1×1) and batch 1.
 
-    TensorRT picks its tactics for the opt shape: ``opt_batch`` (default 1) frames of ``opt_size`` (default
-    ``max_size``) — a driving-perception app runs one frame per call at its camera size, so that is what is tuned by
-    default, not the largest batch. ``min_size == max_size`` with ``max_batch == 1`` gives a static profile (one
+    TensorRT picks its tactics for the opt shape: ``opt_batch`` (default 1) frames of ``opt_frame`` (default
+    ``max_frame``) — a driving-perception app runs one frame per call at its camera size, so that is what is tuned
+    by default, not the largest batch. ``min_frame == max_frame`` with ``max_batch == 1`` gives a static profile (one
     camera resolution, per-frame calls).
     """
     batch = 1 if max_batch is None else check_batch(max_batch)
-    high = check_size(max_size, "max_size") or DEFAULT_MAX_SIZE
-    low = check_size(min_size, "min_size") or (1, 1)
+    high = check_size(max_frame, "max_frame") or DEFAULT_MAX_FRAME
+    low = check_size(min_frame, "min_frame") or (1, 1)
     if low[0] > high[0] or low[1] > high[1]:
-        raise UsageError(f"min_size {low[0]}×{low[1]} exceeds max_size {high[0]}×{high[1]} (both H×W)")
+        raise UsageError(f"min_frame {low[0]}×{low[1]} exceeds max_frame {high[0]}×{high[1]} (both W×H)")
     opt_n = 1 if opt_batch is None else check_batch(opt_batch, "opt_batch")
-    opt_hw = check_size(opt_size, "opt_size") or high
+    opt = check_size(opt_frame, "opt_frame") or high
     if opt_n > batch:
         raise UsageError(f"opt_batch={opt_n} exceeds max_batch={batch}; tune for a batch the engine takes")
-    if not (low[0] <= opt_hw[0] <= high[0] and low[1] <= opt_hw[1] <= high[1]):
-        raise UsageError(f"opt_size {opt_hw[0]}×{opt_hw[1]} is outside min_size {low[0]}×{low[1]} … max_size "
-                         f"{high[0]}×{high[1]} (all H×W)")
-    return ShapeProfile(min=(1, low[0], low[1], 3), opt=(opt_n, opt_hw[0], opt_hw[1], 3),
-                        max=(batch, high[0], high[1], 3))
+    if not (low[0] <= opt[0] <= high[0] and low[1] <= opt[1] <= high[1]):
+        raise UsageError(f"opt_frame {opt[0]}×{opt[1]} is outside min_frame {low[0]}×{low[1]} … max_frame "
+                         f"{high[0]}×{high[1]} (all W×H)")
+    return ShapeProfile(min=(1, low[1], low[0], 3), opt=(opt_n, opt[1], opt[0], 3), max=(batch, high[1], high[0], 3))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,5 +183,5 @@ class EngineCache:
             tmp.write_bytes(data)
 
 
-__all__ = ["DEFAULT_MAX_SIZE", "ENGINE_FORMAT", "EngineCache", "EngineError", "EngineKey", "Lookup", "ShapeProfile",
+__all__ = ["DEFAULT_MAX_FRAME", "ENGINE_FORMAT", "EngineCache", "EngineKey", "Lookup", "ShapeProfile",
            "compute_profile", "default_cache_dir"]

@@ -12,24 +12,24 @@ import numpy as np
 
 from ftadapt.errors import UsageError
 
-Size = tuple[int, int]  # (H, W), numpy order, as frames are indexed
-# The largest frame (H, W) ONNX Runtime takes unless told otherwise: it needs about 110 bytes per pixel of frame
+Size = tuple[int, int]  # (W, H): frame sizes are W×H in every API and option of ftadapt
+# The largest frame (W, H) ONNX Runtime takes unless told otherwise: it needs about 110 bytes per pixel of frame
 # (measured: 8000×8000 took 6.9 GB), so a 16k×16k frame would exhaust a 24 GB machine; 4096×4096 stays under 2 GB.
-# TensorRT's limit is its engine profile (``engine_cache.DEFAULT_MAX_SIZE``).
-ORT_MAX_SIZE: Size = (4096, 4096)
+# TensorRT's limit is its engine profile (``engine_cache.DEFAULT_MAX_FRAME``).
+ORT_MAX_FRAME: Size = (4096, 4096)
 
 
 def check_size(value: object, name: str) -> Size | None:
-    """``None`` or a pair of positive ints (H, W) → that pair as a tuple; anything else is a UsageError."""
+    """``None`` or a pair of positive ints (W, H) → that pair as a tuple; anything else is a UsageError."""
     if value is None:
         return None
     try:
-        h, w = (int(v) for v in value)  # type: ignore[union-attr]
+        w, h = (int(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise UsageError(f"{name}={value!r}: expected (H, W), two positive integers") from None
-    if h < 1 or w < 1:
-        raise UsageError(f"{name}={value!r}: expected (H, W), two positive integers")
-    return h, w
+        raise UsageError(f"{name}={value!r}: expected (W, H), two positive integers") from None
+    if w < 1 or h < 1:
+        raise UsageError(f"{name}={value!r}: expected (W, H), two positive integers")
+    return w, h
 
 
 def check_batch(value: object, name: str = "max_batch") -> int:
@@ -43,11 +43,12 @@ def _describe(frame: np.ndarray) -> str:
     return f"an array of shape {frame.shape} and dtype {frame.dtype}"
 
 
-def check_frame(frame: object, *, max_size: Size | None = None, min_size: Size | None = None,
+def check_frame(frame: object, *, max_frame: Size | None = None, min_frame: Size | None = None,
                 what: str = "frame") -> np.ndarray:
     """Validate one RGB frame and return it C-contiguous (non-contiguous views are copied, others are not).
 
-    Shape: uint8 (H, W, 3) → uint8 (H, W, 3). Raises UsageError naming ``what`` and the expectation.
+    ``max_frame``/``min_frame`` are (W, H). Shape: uint8 (H, W, 3) → uint8 (H, W, 3). Raises UsageError naming
+    ``what`` and the expectation.
     """
     expected = "a uint8 RGB array of shape (H, W, 3)"
     if frame is None:
@@ -70,17 +71,17 @@ def check_frame(frame: object, *, max_size: Size | None = None, min_size: Size |
     h, w = frame.shape[:2]
     if h == 0 or w == 0:
         raise UsageError(f"{what} is empty (shape {frame.shape}); expected {expected} with H, W ≥ 1")
-    if max_size is not None and (h > max_size[0] or w > max_size[1]):
-        raise UsageError(f"{what} is {h}×{w} (H×W), larger than max_size {max_size[0]}×{max_size[1]} this "
-                         f"Segmenter was built for; resize it or create the Segmenter with max_size=({h}, {w}) or "
+    if max_frame is not None and (w > max_frame[0] or h > max_frame[1]):
+        raise UsageError(f"{what} is {w}×{h} (W×H), larger than max_frame {max_frame[0]}×{max_frame[1]} this "
+                         f"Segmenter was built for; resize it or create the Segmenter with max_frame=({w}, {h}) or "
                          "larger (ONNX Runtime needs about 110 bytes of memory per pixel)")
-    if min_size is not None and (h < min_size[0] or w < min_size[1]):
-        raise UsageError(f"{what} is {h}×{w} (H×W), smaller than min_size {min_size[0]}×{min_size[1]} of this "
-                         "Segmenter's engine profile; create the Segmenter with a smaller min_size")
+    if min_frame is not None and (w < min_frame[0] or h < min_frame[1]):
+        raise UsageError(f"{what} is {w}×{h} (W×H), smaller than min_frame {min_frame[0]}×{min_frame[1]} of this "
+                         "Segmenter's engine profile; create the Segmenter with a smaller min_frame")
     return np.ascontiguousarray(frame)
 
 
-def stack_frames(frames: object, *, max_size: Size | None = None, min_size: Size | None = None) -> np.ndarray:
+def stack_frames(frames: object, *, max_frame: Size | None = None, min_frame: Size | None = None) -> np.ndarray:
     """Validate a batch — a uint8 (N, H, W, 3) array or a sequence of equally sized frames — and stack it.
 
     Shape: → uint8 (N, H, W, 3), C-contiguous.
@@ -88,19 +89,20 @@ def stack_frames(frames: object, *, max_size: Size | None = None, min_size: Size
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         if frames.shape[0] == 0:
             raise UsageError(f"the batch is empty (shape {frames.shape}); pass at least one frame")
-        check_frame(frames[0], max_size=max_size, min_size=min_size, what="frames[0]")
+        check_frame(frames[0], max_frame=max_frame, min_frame=min_frame, what="frames[0]")
         return np.ascontiguousarray(frames)
     if isinstance(frames, np.ndarray) or not isinstance(frames, Sequence) or isinstance(frames, (str, bytes)):
         shown = _describe(frames) if isinstance(frames, np.ndarray) else f"a {type(frames).__name__}"
         raise UsageError(f"frames is {shown}; expected a uint8 (N, H, W, 3) array or a list of (H, W, 3) frames")
     if not frames:
         raise UsageError("frames is empty; pass at least one frame")
-    checked = [check_frame(f, max_size=max_size, min_size=min_size, what=f"frames[{i}]") for i, f in enumerate(frames)]
+    checked = [check_frame(f, max_frame=max_frame, min_frame=min_frame, what=f"frames[{i}]")
+               for i, f in enumerate(frames)]
     first = checked[0].shape
     for i, f in enumerate(checked):
         if f.shape != first:
-            raise UsageError(f"frames[{i}] is {f.shape[0]}×{f.shape[1]} but frames[0] is {first[0]}×{first[1]}; a "
-                             "batch needs frames of one size (call the Segmenter per frame for mixed sizes)")
+            raise UsageError(f"frames[{i}] is {f.shape[1]}×{f.shape[0]} but frames[0] is {first[1]}×{first[0]} "
+                             "(W×H); a batch needs frames of one size (call the Segmenter per frame for mixed sizes)")
     return np.stack(checked)
 
 

@@ -1,21 +1,26 @@
-"""Read what the runtime needs from an ONNX file without the ``onnx`` package: metadata, I/O types, data files.
+"""The one reader of an exported file: metadata, I/O types and external-data files, without ``onnx`` or numpy.
 
 The base install (numpy, click, pillow, tqdm) has no ``onnx``, and the TensorRT path never needs ONNX Runtime, yet the
 runtime must read ``metadata_props`` (classes, palette, precision), check the ``image``/``labels`` contract and hash
-the external weight files for the engine-cache key. ONNX is protobuf, so this module walks the wire format directly:
-length-delimited fields it does not need (nodes, raw weights) are skipped with ``seek``, so a multi-GB model costs a
-few thousand small reads. Field numbers are those of ``onnx.proto`` (ModelProto, GraphProto, TensorProto, …).
+the external weight files for the engine-cache key; ``ftadapt inspect``, the benchmarks and the export read the same
+facts here. ONNX is protobuf, so this module walks the wire format directly: length-delimited fields it does not need
+(node bodies, raw weights) are skipped with ``seek``, so a multi-GB model costs a few thousand small reads. Field
+numbers are those of ``onnx.proto`` (ModelProto, GraphProto, TensorProto, …).
+
+It imports only the artifact schema and the project errors, so the export (which ranks below the runtime) may use it.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ftadapt.artifact import ArtifactError
+from ftadapt.artifact import ArtifactError, ArtifactInfo
 from ftadapt.errors import UsageError
 
 # TensorProto.DataType values the contract uses (onnx.proto); others are shown by number.
@@ -35,17 +40,49 @@ class TensorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ModelFile:
-    """The parts of an ONNX file the runtime uses; ``data_files`` are the external-data files it references."""
+    """What an ONNX file holds, as far as ftadapt reads it.
+
+    ``metadata`` is every ``metadata_props`` entry (``info`` parses ftadapt's); ``data_files`` are the external-data
+    files the graph references, present or not (``missing_files``; ``require_data_files`` before running it);
+    ``opset`` is the default-domain opset, ``nodes`` the number of nodes of the main graph.
+    """
 
     path: Path
     metadata: dict[str, str]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     data_files: tuple[Path, ...]
+    opset: int | None = None
+    ir_version: int | None = None
+    producer: str = ""
+    nodes: int = 0
+
+    @functools.cached_property
+    def info(self) -> ArtifactInfo:
+        """The validated ftadapt metadata; ArtifactError naming the file when it is absent or damaged."""
+        return ArtifactInfo.from_props(self.metadata, source=str(self.path))
+
+    @property
+    def missing_files(self) -> tuple[Path, ...]:
+        """The external-data files that are not beside the .onnx file (checked now, not when it was read)."""
+        return tuple(p for p in self.data_files if not p.is_file())
+
+    @property
+    def size_bytes(self) -> int:
+        """The .onnx file and the data files that are there."""
+        return self.path.stat().st_size + sum(p.stat().st_size for p in self.data_files if p.is_file())
+
+    def require_data_files(self) -> None:
+        """ArtifactError naming the first missing external-data file: the model cannot run without its weights."""
+        missing = self.missing_files
+        if missing:
+            raise ArtifactError(f"{self.path} keeps its weights in {missing[0].name!r}, which is missing beside it; "
+                                "copy the data file together with the .onnx file")
 
     def sha256(self) -> str:
         """One digest of the bytes of the .onnx file and every external-data file (in name order; names and
         locations are inside the .onnx bytes), for the engine-cache key. A renamed copy keeps its digest."""
+        self.require_data_files()
         digest = hashlib.sha256()
         for path in (self.path, *self.data_files):
             digest.update(f"{path.stat().st_size}:".encode())
@@ -130,15 +167,32 @@ def _tensor_spec(r: _Reader, start: int, end: int) -> TensorSpec:
     return TensorSpec(name, dtype, dims)
 
 
-def _external_locations(r: _Reader, start: int, end: int) -> list[str]:
-    """The ``location`` of every initializer of the graph stored as external data."""
+def _external_locations(r: _Reader, initializers: list[tuple[int, int]]) -> list[str]:
+    """The ``location`` of every initializer (TensorProto) stored as external data."""
     found = []
-    for t_start, t_end in r.children(start, end, 5):  # GraphProto.initializer: TensorProto
-        if r.varints(t_start, t_end).get(14) != _EXTERNAL:
+    for t_start, t_end in initializers:
+        if r.varints(t_start, t_end).get(14) != _EXTERNAL:  # data_location
             continue
         entries = [r.strings(s, e) for s, e in r.children(t_start, t_end, 13)]  # external_data entries
         found += [e.get(2, "") for e in entries if e.get(1) == "location"]
     return found
+
+
+def _by_field(r: _Reader, start: int, end: int) -> dict[int, list[tuple[int, int]]]:
+    """(start, end) of the length-delimited fields of the message at [start, end), by field number, in one pass."""
+    found: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for number, wire, value, size in r.fields(start, end):
+        if wire == _LEN:
+            found[number].append((value, value + size))
+    return found
+
+
+def _opset(r: _Reader, opsets: list[tuple[int, int]]) -> int | None:
+    """The version of the default ONNX domain among OperatorSetIdProtos (domain 1, version 2)."""
+    for start, end in opsets:
+        if r.strings(start, end).get(1, "") in ("", "ai.onnx"):
+            return r.varints(start, end).get(2)
+    return None
 
 
 def input_readers(path: str | os.PathLike, name: str) -> list[tuple[str, str]]:
@@ -164,9 +218,10 @@ def input_readers(path: str | os.PathLike, name: str) -> list[tuple[str, str]]:
 
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
-    """Metadata, graph inputs/outputs and external-data files of the ONNX model at ``path``.
+    """Metadata, graph inputs/outputs, external-data files and header facts of the ONNX model at ``path``.
 
-    Raises UsageError when the path is not a file, ArtifactError when it is not ONNX or a data file is missing.
+    Raises UsageError when the path is not a file and ArtifactError when it is not ONNX. Missing external-data files
+    are listed, not refused (``ModelFile.require_data_files``), so that ``ftadapt inspect`` can name them.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,23 +230,20 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     with open(path, "rb") as f:
         r = _Reader(f, str(path))
         size = path.stat().st_size
-        metadata = dict(tuple(r.strings(s, e).get(k, "") for k in (1, 2)) for s, e in r.children(0, size, 14))
-        graphs = r.children(0, size, 7)
-        if not graphs:
+        top = _by_field(r, 0, size)
+        if not top.get(7):
             raise r.bad("it has no graph")
-        g_start, g_end = graphs[0]
-        inputs = tuple(_tensor_spec(r, s, e) for s, e in r.children(g_start, g_end, 11))
-        outputs = tuple(_tensor_spec(r, s, e) for s, e in r.children(g_start, g_end, 12))
-        locations = sorted(set(_external_locations(r, g_start, g_end)))
-    data_files = []
-    for location in locations:
-        data = (path.parent / location).resolve()
-        if not data.is_file():
-            raise ArtifactError(f"{path} keeps its weights in {location!r}, which is missing beside it; copy the "
-                                "data file together with the .onnx file")
-        data_files.append(data)
+        metadata = dict(tuple(r.strings(s, e).get(k, "") for k in (1, 2)) for s, e in top.get(14, []))
+        header = r.varints(0, size)  # ir_version 1
+        producer = " ".join(r.text(s, e - s) for number in (2, 3) for s, e in top.get(number, [])[-1:])
+        graph = _by_field(r, *top[7][0])
+        inputs = tuple(_tensor_spec(r, s, e) for s, e in graph.get(11, []))
+        outputs = tuple(_tensor_spec(r, s, e) for s, e in graph.get(12, []))
+        locations = sorted(set(_external_locations(r, graph.get(5, []))))
+        opset = _opset(r, top.get(8, []))
     return ModelFile(path=path.resolve(), metadata=metadata, inputs=inputs, outputs=outputs,
-                     data_files=tuple(data_files))
+                     data_files=tuple((path.parent / location).resolve() for location in locations), opset=opset,
+                     ir_version=header.get(1), producer=producer, nodes=len(graph.get(1, [])))
 
 
 __all__ = ["ModelFile", "TensorSpec", "input_readers", "read_model_file"]

@@ -6,9 +6,10 @@ on any machine and silently falls back to the CPU when their libraries are missi
 cuRAND, cuFFT, cuDNN) usually come from the ``nvidia-*`` wheels, which are not on the loader's path unless something
 loaded them first — torch does, but ``ftadapt.runtime`` imports no torch — so before a session that requests CUDA or
 TensorRT, ``onnxruntime.preload_dlls()`` loads them (ONNX Runtime ≥ 1.21). If a GPU provider still does not load while
-``device`` names a GPU, that is an error unless the caller allowed the CPU fallback. Inputs and outputs go through IO
-binding on the device the session runs on, so only the requested outputs come back to the host (``probs`` at full
-resolution is 19× the label map). The session is created once; ``run`` allocates only the returned arrays.
+a CUDA device was asked for by name, that is an error unless the caller allowed the CPU fallback. Inputs and outputs
+go through IO binding on the device the session runs on, so only the requested outputs come back to the host
+(``probs`` at full resolution is 19× the label map). The session is created once; ``run`` allocates only the
+returned arrays.
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from ftadapt.artifact import ArtifactError
-from ftadapt.runtime.backends import BackendUnavailable, cuda_device_count
+from ftadapt.devices import Device
+from ftadapt.runtime.backends import Backend
+from ftadapt.runtime.errors import BackendUnavailable
 from ftadapt.runtime.onnx_file import ModelFile
+from ftadapt.runtime.options import OnnxRuntimeOptions
 
 ORT_HINT = ("install ONNX Runtime — pip install onnxruntime-gpu (NVIDIA GPUs; also runs on the CPU) or onnxruntime "
             "(CPU only), never both, e.g. pip install 'ftadapt[export]'")
@@ -30,6 +34,7 @@ _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module; BackendUnavailable naming the package to install when it is missing."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -37,14 +42,11 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def default_providers(device: int | str) -> tuple[list[Any], list[str]]:
-    """(providers to request, notes): CUDA on ``device`` then CPU when the driver reports a GPU, else CPU only."""
-    if device == "cpu":
-        return ["CPUExecutionProvider"], []
-    count, why = cuda_device_count()
-    if count == 0:
-        return ["CPUExecutionProvider"], [f"ONNX Runtime CUDA skipped: {why}"]
-    return [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"], []
+def default_providers(device: Device) -> list[Any]:
+    """The providers to request on ``device`` (cpu or cuda:N, resolved): CUDA on that GPU then the CPU, or the CPU."""
+    if device.is_cpu:
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
 
 
 def _provider_name(provider: Any) -> str:
@@ -68,58 +70,52 @@ def preload_gpu_libraries(ort: Any, requested: list[Any]) -> list[str]:
     return [f"onnxruntime.preload_dlls(): {text}"] if text else []
 
 
-def _gpu_fallback(obtained: tuple[str, ...], missing: list[str], device: int | str, cpu_fallback: bool) -> str:
+def _gpu_fallback(obtained: tuple[str, ...], missing: list[str], device: Device, allow_cpu: bool) -> str:
     """The note for requested providers the session did not get; BackendUnavailable when ``device`` is a GPU, no GPU
-    provider was obtained and the caller did not allow running on the CPU."""
+    provider was obtained and the CPU is not allowed instead."""
     note = (f"ONNX Runtime did not give the requested {', '.join(missing)} (its log above says why); running on "
             f"{', '.join(obtained)}")
     lost_gpu = any(n in _GPU_PROVIDERS for n in missing) and obtained[0] not in _GPU_PROVIDERS
-    if lost_gpu and device != "cpu" and not cpu_fallback:
+    if lost_gpu and device.is_cuda and not allow_cpu:
         raise BackendUnavailable(
             f"ONNX Runtime could not load its {' or '.join(n for n in missing if n in _GPU_PROVIDERS)} for device "
             f"{device} and would run on the CPU (its log above names the missing library). Install the CUDA "
             "libraries it needs (pip install 'onnxruntime-gpu[cuda,cudnn]'), or pass device='cpu' to run on the CPU "
-            "on purpose, or cpu_fallback=True to accept the fallback")
+            "on purpose, or onnxruntime=OnnxRuntimeOptions(cpu_fallback=True) to accept the fallback")
     return note
 
 
-class OrtBackend:
-    """Runs an exported model with ONNX Runtime. ``providers`` overrides the default order (e.g. to add TensorRT's
-    EP); ``threads`` sets the intra-op thread count (default: ONNX Runtime's, one per physical core);
-    ``cpu_fallback`` lets a session meant for a GPU run on the CPU (with a warning) when no GPU provider loads."""
+class OrtBackend(Backend):
+    """Runs an exported model with ONNX Runtime on ``device`` (cpu or cuda:N, resolved). ``options.providers``
+    overrides the default order (e.g. to add TensorRT's EP); ``options.threads`` sets the intra-op thread count;
+    ``allow_cpu`` lets a session meant for a GPU run on the CPU (with a warning) when no GPU provider loads."""
 
     name = "onnxruntime"
 
-    def __init__(self, model: ModelFile, *, device: int | str = 0, providers: list[Any] | None = None,
-                 threads: int | None = None, cpu_fallback: bool = False) -> None:
+    def __init__(self, model: ModelFile, *, device: Device, options: OnnxRuntimeOptions, allow_cpu: bool) -> None:
         ort = import_onnxruntime()
         self._ort = ort
-        notes: list[str] = []
-        if providers is None:
-            requested, notes = default_providers(device)
-        else:
-            requested = list(providers)
-        notes += preload_gpu_libraries(ort, requested)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: a failed provider still logs why
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        requested = default_providers(device) if options.providers is None else list(options.providers)
+        notes = preload_gpu_libraries(ort, requested)
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3  # errors only: a failed provider still logs why
+        if options.threads is not None:
+            session_options.intra_op_num_threads = options.threads
         try:
-            self._session = ort.InferenceSession(str(model.path), sess_options=options, providers=requested)
+            self._session = ort.InferenceSession(str(model.path), sess_options=session_options, providers=requested)
         except Exception as exc:
             raise ArtifactError(f"ONNX Runtime cannot load {model.path}: {exc}") from None
         self.providers = tuple(self._session.get_providers())
         missing = [n for n in map(_provider_name, requested) if n not in self.providers]
         if missing:
-            note = _gpu_fallback(self.providers, missing, device, cpu_fallback)
+            note = _gpu_fallback(self.providers, missing, device, allow_cpu)
             notes.append(note)
-            warnings.warn(note, RuntimeWarning, stacklevel=3)
+            warnings.warn(note, RuntimeWarning, stacklevel=4)
         self.notes = tuple(notes)
         gpu = self.providers[0] in _GPU_PROVIDERS
-        self._device = ("cuda", device if isinstance(device, int) else 0) if gpu else ("cpu", 0)
-        self.outputs = tuple(o.name for o in self._session.get_outputs())
+        self._device = ("cuda", device.index or 0) if gpu else ("cpu", 0)
         self.description = {"onnxruntime": ort.__version__, "execution_device": self._device[0],
-                            "intra_op_threads": threads or "default"}
+                            "intra_op_threads": options.threads or "default"}
 
     def run(self, batch: np.ndarray, outputs: tuple[str, ...] = ("labels",)) -> dict[str, np.ndarray]:
         """Shape: uint8 N×H×W×3 → {name: array} for the requested outputs (copied to the host)."""
@@ -130,6 +126,10 @@ class OrtBackend:
             binding.bind_output(name, kind, index)
         self._session.run_with_iobinding(binding)
         return {name: value.numpy() for name, value in zip(outputs, binding.get_outputs())}
+
+    def device_ms(self) -> float | None:
+        """None: ONNX Runtime exposes no CUDA events around its run."""
+        return None
 
     def close(self) -> None:
         self._session = None

@@ -125,14 +125,14 @@ def _frames(sources: Sequence[Source], every: int) -> Iterator[tuple[str, np.nda
             yield s.name, read_rgb(s.path), str(s.path)
 
 
-def _check_frame_size(frame: np.ndarray, origin: str, max_size: tuple[int, int] | None) -> None:
-    """UsageError naming the input and the flag when ``frame`` exceeds the Segmenter's ``max_size`` (H, W)."""
-    (h, w), limit = frame.shape[:2], max_size
-    if limit is not None and (h > limit[0] or w > limit[1]):
-        need = f"{max(w, limit[1])}x{max(h, limit[0])}"
+def _check_frame_size(frame: np.ndarray, origin: str, max_frame: tuple[int, int] | None) -> None:
+    """UsageError naming the input and the flag when ``frame`` exceeds the Segmenter's ``max_frame`` (W, H)."""
+    (h, w), limit = frame.shape[:2], max_frame
+    if limit is not None and (w > limit[0] or h > limit[1]):
+        need = (max(w, limit[0]), max(h, limit[1]))
         raise UsageError(f"{origin}: the frame is {w}x{h} (W×H), larger than the largest frame this model was set up "
-                         f"for, {limit[1]}x{limit[0]}; pass --max-frame {need} (Python: Segmenter(max_size="
-                         f"({max(h, limit[0])}, {max(w, limit[1])}))) or resize the input")
+                         f"for, {limit[0]}x{limit[1]}; pass --max-frame {need[0]}x{need[1]} (Python: "
+                         f"Segmenter(max_frame={need})) or resize the input")
 
 
 def check_outputs(sources: Sequence[Source], out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -162,7 +162,7 @@ def predict_files(segmenter: Any, sources: Sequence[Source], out_dir: str | os.P
     model_seconds, frames, start = 0.0, 0, time.perf_counter()
     with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         for name, frame, origin in _frames(sources, every):
-            _check_frame_size(frame, origin, segmenter.max_size)
+            _check_frame_size(frame, origin, segmenter.max_frame)
             t0 = time.perf_counter()
             labels = segmenter(frame)
             model_seconds += time.perf_counter() - t0

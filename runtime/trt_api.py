@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ftadapt.runtime.backends import BackendUnavailable
+from ftadapt.runtime.errors import BackendUnavailable
 
 MIN_VERSION = (10, 12)
 NEXT_UNSUPPORTED = (12, 0)

@@ -6,7 +6,7 @@ once with ``set_tensor_address``, ``execute_async_v3`` on a non-default stream, 
 device buffers sized for the largest profile shape at start-up, so no frame allocates. The engine has only the
 outputs asked for (``probs``, 19× the label map in FP32, only with ``outputs`` naming it). The optional CUDA graph
 replays the enqueue for the current input shape; a new shape drops it and captures again (at one camera size: once).
-With ``device_timing`` two CUDA events bracket the enqueue (or graph launch) on the stream, and ``device_ms`` is the
+With ``device_timing`` two CUDA events bracket the enqueue (or graph launch) on the stream, and ``device_ms()`` is the
 device time of the last ``run`` — inference alone, without the copies (``reference/deploy.md`` §7.1).
 
 CUDA context: the device's *primary* context is retained (once per device and process, and kept, as
@@ -26,8 +26,11 @@ import numpy as np
 
 from ftadapt.artifact import ArtifactInfo
 from ftadapt.errors import UsageError
-from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
+from ftadapt.runtime.backends import Backend
+from ftadapt.runtime.engine_cache import EngineCache, EngineKey, ShapeProfile
+from ftadapt.runtime.errors import EngineError
 from ftadapt.runtime.onnx_file import ModelFile
+from ftadapt.runtime.options import TensorRTOptions
 from ftadapt.runtime.trt_api import import_pycuda, import_tensorrt, numpy_dtype, tensorrt_cuda
 from ftadapt.runtime.trt_cuda_graph import TrtCudaGraph, cuda_runtime
 from ftadapt.runtime.trt_engine import (
@@ -89,22 +92,23 @@ def check_labels_type(model: ModelFile) -> None:
                           "export` (int32 labels) or use backend='onnxruntime'")
 
 
-class TrtBackend:
-    """Runs an exported model with TensorRT on one GPU (see the module docstring). Not thread-safe by itself."""
+class TrtBackend(Backend):
+    """Runs an exported model with TensorRT on the CUDA device ``device`` (see the module docstring): an engine for
+    ``profile`` computing ``outputs``, from the engine cache or built into it, set up as ``options`` say."""
 
     name = "tensorrt"
 
     def __init__(self, model: ModelFile, info: ArtifactInfo, *, device: int, profile: ShapeProfile,
-                 cache: EngineCache, build: bool = True, stream: object = None, cuda_graph: bool = False,
-                 workspace_mb: int = DEFAULT_WORKSPACE_MB, outputs: tuple[str, ...] = ("labels",),
-                 device_timing: bool = False) -> None:
+                 options: TensorRTOptions, outputs: tuple[str, ...] = ("labels",)) -> None:
+        cache = EngineCache(options.engine_cache)
         trt, cuda = import_tensorrt(), import_pycuda()
         check_labels_type(model)
-        if cuda_graph:
+        if options.cuda_graph:
             cuda_runtime()  # fail now, not at the second frame, when cuda-bindings is missing
+        stream = options.stream
         if stream is not None and not isinstance(stream, cuda.Stream):
-            raise UsageError(f"stream must be a pycuda.driver.Stream (the runtime copies with pycuda), got "
-                             f"{type(stream).__name__}")
+            raise UsageError(f"TensorRTOptions(stream=…) must be a pycuda.driver.Stream (the runtime copies with "
+                             f"pycuda), got {type(stream).__name__}")
         self._trt, self._cuda, self.profile = trt, cuda, profile
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
@@ -114,10 +118,10 @@ class TrtBackend:
         self._runtime: trt.Runtime | None = None
         self._stream: Any = stream
         self._own_stream = stream is None
-        self._want_graph = cuda_graph
-        self._device_timing = device_timing
+        self._want_graph = options.cuda_graph
+        self._device_timing = options.device_timing
         self._events: tuple[Any, Any] | None = None
-        self.device_ms: float | None = None
+        self._device_ms: float | None = None
         self._ctx = primary_context(cuda, device)
         self._ctx.push()
         try:
@@ -128,7 +132,8 @@ class TrtBackend:
             self._logger = trt_logger(trt)
             self._runtime = trt.Runtime(self._logger)
             self._engine, self.report = load_or_build(trt, self._runtime, self._logger, model, key, cache,
-                                                      build=build, workspace_mb=workspace_mb)
+                                                      build=options.build,
+                                                      workspace_mb=options.workspace_mb or DEFAULT_WORKSPACE_MB)
             self._setup()
         except BaseException:
             self._release()  # free what was allocated while the context is still current
@@ -136,11 +141,11 @@ class TrtBackend:
         finally:
             cuda.Context.pop()
         self.providers = ("TensorRT",)
-        self.outputs = tuple(self._outputs)
         self.notes = self.report.notes
         self.description = {"tensorrt": trt.__version__, "tensorrt_cuda": key.cuda, "gpu": gpu,
                             "compute_capability": capability, "engine": self.report.to_dict(),
-                            "profile": profile.to_dict(), "static_profile": profile.static, "cuda_graph": cuda_graph}
+                            "profile": profile.to_dict(), "static_profile": profile.static,
+                            "cuda_graph": options.cuda_graph}
 
     def _setup(self) -> None:
         """Check the engine's I/O against the contract, size and allocate every buffer once, bind the addresses."""
@@ -154,7 +159,7 @@ class TrtBackend:
         self._context = engine.create_execution_context()
         if self._context is None:
             raise EngineError("TensorRT could not create an execution context (out of device memory?); lower "
-                              "max_batch/max_size or use backend='onnxruntime'")
+                              "max_batch/max_frame or use backend='onnxruntime'")
         self._set_shape(self.profile.max)
         shapes = {"image": self.profile.max, **{n: self._shapes[n] for n in self._outputs}}
         self._nbytes = buffer_bytes(shapes, self._dtypes)
@@ -164,7 +169,7 @@ class TrtBackend:
                 self._host[name] = cuda.pagelocked_empty(nbytes // self._dtypes[name].itemsize, self._dtypes[name])
             except cuda.Error as exc:
                 raise EngineError(f"cannot allocate the {nbytes / 2**20:.0f} MiB buffers of {name!r} ({exc}); lower "
-                                  "max_batch/max_size or use backend='onnxruntime'") from None
+                                  "max_batch/max_frame or use backend='onnxruntime'") from None
             if not self._context.set_tensor_address(name, int(self._device_mem[name])):
                 raise EngineError(f"TensorRT refused the device address of {name!r}")
         if self._own_stream:
@@ -224,10 +229,14 @@ class TrtBackend:
                 cuda.memcpy_dtoh_async(views[name], self._device_mem[name], self._stream)
             self._stream.synchronize()
             if self._events is not None:
-                self.device_ms = self._events[0].time_till(self._events[1])
+                self._device_ms = self._events[0].time_till(self._events[1])
             return {name: view.reshape(self._shapes[name]).copy() for name, view in views.items()}
         finally:
             cuda.Context.pop()
+
+    def device_ms(self) -> float | None:
+        """The last ``run``'s time on the device (CUDA events around the enqueue), with ``device_timing`` only."""
+        return self._device_ms
 
     def _release(self) -> None:
         """Free what this backend created, newest first, while its CUDA context is current (CUDA frees need it)."""
@@ -245,6 +254,7 @@ class TrtBackend:
             self._stream = None
 
     def close(self) -> None:
+        """Free everything, with the device's context current. Idempotent."""
         if self._ctx is None:
             return
         self._ctx.push()

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ftadapt.runtime.backends import BackendUnavailable
-from ftadapt.runtime.engine_cache import EngineError
+from ftadapt.runtime.errors import BackendUnavailable, EngineError
 
 
 def cuda_runtime() -> Any:

@@ -23,7 +23,8 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ftadapt.runtime.engine_cache import EngineCache, EngineError, EngineKey, ShapeProfile
+from ftadapt.runtime.engine_cache import EngineCache, EngineKey, ShapeProfile
+from ftadapt.runtime.errors import EngineError
 from ftadapt.runtime.onnx_file import ModelFile, input_readers
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ def load_or_build(trt: ModuleType, runtime: trt.Runtime, logger: trt.ILogger, mo
         why = problem or f"no engine for this model, TensorRT, GPU and profile in {cache.root}"
         raise EngineError(f"{why}. Build it with `ftadapt build-engine {model.path}` (the same --max-batch, "
                           "--max-frame, --min-frame, --opt-frame, --opt-batch and --probs) or let the Segmenter "
-                          "build it (build=True)")
+                          "build it (TensorRTOptions(build=True))")
     notes = [f"{problem}; rebuilt it"] if problem else []
     start = time.perf_counter()
     plan, timing = build_plan(trt, logger, model, key.profile, workspace_mb=workspace_mb,

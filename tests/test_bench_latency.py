@@ -13,6 +13,7 @@ from onnx_models import build_model
 from PIL import Image
 
 from ftadapt.bench import latency, report
+from ftadapt.bench.random_models import WEIGHTS_NOTE
 from ftadapt.bench.runners import Runner, TorchRunner
 from ftadapt.cli import main
 
@@ -130,30 +131,61 @@ def test_every_result_carries_its_environment(monkeypatch):
     assert report.nvidia_smi() == {"nvidia_smi": "not available: [Errno 2] No such file or directory: 'nvidia-smi'"}
 
 
-def test_the_command_times_every_backend_on_the_tiny_model(tmp_path, capsys):
+def test_the_command_times_every_backend_on_an_exported_file(tiny_export, tmp_path, capsys):
+    """``--model`` with ``--checkpoints``: the session's tiny FP32 export on ONNX Runtime and, rebuilt from the
+    members' checkpoints (matched by sha256), in PyTorch, at batches 1 and 2; TensorRT listed as not run."""
     out = tmp_path / "out"
-    main(["bench", "latency", "--random", "tiny", "--working-size", "64x32", "--frame-size", "128x64", "--flip",
-          "--device", "cpu", "--batches", "1,2", "--warmup", "1", "--runs", "3", "--threads", "1", "--workdir",
-          str(tmp_path / "work"), "--out", str(out)])
+    main(["bench", "latency", "--model", str(tiny_export["fp32"]), "--checkpoints", str(tiny_export["root"]),
+          "--frame-size", "128x64", "--device", "cpu", "--batches", "1,2", "--warmup", "1", "--runs", "3",
+          "--threads", "1", "--out", str(out)])
     results = json.loads((out / "results.json").read_text())
-    assert sorted(p.name for p in (tmp_path / "work").glob("*.onnx")) == ["tiny-64x32-fp32-flip.onnx",
-                                                                          "tiny-64x32-fp32.onnx"]
     timed = [r for r in results["results"] if "p50_ms" in r]
-    assert {(r["backend"], r["flip"], r["batch"]) for r in timed} == {
-        (b, f, n) for b in ("onnxruntime", "pytorch") for f in (False, True) for n in (1, 2)}
-    assert all(r["runs"] == 3 and r["frame_size"] == [128, 64] and r["working_size"] == [64, 32] for r in timed)
+    assert {(r["backend"], r["batch"]) for r in timed} == {(b, n) for b in ("onnxruntime", "pytorch") for n in (1, 2)}
+    assert all(r["runs"] == 3 and r["frame_size"] == [128, 64] and r["working_size"] == [64, 32] and r["members"] == 2
+               and r["model"] == "fused.onnx" and not r["flip"] for r in timed)
     ort = next(r for r in timed if r["backend"] == "onnxruntime")
     assert ort["providers"] == ["CPUExecutionProvider"] and ort["precision"] == "fp32"
-    flipped = next(r for r in timed if r["flip"] and r["backend"] == "pytorch" and r["batch"] == 2)
-    plain = next(r for r in timed if not r["flip"] and r["backend"] == "pytorch" and r["batch"] == 2)
-    assert flipped["p50_ratio_to_plain"] == round(flipped["p50_ms"] / plain["p50_ms"], 3)
+    assert next(r for r in timed if r["backend"] == "pytorch")["device"] == "cpu"
     assert [r["status"] for r in results["results"] if r["backend"] == "tensorrt"] == [
-        "not run: TensorRT needs a CUDA device (--device cuda:N)"] * 2
-    assert results["environment"]["device"] == "cpu" and "cpu_model" in results["environment"]
+        "not run: TensorRT needs a CUDA device (--device cuda:N)"]
+    assert results["device"] == "cpu" and results["environment"]["device"] == "cpu"
+    assert "cpu_model" in results["environment"]
     text = (out / "report.md").read_text()
-    assert "## tiny — fp32, flip" in text and "| onnxruntime (eager, CPUExecutionProvider" in text
+    assert "## fused.onnx — fp32" in text and "| onnxruntime (eager, CPUExecutionProvider" in text
     assert "- tensorrt (eager): not run: TensorRT needs a CUDA device" in text
     with Image.open(out / "latency.png") as image:
         assert image.text["Description"] == ("panels: Latency distribution per backend (batch 1, after warm-up; "
                                              "whiskers p1–p99); Throughput by batch size")
     assert json.loads(capsys.readouterr().out)["benchmark"] == "latency"
+
+
+def test_random_init_exports_are_made_once_with_flip_beside_plain(tmp_path, monkeypatch, capsys):
+    """``--random tiny --flip``: calibrated random-init checkpoints and two exports (plain and flip-fused) named in
+    the work folder and reused there; the flip rows carry their p50 ratio to the plain graph's. The export itself
+    (``export_onnx``, tested in test_export) is replaced by the toy model, so that the run costs no tracing."""
+    from ftadapt.export import onnx_export
+
+    exports = []
+
+    def toy_export(ensemble, out, *, precision, working_size, verify, progress):
+        exports.append((out.name, precision, working_size, ensemble.flip, [i.name for i in ensemble.infos], verify))
+        return build_model(out, precision=precision)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", toy_export)
+    argv = ["bench", "latency", "--random", "tiny", "--working-size", "64x32", "--frame-size", "16x8", "--flip",
+            "--backends", "onnxruntime", "--device", "cpu", "--warmup", "1", "--runs", "2", "--workdir",
+            str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    main(argv)
+    assert sorted(exports) == [("tiny-64x32-fp32-flip.onnx", "fp32", (64, 32), True, ["tiny-random"], False),
+                               ("tiny-64x32-fp32.onnx", "fp32", (64, 32), False, ["tiny-random"], False)]
+    assert (tmp_path / "work" / "tiny-random" / "model.pt").is_file()
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [(r["model"], r["flip"], r["weights"]) for r in rows] == [("tiny", False, WEIGHTS_NOTE),
+                                                                    ("tiny", True, WEIGHTS_NOTE)]
+    assert rows[1]["p50_ratio_to_plain"] == round(rows[1]["p50_ms"] / rows[0]["p50_ms"], 3)
+    assert "p50_ratio_to_plain" not in rows[0]
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "## tiny — fp32\n" in report_md and "## tiny — fp32, flip" in report_md
+    main([*argv[:-2], "--json", str(tmp_path / "again.json")])
+    assert len(exports) == 2  # the work folder's exports are reused
+    capsys.readouterr()

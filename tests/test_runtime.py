@@ -1,21 +1,29 @@
 """The Segmenter on ONNX Runtime's CPU provider with tiny contract-honouring models (``tests/onnx_models.py``):
-labels against hand-computed values, frame validation messages, metadata and contract checks, providers, threads,
-thread safety, and the torch-free ONNX reader."""
+labels against hand-computed values, frame validation messages (W×H), metadata and contract checks, devices,
+providers, the options dataclasses and the deprecated keywords, threads, thread safety, the backend interface, and the
+torch-free, onnx-free reader of exported files."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx_models import build_model, expected_labels
 
+from ftadapt import devices
 from ftadapt.artifact import ArtifactError
+from ftadapt.devices import DeviceError
 from ftadapt.errors import UsageError
 from ftadapt.labels import PALETTE
-from ftadapt.runtime import BackendUnavailable, Segmenter, backends, ort_backend
+from ftadapt.runtime import BackendUnavailable, OnnxRuntimeOptions, Segmenter, TensorRTOptions
+from ftadapt.runtime.backends import Backend
 from ftadapt.runtime.onnx_file import read_model_file
+from ftadapt.runtime.ort_backend import OrtBackend
+from ftadapt.runtime.trt_backend import TrtBackend
 
 CPU = {"backend": "onnxruntime", "device": "cpu"}
 
@@ -68,9 +76,27 @@ def test_metadata_classes_palette_and_colorize(seg):
 def test_backend_and_providers_are_reported(seg):
     assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",)
     info = seg.describe()
-    assert info["execution_device"] == "cpu" and info["members"] == ["toy"]
+    assert info["execution_device"] == "cpu" and info["members"] == ["toy"] and info["device"] == "cpu"
     assert info["notes"] == []  # the backend was named, so nothing was passed over
     assert "backend='onnxruntime'" in repr(seg)
+
+
+def test_both_backends_implement_the_one_interface(seg):
+    """No duck typing: the Segmenter calls what ``Backend`` declares, and a backend that leaves out a part of it
+    cannot be created."""
+    assert issubclass(OrtBackend, Backend) and issubclass(TrtBackend, Backend)
+    assert isinstance(seg._impl, OrtBackend) and seg._impl.device_ms() is None and seg.last_device_ms is None
+    seg(_frame())
+    assert seg.last_device_ms is None  # ONNX Runtime exposes no device time
+
+    class Partial(Backend):
+        name = "partial"
+
+        def run(self, batch, outputs=("labels",)):
+            return {}
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
 
 
 @pytest.mark.parametrize("frame, message", [
@@ -90,7 +116,7 @@ def test_bad_frames_are_value_errors_that_say_what_was_expected(seg, frame, mess
 
 
 def test_bad_batches(seg):
-    with pytest.raises(UsageError, match=r"frames\[1\] is 6×7 but frames\[0\] is 5×7"):
+    with pytest.raises(UsageError, match=r"frames\[1\] is 7×6 but frames\[0\] is 7×5 \(W×H\)"):
         seg.predict_batch([_frame(), _frame(6, 7)])
     with pytest.raises(UsageError, match="frames is empty"):
         seg.predict_batch([])
@@ -109,27 +135,57 @@ def test_non_contiguous_frames_are_copied(seg):
     np.testing.assert_array_equal(seg(bgr_view), expected_labels(bgr_view))
 
 
-def test_max_size_limits_frames(model):
-    with Segmenter(model, max_size=(4, 6), **CPU) as small:
+def test_max_frame_limits_frames_in_w_by_h(model):
+    with Segmenter(model, max_frame=(6, 4), **CPU) as small:  # (W, H): frames up to 6 wide and 4 high
+        assert small.max_frame == (6, 4) and small.describe()["max_frame"] == (6, 4)
         assert small(_frame(4, 6)).shape == (4, 6)
-        with pytest.raises(UsageError, match="5×7 \\(H×W\\), larger than max_size 4×6"):
-            small(_frame())
+        with pytest.raises(UsageError, match="7×5 \\(W×H\\), larger than max_frame 6×4"):
+            small(_frame())  # 5 high, 7 wide
+        with pytest.raises(UsageError, match=r"frames\[0\] is 7×5 \(W×H\), larger than max_frame 6×4"):
+            small.predict_batch([_frame()])
+    with Segmenter(model, max_frame=(7, 5), min_frame=(7, 2), **CPU) as tall, \
+            pytest.raises(UsageError, match="6×5 \\(W×H\\), smaller than min_frame 7×2"):
+        tall(_frame(5, 6))
 
 
 def test_onnx_runtime_has_a_default_frame_limit_that_bounds_its_memory(seg, model):
     """Issue 16, case 11: ONNX Runtime took any frame (8000×8000: 6.9 GB; 16k×16k would exhaust 24 GB); it now has
-    TensorRT's configurable max_size, 4096×4096 by default, and refuses a larger frame before running it."""
-    assert seg.max_size == (4096, 4096) and seg.describe()["max_size"] == (4096, 4096)
+    TensorRT's configurable max_frame, 4096×4096 by default, and refuses a larger frame before running it."""
+    assert seg.max_frame == (4096, 4096) and seg.describe()["max_frame"] == (4096, 4096)
     wide = np.zeros((1, 4097, 3), np.uint8)
-    with pytest.raises(UsageError, match=r"1×4097 \(H×W\), larger than max_size 4096×4096 .*max_size=\(1, 4097\) or "
-                                         r"larger \(ONNX Runtime needs about 110 bytes of memory per pixel\)"):
+    with pytest.raises(UsageError, match=r"4097×1 \(W×H\), larger than max_frame 4096×4096 .*max_frame=\(4097, 1\) "
+                                         r"or larger \(ONNX Runtime needs about 110 bytes of memory per pixel\)"):
         seg(wide)
-    with Segmenter(model, max_size=(1, 5000), **CPU) as panorama:
+    with Segmenter(model, max_frame=(5000, 1), **CPU) as panorama:
         assert panorama(wide).shape == (1, 4097)
 
 
+def test_the_old_keywords_work_for_one_release_and_say_what_to_write_instead(model):
+    """``max_size``/``min_size`` were (H, W) and the backend settings flat keywords: each still works, with a
+    DeprecationWarning pointing at the caller's line that names the new spelling and the flipped value."""
+    with pytest.warns(DeprecationWarning, match=r"Segmenter\(max_size=\(4, 6\)\) is deprecated .*pass "
+                                                r"max_frame=\(6, 4\) \(W, H\)") as caught:
+        old = Segmenter(model, max_size=(4, 6), **CPU)
+    assert caught[0].filename == __file__
+    with old:
+        assert old.max_frame == (6, 4) and old(_frame(4, 6)).shape == (4, 6)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = Segmenter(model, min_size=(2, 3), threads=1, cpu_fallback=True, engine_cache="unused", **CPU)
+    assert sorted(str(w.message).split("; ")[1] for w in caught) == [
+        "pass min_frame=(3, 2) (W, H)", "pass onnxruntime=OnnxRuntimeOptions(cpu_fallback=True)",
+        "pass onnxruntime=OnnxRuntimeOptions(threads=1)", "pass tensorrt=TensorRTOptions(engine_cache='unused')"]
+    with old:
+        assert old.min_frame == (3, 2) and old._impl._session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(UsageError, match=r"give max_frame=\(W, H\) only; max_size is its deprecated \(H, W\)"):
+        Segmenter(model, max_size=(4, 6), max_frame=(6, 4), **CPU)
+    with pytest.raises(UsageError, match="OnnxRuntimeOptions settings once"), pytest.warns(DeprecationWarning):
+        Segmenter(model, threads=2, onnxruntime=OnnxRuntimeOptions(threads=1), **CPU)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_sise'"):
+        Segmenter(model, max_sise=(4, 6), **CPU)
+
+
 def test_threads_and_thread_safety(model):
-    with Segmenter(model, threads=1, max_batch=2, **CPU) as seg:
+    with Segmenter(model, onnxruntime=OnnxRuntimeOptions(threads=1), max_batch=2, **CPU) as seg:
         assert seg._impl._session.get_session_options().intra_op_num_threads == 1
         frames = [_frame(9, 11, seed=i) for i in range(8)]
         results: dict[int, np.ndarray] = {}
@@ -144,8 +200,8 @@ def test_threads_and_thread_safety(model):
             t.join()
         assert all(np.array_equal(results[i], expected_labels(frames[i])) for i in range(8))
         np.testing.assert_array_equal(seg.predict_batch(frames[:5]), expected_labels(np.stack(frames[:5])))
-    with pytest.raises(UsageError, match="threads=0"):
-        Segmenter(model, threads=0, **CPU)
+    with pytest.raises(UsageError, match=r"OnnxRuntimeOptions\(threads=0\): expected a positive integer"):
+        OnnxRuntimeOptions(threads=0)
 
 
 def test_close_is_idempotent_and_final(model):
@@ -168,7 +224,7 @@ def test_no_probs_output(tmp_path, model):
 def test_external_data_model(tmp_path):
     path = build_model(tmp_path / "ext.onnx", external_data=True)
     info = read_model_file(path)
-    assert [p.name for p in info.data_files] == ["ext.onnx.data"]
+    assert [p.name for p in info.data_files] == ["ext.onnx.data"] and info.missing_files == ()
     with Segmenter(path, **CPU) as seg:
         frame = _frame()
         np.testing.assert_array_equal(seg(frame), expected_labels(frame))
@@ -176,17 +232,36 @@ def test_external_data_model(tmp_path):
     (tmp_path / "ext.onnx.data").write_bytes((tmp_path / "ext.onnx.data").read_bytes()[::-1])
     assert read_model_file(path).sha256() != digest  # the data file is part of the engine-cache key
     (tmp_path / "ext.onnx.data").unlink()
+    missing = read_model_file(path)  # listed, not refused: `ftadapt inspect` names it …
+    assert missing.missing_files == missing.data_files and missing.info.precision == "fp32"
+    with pytest.raises(ArtifactError, match="keeps its weights in 'ext.onnx.data', which is missing beside it"):
+        Segmenter(path, **CPU)  # … but a model without its weights does not run
     with pytest.raises(ArtifactError, match="missing beside it"):
-        Segmenter(path, **CPU)
+        missing.sha256()
 
 
-def test_onnx_reader_sees_io_and_metadata(model, tmp_path):
+def test_onnx_reader_sees_io_metadata_and_header(model, tmp_path):
     info = read_model_file(model)
     (tmp_path / "renamed.onnx").write_bytes(model.read_bytes())
     assert read_model_file(tmp_path / "renamed.onnx").sha256() == info.sha256()  # the name is not in the key
     assert [(t.name, t.dtype, t.dims) for t in info.inputs] == [("image", "uint8", ("N", "H", "W", 3))]
     assert [(t.name, t.dtype) for t in info.outputs] == [("labels", "int32"), ("probs", "float32")]
     assert info.metadata["ftadapt.precision"] == '"fp32"' and info.data_files == ()
+    assert info.info.precision == "fp32" and info.info.members[0].name == "toy" and info.info.outputs[-1] == "probs"
+    assert (info.opset, info.ir_version, info.producer, info.nodes) == (17, 8, "ftadapt-tests", 6)
+    assert info.size_bytes == model.stat().st_size
+    bare = read_model_file(build_model(tmp_path / "bare.onnx", metadata={}))
+    with pytest.raises(ArtifactError, match="carries no ftadapt metadata"):
+        assert bare.info
+
+
+def test_the_reader_is_a_leaf_that_needs_neither_numpy_nor_onnx():
+    """The export (which ranks below the runtime) and `ftadapt inspect` read files with it: importing it must not
+    pull in the Segmenter, numpy, onnx or a backend."""
+    code = ("import sys; import ftadapt.runtime.onnx_file; print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', "
+            "'ftadapt.runtime.segmenter') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_model_file_errors(tmp_path):
@@ -216,12 +291,35 @@ def test_model_file_errors(tmp_path):
 def test_argument_errors(model):
     with pytest.raises(UsageError, match="backend='trt'"):
         Segmenter(model, backend="trt")
-    with pytest.raises(UsageError, match="device='gpu0'"):
+    with pytest.raises(UsageError, match="device 'gpu0': expected auto, cpu, cuda or cuda:N"):
         Segmenter(model, device="gpu0")
-    with pytest.raises(UsageError, match="TensorRT backend only"):
-        Segmenter(model, cuda_graph=True, **CPU)
-    with pytest.raises(UsageError, match="max_size"):
-        Segmenter(model, max_size=(0, 3), **CPU)
+    with pytest.raises(UsageError, match=r"TensorRTOptions\(stream=…, cuda_graph=…\) apply to the TensorRT backend "
+                                         r"only"):
+        Segmenter(model, tensorrt=TensorRTOptions(cuda_graph=True), **CPU)
+    with pytest.raises(UsageError, match=r"max_frame=\(0, 3\): expected \(W, H\)"):
+        Segmenter(model, max_frame=(0, 3), **CPU)
+    with pytest.raises(UsageError, match=r"tensorrt=OnnxRuntimeOptions\(.*expected a TensorRTOptions"):
+        Segmenter(model, tensorrt=OnnxRuntimeOptions(), **CPU)
+    with pytest.raises(UsageError, match=r"TensorRTOptions\(workspace_mb=0\)"):
+        TensorRTOptions(workspace_mb=0)
+
+
+def test_devices_are_spelled_as_everywhere_and_checked(model, monkeypatch):
+    """``device`` takes ftadapt.devices' spellings, auto by default. A CUDA device named explicitly where there is
+    none is an error naming the fix; ``backend="auto"`` runs on the CPU instead and says why."""
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (0, "no NVIDIA driver (libcuda not found)"))
+    with Segmenter(model, backend="onnxruntime") as seg:  # device="auto"
+        assert seg.device == "cpu" and seg.notes == ("ONNX Runtime CUDA skipped: no NVIDIA driver (libcuda not "
+                                                     "found)",)
+    for device in ("cuda", "cuda:0", 0, devices.Device("cuda", 1)):
+        with pytest.raises(DeviceError, match=r"asked for, but this machine has no CUDA device \(no NVIDIA driver "
+                                              r"\(libcuda not found\)\); use --device cpu"):
+            Segmenter(model, backend="onnxruntime", device=device)
+    with Segmenter(model, device="cuda:0") as seg:  # backend="auto": the CPU, and why
+        assert seg.backend == "onnxruntime" and seg.device == "cpu" and len(seg.notes) == 2
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (1, ""))
+    with pytest.raises(DeviceError, match=r"device cuda:3 asked for, but only 1 CUDA device\(s\) are visible"):
+        Segmenter(model, device=3)
 
 
 def test_missing_onnxruntime_names_the_package(model, monkeypatch):
@@ -230,20 +328,26 @@ def test_missing_onnxruntime_names_the_package(model, monkeypatch):
         Segmenter(model, **CPU)
 
 
-@pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="on a GPU machine CUDA may really be obtained")
-def test_a_gpu_provider_that_does_not_load_is_an_error_unless_the_cpu_fallback_is_allowed(model):
-    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    with pytest.raises(BackendUnavailable, match=r"could not load its CUDAExecutionProvider for device 0 and would "
-                                                 r"run on the CPU.*onnxruntime-gpu\[cuda,cudnn\].*device='cpu'"):
-        Segmenter(model, backend="onnxruntime", providers=cuda)
-    with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider"):
-        seg = Segmenter(model, backend="onnxruntime", providers=cuda, cpu_fallback=True)
+@pytest.mark.skipif(devices.cuda_device_count()[0] > 0, reason="on a GPU machine CUDA may really be obtained")
+def test_a_gpu_provider_that_does_not_load_is_an_error_unless_the_cpu_fallback_is_allowed(model, monkeypatch):
+    """The driver reports a GPU (faked), but this ONNX Runtime cannot load its CUDA provider: an error where the GPU
+    was named, a warning where the CPU was allowed (cpu_fallback, device auto or cpu)."""
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (1, ""))
+    cuda = OnnxRuntimeOptions(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match=r"could not load its CUDAExecutionProvider for device cuda:0 and "
+                                                 r"would run on the CPU.*onnxruntime-gpu\[cuda,cudnn\].*device='cpu'"):
+        Segmenter(model, backend="onnxruntime", device="cuda:0", onnxruntime=cuda)
+    with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider") as caught:
+        seg = Segmenter(model, backend="onnxruntime", device=0,
+                        onnxruntime=OnnxRuntimeOptions(providers=cuda.providers, cpu_fallback=True))
+    assert caught[0].filename == __file__
     with seg:
         assert seg.providers == ("CPUExecutionProvider",) and "CUDAExecutionProvider" in seg.notes[-1]
         frame = _frame()
         np.testing.assert_array_equal(seg(frame), expected_labels(frame))
-    with pytest.warns(RuntimeWarning):  # device='cpu': the CPU was asked for, CUDA only listed
-        Segmenter(model, backend="onnxruntime", device="cpu", providers=cuda).close()
+    for device in ("cpu", "auto"):  # the CPU asked for, or allowed: CUDA was only listed
+        with pytest.warns(RuntimeWarning):
+            Segmenter(model, backend="onnxruntime", device=device, onnxruntime=cuda).close()
 
 
 class FakeOrt:
@@ -284,7 +388,7 @@ def test_gpu_libraries_are_preloaded_before_a_cuda_session_is_created(model, mon
     path: onnxruntime.preload_dlls() must run before the session that asks for CUDA — and only then."""
     fake = FakeOrt()
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
-    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (1, ""))
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (1, ""))
     seg = Segmenter(model, backend="onnxruntime", device=0)
     assert fake.calls == ["preload_dlls", "session ['CUDAExecutionProvider', 'CPUExecutionProvider']"]
     assert seg.providers[0] == "CUDAExecutionProvider"
@@ -298,11 +402,10 @@ def test_gpu_libraries_are_preloaded_before_a_cuda_session_is_created(model, mon
 def test_without_preload_dlls_a_cuda_provider_that_does_not_load_is_an_error(model, monkeypatch):
     fake = FakeOrt(can_preload=False)  # an ONNX Runtime older than 1.21
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
-    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: (1, ""))
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (1, ""))
     with pytest.raises(BackendUnavailable, match="could not load its CUDAExecutionProvider"):
         Segmenter(model, backend="onnxruntime", device=0)
     assert fake.calls == ["session ['CUDAExecutionProvider', 'CPUExecutionProvider']"]
-    monkeypatch.setattr(backends, "cuda_device_count", lambda: (1, ""))
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # auto without TensorRT: ONNX Runtime, CPU allowed
     with pytest.warns(RuntimeWarning, match="did not give the requested CUDAExecutionProvider"):
         seg = Segmenter(model, device=0)
@@ -311,9 +414,9 @@ def test_without_preload_dlls_a_cuda_provider_that_does_not_load_is_an_error(mod
 
 
 def test_auto_without_gpu_uses_the_cpu(model):
-    if backends.cuda_device_count()[0] > 0:
+    if devices.cuda_device_count()[0] > 0:
         pytest.skip("this machine has a GPU")
     with Segmenter(model) as seg:
-        assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",)
+        assert seg.backend == "onnxruntime" and seg.providers == ("CPUExecutionProvider",) and seg.device == "cpu"
         assert any(n.startswith("TensorRT skipped") for n in seg.notes)
         assert any(n.startswith("ONNX Runtime CUDA skipped") for n in seg.notes)

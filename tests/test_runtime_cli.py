@@ -1,9 +1,13 @@
-"""``ftadapt predict`` and ``ftadapt build-engine``, and the runtime benchmarks' helpers, on a CPU with toy models."""
+"""``ftadapt predict``, ``ftadapt build-engine`` and ``ftadapt inspect`` on the runtime, and the runtime benchmarks'
+helpers, on a CPU with toy models — and the runtime's commands in an interpreter where torch and onnx cannot be
+imported (the ``runtime`` install)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +15,10 @@ from cli_runs import exit_code
 from onnx_models import build_model, expected_labels
 from PIL import Image
 
+from ftadapt import devices
 from ftadapt.bench import gpu_runtime
 from ftadapt.bench.gpu_runtime import measure_runtime_gpu
 from ftadapt.labels import PALETTE
-from ftadapt.runtime import backends
 
 
 @pytest.fixture
@@ -166,23 +170,104 @@ def test_predict_reads_videos_with_opencv(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, expected_labels(frames[4][..., ::-1]))  # RGB: green (200) wins
 
 
-def test_build_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch, capsys):
+def test_build_engine_without_tensorrt_or_a_gpu_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    """``--device`` is auto by default: on a machine without a GPU the error says that TensorRT needs a CUDA device
+    (and what to install); ``--device cpu`` and a misspelt device are usage errors."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (0, "no NVIDIA driver (libcuda not found)"))
     model = build_model(tmp_path / "toy.onnx")
     assert exit_code(["build-engine", model, "--cache", tmp_path / "engines", "--max-size", "64x128"]) == 1
     err = capsys.readouterr().err
+    assert "--max-size 64x128 is HEIGHTxWIDTH and deprecated" in err and "use --max-frame 128x64" in err
+    assert "error: TensorRT needs a CUDA device, and this machine has none (no NVIDIA driver (libcuda not found" in err
     assert "pip install 'ftadapt[trt]'" in err and "backend='onnxruntime'" in err
     assert not (tmp_path / "engines").exists()
+    assert exit_code(["build-engine", model, "--device", "cpu"]) == 2
+    assert "backend='tensorrt' needs a CUDA device, not device='cpu'" in capsys.readouterr().err
+    assert exit_code(["build-engine", model, "--device", "gpu0"]) == 2
+    assert "expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(backends.cuda_device_count()[0] > 0, reason="checks the report of a machine without a GPU")
+@pytest.mark.skipif(devices.cuda_device_count()[0] > 0, reason="checks the report of a machine without a GPU")
 def test_gpu_runtime_report_degrades_gracefully_without_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_runtime, "environment", lambda device: {"gpu": "none"})  # spares the torch import
     model = build_model(tmp_path / "toy.onnx")
     report = measure_runtime_gpu(model, frame_size=(16, 8), warmup=1, runs=2, cpu_runs=2, workdir=tmp_path / "w")
     cpu = report["results"]["onnxruntime-cpu"]
     assert cpu["providers"] == ["CPUExecutionProvider"] and cpu["runs"] == 2 and cpu["p50_ms"] > 0
-    assert report["results"]["onnxruntime-cuda"].startswith("not available: ONNX Runtime gave CPUExecutionProvider")
+    assert report["results"]["onnxruntime-cuda"].startswith("not available: device cuda:0 asked for, but this "
+                                                            "machine has no CUDA device")
     assert report["results"]["tensorrt"].startswith("not available: ")
     assert "tensorrt-cuda-graph" not in report["results"]
     json.dumps(report)  # serialisable for the GPU script's report
+
+
+def test_inspect_lists_a_missing_data_file_that_predict_refuses(tmp_path, capsys):
+    """One reader for both: ``inspect`` names the external-data file that is not there (and reads the graph types
+    through onnx, installed here), and running the file says what is missing."""
+    model = build_model(tmp_path / "ext.onnx", external_data=True)
+    (tmp_path / "ext.onnx.data").unlink()
+    assert exit_code(["inspect", model, "--json", tmp_path / "d.json"]) == 0
+    out = capsys.readouterr().out
+    described = json.loads((tmp_path / "d.json").read_text())
+    assert described["missing_files"] == [str(tmp_path / "ext.onnx.data")] and described["files"][1:] == \
+        described["missing_files"]
+    assert f"MISSING     {tmp_path / 'ext.onnx.data'}" in out and "1 external-data file(s)" in out
+    assert described["graph_precision"] == "fp32" and described["graph_types"]["argmax"] == ["float"]
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "a.png")
+    assert exit_code(["predict", "--model", model, tmp_path / "a.png", "--out", tmp_path / "out", "--device",
+                      "cpu"]) == 1
+    assert "keeps its weights in 'ext.onnx.data', which is missing beside it" in capsys.readouterr().err
+
+
+NO_TORCH_NOR_ONNX = """
+import json, sys
+for name in ("torch", "torchvision", "onnx", "onnxscript"):
+    sys.modules[name] = None  # importing them raises ImportError, as on a machine without them
+from ftadapt.cli import main
+
+codes = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        main(argv)
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+print(json.dumps({"codes": codes, "absent": [m for m in ("torch", "onnx") if sys.modules.get(m) is None]}))
+"""
+
+
+def test_the_runtime_commands_run_with_neither_torch_nor_onnx(tmp_path):
+    """The runtime install (numpy, onnxruntime, click, pillow, tqdm) runs ``predict``, ``inspect`` (graph types
+    then unknown) and ``bench latency --model`` on ONNX Runtime; the pytorch backend and ``--random`` say what they
+    need. One fresh interpreter for all of them, in which importing torch or onnx fails."""
+    model = build_model(tmp_path / "toy.onnx")
+    frame = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(frame).save(tmp_path / "in" / "a.png")
+    latency = ["bench", "latency", "--model", str(model), "--device", "cpu", "--runs", "2", "--warmup", "1",
+               "--frame-size", "16x8"]
+    commands = [
+        ["predict", "--model", str(model), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--backend",
+         "onnxruntime", "--device", "cpu"],
+        ["inspect", str(model), "--json", str(tmp_path / "inspect.json")],
+        [*latency, "--backends", "onnxruntime", "--json", str(tmp_path / "latency.json")],
+        [*latency, "--backends", "onnxruntime,pytorch"],
+        ["bench", "latency", "--random", "tiny", "--backends", "onnxruntime", "--device", "cpu"],
+    ]
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_NOR_ONNX, json.dumps(commands)], capture_output=True,
+                          text=True, cwd=Path(__file__).parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0, 0, 2, 2], "absent": ["torch", "onnx"]}, proc.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), expected_labels(frame))
+    described = json.loads((tmp_path / "inspect.json").read_text())
+    assert described["graph_precision"] == "unknown (onnx not installed)" and described["graph_types"] is None
+    assert described["metadata"]["precision"] == "fp32" and described["opset"] == 17 and described["nodes"] == 5
+    assert "precision   graph unknown (onnx not installed)" in proc.stdout
+    (row,) = json.loads((tmp_path / "latency.json").read_text())["results"]
+    assert row["backend"] == "onnxruntime" and row["runs"] == 2 and row["p50_ms"] > 0 and row["frame_size"] == [16, 8]
+    assert "error: --backends pytorch needs torch, which cannot be imported here" in proc.stderr
+    assert "pip install 'ftadapt[train]', or leave pytorch out of --backends" in proc.stderr
+    assert "error: --random (a random-init model exported here) needs torch" in proc.stderr
+    assert "or time an exported file with --model" in proc.stderr

@@ -1,8 +1,8 @@
 """``ftadapt build-engine`` and ``ftadapt predict``: an exported file on the runtime (``ftadapt.runtime``).
 
-Frame-size options are W×H like every size of the CLI (``--max-frame 2048x1024``); the runtime's Python API keeps
-numpy's (H, W) order. The older ``--max-size``/``--min-size`` took H×W; they still work for one release, with a
-warning.
+Frame-size options are W×H like every size of the CLI and of the runtime (``--max-frame 2048x1024`` is
+``Segmenter(max_frame=(2048, 1024))``). The older ``--max-size``/``--min-size`` took H×W; they still work for one
+release, with a warning. ``--device`` is the one device option (``ftadapt.devices``), auto by default.
 """
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SIZE, check_json, echo, emit, json_option, legacy_hw, overwrite_option
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
-    if value == "cpu":
-        return value
-    if value.isdigit():
-        return int(value)
-    raise click.BadParameter(f"{value!r}: expected a CUDA device index (0, 1, …) or 'cpu'")
+from ftadapt.commands.common import (
+    SIZE,
+    check_json,
+    device_option,
+    echo,
+    emit,
+    json_option,
+    legacy_hw,
+    overwrite_option,
+)
+from ftadapt.devices import Device
 
 
 def _frame_options(func):
@@ -35,13 +37,12 @@ def _frame_options(func):
     return func
 
 
-def _hw(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The runtime's (H, W) of a W×H frame option (or its deprecated spelling)."""
+def _frame(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The W×H frame option, or its deprecated spelling (already turned into W×H); not both."""
     if frame is not None and legacy is not None:
         raise click.UsageError("give --max-frame/--min-frame (W×H) only; --max-size/--min-size are their deprecated "
                                "H×W spellings")
-    size = frame or legacy
-    return None if size is None else (size[1], size[0])
+    return frame or legacy
 
 
 @click.command("build-engine")
@@ -56,30 +57,30 @@ def _hw(frame: tuple[int, int] | None, legacy: tuple[int, int] | None) -> tuple[
               help="Batch TensorRT tunes for (≤ --max-batch).")
 @click.option("--probs", "with_probs", is_flag=True, help="Also compute the probabilities (a model exported with "
               "--probs; the Segmenter then needs with_probs=True to use this engine).")
-@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@device_option(" (TensorRT needs a CUDA device)")
 @click.option("--workspace-mb", type=click.IntRange(min=64), default=None, help="Builder workspace limit [4096].")
 @json_option("the engine report")
 @overwrite_option()
 def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min_frame, legacy_max, legacy_min,
-                 opt_frame, opt_batch: int, with_probs: bool, device: int, workspace_mb: int | None,
+                 opt_frame, opt_batch: int, with_probs: bool, device: Device, workspace_mb: int | None,
                  json_out: str | None, overwrite: bool) -> None:
     """Build the TensorRT engine of an exported MODEL for this GPU into the engine cache (or find it there).
 
     \b
     ftadapt build-engine ens.onnx --max-frame 2048x1024 --min-frame 2048x1024   # static: one camera resolution
     Needs the `trt` extra (TensorRT ≥ 10.12, pycuda) and an NVIDIA GPU. The Segmenter then loads the cached engine
-    when created with the same max_batch / max_size / min_size / opt_batch / opt_size / with_probs.
+    when created with the same max_batch, max_frame, min_frame, with_probs and TensorRTOptions(opt_batch, opt_frame).
     """
-    from ftadapt.runtime import Segmenter
+    from ftadapt.runtime import Segmenter, TensorRTOptions
 
     check_json(json_out, overwrite, [model])
-    with Segmenter(model, backend="tensorrt", device=device, engine_cache=cache, max_batch=max_batch,
-                   max_size=_hw(max_frame, legacy_max), min_size=_hw(min_frame, legacy_min),
-                   opt_size=_hw(opt_frame, None), opt_batch=opt_batch, with_probs=with_probs,
-                   workspace_mb=workspace_mb) as seg:
+    options = TensorRTOptions(engine_cache=cache, workspace_mb=workspace_mb, opt_batch=opt_batch, opt_frame=opt_frame)
+    with Segmenter(model, backend="tensorrt", device=device, max_batch=max_batch,
+                   max_frame=_frame(max_frame, legacy_max), min_frame=_frame(min_frame, legacy_min),
+                   with_probs=with_probs, tensorrt=options) as seg:
         info = seg.describe()
     engine = info["engine"]
-    (lh, lw), (hh, hw) = info["min_size"], info["max_size"]
+    (lw, lh), (hw, hh) = info["min_frame"], info["max_frame"]
     on, oh, ow, _ = info["profile"]["opt"]
     rows = {"engine": engine["path"], "built": f"yes, in {engine['build_seconds']} s" if engine["built"] else
             "no (found in the cache)", "half layers": f"{engine['half_layers']} of {engine['layers']}",
@@ -102,7 +103,7 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
               help="Folder for <name>.png label maps (class ids) and <name>_color.png overlays (not inside an input).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
               show_default=True, help="auto: TensorRT if usable, else ONNX Runtime CUDA, else CPU.")
-@click.option("--device", callback=_device, default="0", show_default=True, help="CUDA device index, or 'cpu'.")
+@device_option()
 @click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="TensorRT engine cache folder.")
 @click.option("--max-frame", type=SIZE, default=None,
@@ -115,7 +116,7 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
               help="Videos: segment every N-th frame.")
 @json_option("the summary")
 @overwrite_option("earlier outputs of the same names in --out, and the JSON file")
-def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, device: int | str,
+def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, device: Device,
             engine_cache: Path | None, max_frame, legacy_max, threads: int | None, alpha: float, every: int,
             json_out: str | None, overwrite: bool) -> None:
     """Segment images, folders of images or videos (OpenCV) with an exported model.
@@ -123,14 +124,15 @@ def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, devi
     \b
     ftadapt predict --model ens.onnx frames/ drive.mp4 --out preds/ [--backend onnxruntime --device cpu]
     """
-    from ftadapt.runtime import Segmenter
+    from ftadapt.runtime import OnnxRuntimeOptions, Segmenter, TensorRTOptions
     from ftadapt.runtime.predict import check_outputs, collect_sources, predict_files
 
     sources = collect_sources(inputs)  # bad inputs and outputs fail before an engine is built
     check_json(json_out, overwrite, [model, *inputs])
     check_outputs(sources, out, overwrite=overwrite)
-    with Segmenter(model, backend=backend, device=device, engine_cache=engine_cache,
-                   max_size=_hw(max_frame, legacy_max), threads=threads) as seg:
+    with Segmenter(model, backend=backend, device=device, max_frame=_frame(max_frame, legacy_max),
+                   tensorrt=TensorRTOptions(engine_cache=engine_cache),
+                   onnxruntime=OnnxRuntimeOptions(threads=threads)) as seg:
         click.echo(f"backend {seg.backend} ({', '.join(seg.providers)})", err=True)
         for note in seg.notes:
             click.echo(f"note: {note}", err=True)
