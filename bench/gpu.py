@@ -14,38 +14,26 @@ results):
    cuDNN benchmark, fused optimizers, in-memory batches — the peak memory, G's achieved TFLOP/s, and a profile of a
    few more steps (device-busy share, kernel launches, kernel time by category, top kernels). The target: ≥ 28
    steps/s on one H100.
-2. ``cuda_graphs_parity``: the tiny model trained a few steps (clan-norm, fp32 with TF32 off, two input shapes per
-   domain) eagerly twice and with the ``cuda_graphs`` config key once, from the same initialisation and batches: the
-   largest relative difference of any weight or statistic, graphed vs eager beside eager vs eager (cuDNN's own
-   nondeterminism), and whether the graphed run is within it.
 Every training item is a config (``build_config`` over ``bench.train_step.BENCH_DEFAULTS``, ``speed.*`` keys) timed
 by ``bench_train_step``.
-3. ``train_bf16_graphed``: item 1 with ``cuda_graphs`` (G's forward and backward replayed as CUDA graphs, one pair per
-   input shape, no compilation), profiled.
-4. ``conv_speed``: the dilated 3×3 backbone convolutions (45 % of G's FLOPs) forward + backward as cuDNN runs them,
-   with ``space_to_batch`` and undilated (``ftadapt.bench.conv_speed``).
-5. ``train_bf16_graphed_all``: item 3 with every same-value speed option on as well (``space_to_batch``,
-   ``channel_multiple=8``), profiled.
-6. ``train_bf16_aligned``: item 1 with ``channel_multiple=8`` (the convolutions with 3, 19 or 1 channels — stem,
-   heads, discriminator — zero-padded to 8-channel multiples for tensor-core alignment; same values), profiled.
-7. ``train_bf16_cudagraphs`` and 8. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
+2. ``train_bf16_cudagraphs`` and 3. ``train_bf16_compile`` (only with ``--compile``): item 1 with the ``compile``
    config key at "reduce-overhead" (torch.compile + CUDA graphs) and "default"; compilation (one graph per input
    shape) is in ``warmup_s``; both profiled.
-9. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
-10. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
-    resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
-    steps/s end to end and the share of time spent waiting for data.
-11. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
-12. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
-13. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch
-    on the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
-14. ``deploy_check``: the same exported file, FP32 and FP16, through the runtime as an application runs it
-    (``gpu_runtime.deployment_check``): ONNX Runtime CUDA must really get ``CUDAExecutionProvider`` first (the item
-    fails otherwise), and TensorRT (when installed) builds a static engine; labels against ONNX Runtime CPU.
-15. ``ensemble_latency``: the exported 3-member R101 ensemble at 1024×512 on 2048×1024 frames, FP32 and FP16, in
+4. ``train_fp32_channels_last``: item 1 in fp32 (cuDNN convolutions may use TF32, PyTorch's default; recorded).
+5. ``train_bf16_loader``: item 1 fed by the real loaders (synthetic frames at GTA5's and Cityscapes' file sizes,
+   resized to the protocol, CLAN augmentation, several workers per domain; every rescaled shape warmed up first):
+   steps/s end to end and the share of time spent waiting for data.
+6. ``train_bf16_contiguous``: item 1 without channels_last (what the memory format is worth).
+7. ``runtime``: ``ftadapt.bench.gpu_runtime.measure_runtime_gpu`` (ONNX Runtime CPU/CUDA, TensorRT) when present.
+8. ``export_parity``: the exported random-init R101 graph in ONNX Runtime (CPU) against the same graph in PyTorch
+   on the GPU (fp32, TF32 off) on two synthetic 2048×1024 street scenes: max |Δprob| and label agreement.
+9. ``deploy_check``: the same exported file, FP32 and FP16, through the runtime as an application runs it
+   (``gpu_runtime.deployment_check``): ONNX Runtime CUDA must really get ``CUDAExecutionProvider`` first (the item
+   fails otherwise), and TensorRT (when installed) builds a static engine; labels against ONNX Runtime CPU.
+10. ``ensemble_latency``: the exported 3-member R101 ensemble at 1024×512 on 2048×1024 frames, FP32 and FP16, in
     PyTorch eager and CUDA-graphed, ONNX Runtime CUDA and TensorRT: end-to-end and device latency, next to the
     physical floor (``gpu_ensemble``); target ≤ 8 ms for FP16 on an H100.
-16. ``fp16_parity``: that FP16 file through ``bench accuracy`` on the synthetic val set: FP16 vs FP32 label agreement
+11. ``fp16_parity``: that FP16 file through ``bench accuracy`` on the synthetic val set: FP16 vs FP32 label agreement
     and ΔmIoU per backend. Both need minutes: ``--only ensemble_latency,fp16_parity --budget-s 900``.
 """
 from __future__ import annotations
@@ -64,10 +52,10 @@ from typing import Any
 import torch
 
 from ftadapt.bench import gpu_ensemble
-from ftadapt.bench.conv_speed import measure_dilated_convs
 from ftadapt.bench.report import environment
 from ftadapt.bench.train_step import BENCH_DEFAULTS, RAW_SIZES, bench_train_step
 from ftadapt.config import build_config
+from ftadapt.devices import DeviceError, torch_device
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import check_target, write_text_atomic
 
@@ -77,21 +65,18 @@ PAPER = {"model": "deeplabv2-r101", "data.source_size": (1280, 720), "data.targe
 TINY = {"model": "tiny", "data.source_size": (160, 96), "data.target_size": (128, 64)}
 RESULT_FILE = "gpu_bench.json"
 # Ways of running the same bf16 step on in-memory batches; the target is judged on the fastest.
-GRAPHED_MODES = ("train_bf16_graphed", "train_bf16_graphed_all")
-BF16_MODES = ("train_bf16_channels_last", "train_bf16_graphed", "train_bf16_graphed_all", "train_bf16_aligned",
-              "train_bf16_cudagraphs", "train_bf16_compile")
+BF16_MODES = ("train_bf16_channels_last", "train_bf16_cudagraphs", "train_bf16_compile")
 
 
 @dataclass
 class Item:
     """One measurement: ``run(seconds_left)`` returns its result dict; skipped when less than ``needs_s`` is left
-    (and, when ``cuda_only``, on a CPU dry run)."""
+    (and on a CPU dry run when ``cuda_only`` names what needs the CUDA device)."""
 
     name: str
     needs_s: float
     run: Callable[[float], dict[str, Any]]
-    cuda_only: bool = False
-    cuda_why: str = "CUDA graphs"  # what needs the CUDA device, for the skip note
+    cuda_only: str = ""
 
 
 def _release(device: torch.device) -> None:
@@ -111,7 +96,7 @@ def _train_item(name: str, sizes: dict, device: torch.device, speed: dict[str, A
         return bench_train_step(cfg, steps=100_000, warmup=warmup, data=data, raw_sizes=raw_sizes, profile=profile,
                                 max_seconds=min(measure_s, max(1.0, (left_s - setup_s) / 2)), progress=False)
 
-    return Item(name, needs_s=measure_s + setup_s, run=run, cuda_only=cfg.speed.cuda_graphs)
+    return Item(name, needs_s=measure_s + setup_s, run=run)
 
 
 def _runtime_item(out: Path, tiny: bool) -> Item:
@@ -162,75 +147,15 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def cuda_graphs_parity(device: torch.device, steps: int = 4) -> dict[str, Any]:
-    """Whether the ``cuda_graphs`` step computes what the eager step computes: the tiny model trained ``steps`` steps
-    (clan-norm, fp32 with TF32 off, channels_last, source and target alternating between two input shapes each) from
-    the same initialisation and batches, eagerly twice and graphed once (every shape of CLAN's rescale captured
-    before the first step, as in training). Reported: the largest relative difference
-    (max |a − b| / max |a|, per tensor) over every weight and BN statistic of G and D and over the logged losses,
-    graphed vs eager and eager vs eager (cuDNN's own nondeterminism), and ``match``: graphed within 10× the eager
-    spread (at least 1e-5)."""
-    from ftadapt.bench.train_step import memory_batches
-    from ftadapt.training.step import build_train_step, input_shapes
-
-    t0 = time.perf_counter()
-    sizes = {"source": TINY["data.source_size"], "target": TINY["data.target_size"]}
-    pin = device.type == "cuda"
-    batches = [(memory_batches(sizes["source"], True, pin, seed=i, scale=(1.0, 0.8)[i % 2]),
-                memory_batches(sizes["target"], False, pin, seed=100 + i, scale=(1.0, 0.8)[(i + 1) % 2]))
-               for i in range(steps)]
-
-    def train(cuda_graphs: bool) -> tuple[dict[str, torch.Tensor], int]:
-        """Every weight, statistic and logged loss after the steps, and how many graphs were captured."""
-        cfg = build_config({"method": "clan-norm", **TINY, "steps": steps, "seed": 0, "device": str(device),
-                            "speed.channels_last": True, "speed.cuda_graphs": cuda_graphs})
-        step = build_train_step(cfg)  # the same seed: the same initial G and D in every run
-        step.capture_cuda_graphs(input_shapes(cfg, uses_target=True))  # up front, as ``train`` does
-        losses = {}
-        for i, (src, tgt) in enumerate(batches):
-            losses = step(i, src, tgt).readback.numbers(None)
-        state = {**{f"G.{k}": v for k, v in step.model.state_dict().items()},
-                 **{f"D.{k}": v for k, v in step.disc.state_dict().items()}}
-        return ({**{k: v.detach().double().cpu() for k, v in state.items()},
-                 **{k: torch.tensor([v], dtype=torch.float64) for k, v in losses.items()}},
-                len(step.cuda_graphed.captured) if step.cuda_graphed is not None else 0)
-
-    def spread(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
-        rel = {k: float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)) for k in a}
-        worst = max(rel, key=rel.get)
-        return rel[worst], worst
-
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        (eager, _), (eager_again, _), (graphed, captured) = train(False), train(False), train(True)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    (floor, floor_key), (diff, diff_key) = spread(eager, eager_again), spread(eager, graphed)
-    return {"steps": steps, "compared_tensors": len(eager), "graphed_vs_eager_max_rel": diff,
-            "graphed_vs_eager_worst": diff_key, "eager_vs_eager_max_rel": floor, "eager_vs_eager_worst": floor_key,
-            "match": diff <= max(1e-5, 10 * floor), "graphs_captured": captured,
-            "seconds": round(time.perf_counter() - t0, 2)}
-
-
 def plan(out: Path, device: torch.device, *, tiny: bool, compile_model: bool) -> list[Item]:
     """The items of one run, most important first."""
-    sizes, measure, warmup, profile = (TINY, 3.0, 1, 2) if tiny else (PAPER, 15.0, 6, 3)
+    sizes, measure, warmup, profile = (TINY, 1.0, 1, 2) if tiny else (PAPER, 15.0, 6, 3)
     workers = 1 if tiny else max(1, min(6, ((os.cpu_count() or 2) - 2) // 2))
     compile_s = 30.0 if tiny else 240.0  # compiling R101's forward + backward for two input shapes
-    conv_options = {"iters": 3, "layers": (("layer3", 16, 2),), "sizes": {"source": (12, 20)}} if tiny else {}
     work = out / "work"
     timing = {"measure_s": measure, "warmup": warmup}
     bf16 = {"speed.amp": "bf16", "speed.channels_last": True}
-    graphed, aligned = {**bf16, "speed.cuda_graphs": True}, {"speed.channel_multiple": 8}
-    items = [_train_item("train_bf16_channels_last", sizes, device, bf16, **timing, profile=profile),
-             Item("cuda_graphs_parity", needs_s=20.0, run=lambda left: cuda_graphs_parity(device), cuda_only=True),
-             _train_item("train_bf16_graphed", sizes, device, graphed, **timing, profile=profile),
-             Item("conv_speed", needs_s=10.0 if tiny else 30.0,
-                  run=lambda left: measure_dilated_convs(str(device), **conv_options)),
-             _train_item("train_bf16_graphed_all", sizes, device, {**graphed, **aligned, "speed.space_to_batch": True},
-                         **timing, profile=profile),
-             _train_item("train_bf16_aligned", sizes, device, {**bf16, **aligned}, **timing, profile=profile)]
+    items = [_train_item("train_bf16_channels_last", sizes, device, bf16, **timing, profile=profile)]
     if compile_model:
         items += [_train_item("train_bf16_cudagraphs", sizes, device, {**bf16, "speed.compile": "reduce-overhead"},
                               **timing, profile=profile, setup_s=compile_s),
@@ -265,8 +190,7 @@ def _deploy_item(work: Path, model: str, tiny: bool) -> Item:
         return {p: deployment_check(export_random_model(work, model, working, p), frame, engine_cache=work / "engines")
                 for p in ("fp32", "fp16")}
 
-    return Item("deploy_check", needs_s=30.0 if tiny else 240.0, run=run, cuda_only=True,
-                cuda_why="ONNX Runtime CUDA and TensorRT")
+    return Item("deploy_check", needs_s=30.0 if tiny else 240.0, run=run, cuda_only="ONNX Runtime CUDA and TensorRT")
 
 
 def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
@@ -277,9 +201,10 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
     started = time.monotonic()
     check_target(out / RESULT_FILE, overwrite=overwrite, what="--out")
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        report = {"benchmark": "gpu", "error": "no GPU: no CUDA device visible to torch; nothing measured",
+    try:
+        dev = torch_device(device)
+    except DeviceError as exc:
+        report = {"benchmark": "gpu", "error": f"{exc}; nothing measured",
                   "environment": environment(torch.device("cpu"))}
         write_text_atomic(out / RESULT_FILE, json.dumps(report, indent=2) + "\n", overwrite=True)
         return report
@@ -300,7 +225,7 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: b
             report["skipped"][item.name] = "--skip" if item.name in skip else "not in --only"
             continue
         if item.cuda_only and dev.type != "cuda":
-            report["skipped"][item.name] = f"needs a CUDA device ({item.cuda_why})"
+            report["skipped"][item.name] = f"needs a CUDA device ({item.cuda_only})"
             continue
         if left < item.needs_s:
             report["skipped"][item.name] = f"time budget: {left:.0f} s left, the item needs about {item.needs_s:.0f} s"
@@ -342,15 +267,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     train = {name: {"steps_per_s": round(r["steps_per_s"], 3), "peak_memory_mib": round(r["peak_memory_mib"])}
              for name, r in report["results"].items() if name.startswith("train_")}
     summary: dict[str, Any] = {"train": train, "errors": sorted(report["errors"]), "skipped": sorted(report["skipped"])}
-    parity = report["results"].get("cuda_graphs_parity")
-    summary["cuda_graphs_parity_match"] = parity["match"] if parity else None
-    conv = report["results"].get("conv_speed")
-    if conv:
-        summary["space_to_batch_speedup"] = round(conv["sum_ms"]["dilated"] / conv["sum_ms"]["space_to_batch"], 3)
-    # The target is for a bf16 step at the paper's sizes on in-memory batches, with whichever execution mode is fastest;
-    # a CUDA-graphed mode counts only when this run showed that it trains like the eager step.
-    bf16 = {name: train[name]["steps_per_s"] for name in BF16_MODES
-            if name in train and (name not in GRAPHED_MODES or summary["cuda_graphs_parity_match"])}
+    # The target is for a bf16 step at the paper's sizes on in-memory batches, with whichever execution mode is fastest.
+    bf16 = {name: train[name]["steps_per_s"] for name in BF16_MODES if name in train}
     if bf16 and report["mode"] == "paper sizes":
         best = max(bf16, key=bf16.get)
         summary["bf16_vs_target"] = (f"{best}: {bf16[best]:.2f} steps/s vs target {TARGET_BF16_STEPS_PER_S} on one "

@@ -9,16 +9,16 @@ export traced, which ``load_model`` checks byte for byte against the recorded sh
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ftadapt.artifact import ArtifactInfo
-from ftadapt.checkpoint import CHECKPOINTS, META_FILE, MODEL_FILE, checkpoint_name, load_model
+from ftadapt.checkpoint import MODEL_FILE, load_model, read_meta
 from ftadapt.ensemble import Ensemble, MemberInfo
 from ftadapt.errors import CheckpointError
 from ftadapt.export.onnx_graph import SegmentationGraph, build_graph
+from ftadapt.run_folder import checkpoint_folders, checkpoint_name, is_run_folder
 
 
 def _checkpoint_folders(folder: Path, depth: int = 1) -> Iterator[Path]:
@@ -27,9 +27,8 @@ def _checkpoint_folders(folder: Path, depth: int = 1) -> Iterator[Path]:
     if (folder / MODEL_FILE).is_file():
         yield folder
         return
-    if (folder / CHECKPOINTS).is_dir():
-        yield from (p for p in sorted((folder / CHECKPOINTS).iterdir()) if p.is_dir() and not p.is_symlink()
-                    and (p / MODEL_FILE).is_file())
+    if is_run_folder(folder):
+        yield from (p for p in checkpoint_folders(folder) if (p / MODEL_FILE).is_file())
         return
     if depth > 0 and folder.is_dir():
         for child in sorted(folder.iterdir()):
@@ -53,11 +52,7 @@ def index_checkpoints(folders: Iterable[str | os.PathLike]) -> dict[str, Path]:
             raise CheckpointError(f"--checkpoints {folder} holds no checkpoint folder (model.pt + meta.json), run "
                                   "folder or folder of runs")
         for path in candidates:
-            try:
-                sha = json.loads((path / META_FILE).read_text()).get("sha256")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise CheckpointError(f"{path / META_FILE} is not readable ({exc}); the checkpoint is damaged") \
-                    from None
+            sha = read_meta(path).get("sha256")
             if isinstance(sha, str):
                 found.setdefault(sha, path)
     return found

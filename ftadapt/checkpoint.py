@@ -1,21 +1,18 @@
-"""Checkpoint folders (DESIGN.md §4): written whole or not at all, loaded without running untrusted pickle code.
+"""The checkpoint folder format (DESIGN.md §4): written whole or not at all, loaded without running untrusted pickle
+code (``ftadapt.safe_load``).
 
 A folder holds ``model.pt`` (plain state_dict with the official key names), ``config.json`` (``"model"``: the
 :class:`ModelConfig`; ``"contents"``: "full" or "backbone" for an initialisation checkpoint without heads; plus any
 extra sections such as the resolved training config), ``meta.json`` (method, step, metrics, provenance and the sha256
 of the weight files) and, for resumable runs, ``train_state.pt``. Every ``.pt`` is read with
 ``torch.load(weights_only=True)``, so ``train_state`` may hold only tensors, numbers, strings, lists, tuples and dicts.
+Where a training run keeps its checkpoints is ``ftadapt.run_folder``'s.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
-import pickle
-import pickletools
-import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,16 +20,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ftadapt import __version__
 from ftadapt.errors import CheckpointError, UsageError
 from ftadapt.fsutil import atomic_path, refuse_existing
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
+from ftadapt.safe_load import check_weights_only, sha256_bytes, torch_load_bytes
+from ftadapt.version import __version__
 
 MODEL_FILE, CONFIG_FILE, META_FILE, TRAIN_STATE_FILE = "model.pt", "config.json", "meta.json", "train_state.pt"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, META_FILE)
-# A run folder keeps its checkpoints in RUN/checkpoints/step_NNNNNN, with the links ``last`` (newest) and
-# ``oracle_best`` (best periodic evaluation on target val).
-CHECKPOINTS, LAST, ORACLE_BEST = "checkpoints", "last", "oracle_best"
 FORMAT_VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel and torch.compile wrappers
 _RESERVED_CONFIG = ("format", "model", "contents")
@@ -132,91 +127,6 @@ def plain_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def torch_load_bytes(data: bytes, *, name: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` of file contents, with project errors for unsafe or corrupt files.
-
-    A refusal is told apart from damage by the file's structure, not by torch's wording (which changes between
-    versions): torch refused (``UnpicklingError``) and a pickle of the file that reads cleanly imports something
-    besides torch's own rebuild functions and containers — unsafe; anything else is damage."""
-    if data[:4] != b"PK\x03\x04" and name.lower().endswith(".onnx"):
-        raise CheckpointError(f"{name} is an ONNX graph (what `ftadapt export` writes), not torch weights: pass the "
-                              "checkpoint folder or official .pth it was made from")
-    try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        foreign = [g for g in pickle_globals(data) if g.split(".")[0] not in ("torch", "collections", "builtins")]
-        if foreign:
-            raise CheckpointError(
-                f"{name} is unsafe: refused to unpickle it, because it imports Python objects besides tensors "
-                f"({', '.join(list(dict.fromkeys(foreign))[:3])}) and unpickling it could run arbitrary code. If you "
-                "trust the file, load it yourself and re-save only its state_dict with torch.save.") from None
-        raise CheckpointError(f"{name} is not a readable torch file: it is corrupt or truncated (torch refused its "
-                              "pickle, which does not parse)") from None
-    except Exception as exc:  # RuntimeError (zip), EOFError, … depending on the damage
-        raise CheckpointError(f"{name} is not a readable torch file: it is corrupt, truncated or was not written by "
-                              f"torch.save ({type(exc).__name__})") from None
-
-
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
-
-
-def _pickle_streams(data: bytes) -> list[io.BytesIO]:
-    """The streams holding a torch file's pickles: ``*/data.pkl`` of the zip format, else the file itself (the legacy
-    format: pickles one after another, then raw storage bytes)."""
-    buffer = io.BytesIO(data)
-    if not zipfile.is_zipfile(buffer):
-        return [io.BytesIO(data)]
-    try:
-        with zipfile.ZipFile(buffer) as archive:
-            return [io.BytesIO(archive.read(n)) for n in archive.namelist() if n.endswith("/data.pkl")]
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return []
-
-
-def pickle_globals(data: bytes) -> list[str]:
-    """The ``module.name`` globals imported by every pickle of a torch file that reads cleanly, in order, taken from
-    the opcodes without unpickling anything (reading stops at the first pickle that does not parse)."""
-    found: list[str] = []
-    for stream in _pickle_streams(data):
-        while stream.tell() < len(stream.getbuffer()):
-            strings: list[str] = []
-            imported: list[str] = []
-            try:
-                for op, arg, _pos in pickletools.genops(stream):
-                    if op.name == "GLOBAL":
-                        imported.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL":
-                        imported.append(".".join(strings[-2:]) or "?")
-                    elif op.name in _STRING_OPS:
-                        strings.append(str(arg))
-            except (ValueError, EOFError, UnicodeDecodeError):
-                break
-            found += imported
-    return found
-
-
-def _check_weights_only(obj: Any, where: str) -> None:
-    """Raise TypeError when ``obj`` holds something ``torch.load(weights_only=True)`` would refuse."""
-    if obj is None or isinstance(obj, (Tensor, bool, int, float, str)):
-        return
-    if type(obj) in (dict, OrderedDict):
-        for key, value in obj.items():
-            if not isinstance(key, (str, int)):
-                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} is not weights_only-loadable")
-            _check_weights_only(value, f"{where}[{key!r}]")
-        return
-    if type(obj) in (list, tuple):
-        for i, value in enumerate(obj):
-            _check_weights_only(value, f"{where}[{i}]")
-        return
-    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} is not weights_only-loadable; "
-                    "store tensors, numbers, strings, lists, tuples or dicts (e.g. a numpy array as a tensor)")
-
-
 def _torch_save_hashed(obj: Any, path: Path) -> str:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -252,7 +162,7 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
     if clash:
         raise ValueError(f"reserved checkpoint field(s) {clash} cannot be set by the caller")
     if train_state is not None:
-        _check_weights_only(dict(train_state), "train_state")
+        check_weights_only(dict(train_state), "train_state")
     full_config = {"format": FORMAT_VERSION, "model": config.to_dict(),
                    "contents": "backbone" if backbone_only else "full", **(extra_config or {})}
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -267,6 +177,7 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a checkpoint folder, or a CheckpointError naming it as damaged."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -274,6 +185,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of the checkpoint folder ``path`` (method, step, metrics, sha256 of the weights …), read
+    without loading any weights; a CheckpointError when it is unreadable."""
+    return _read_json(Path(path) / META_FILE)
 
 
 def _read_verified(path: Path, expected_sha: Any, *, map_location: Any) -> Any:
@@ -302,7 +219,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", with_train_s
     if absent:
         raise CheckpointError(f"checkpoint folder {path} lacks {', '.join(absent)} (a complete one holds "
                               f"{', '.join(REQUIRED_FILES)}); it is incomplete or not a checkpoint")
-    config, meta = _read_json(path / CONFIG_FILE), _read_json(path / META_FILE)
+    config, meta = _read_json(path / CONFIG_FILE), read_meta(path)
     try:
         model_config = ModelConfig.from_dict(config.get("model") or {})
     except UsageError as exc:
@@ -340,46 +257,6 @@ def load_model_and_meta(path: str | Path, *, device: str | torch.device = "cpu")
     return model.to(device).eval(), ckpt.meta
 
 
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    """Where a run keeps the checkpoint of ``step``: ``RUN/checkpoints/step_NNNNNN``."""
-    return Path(run_dir) / CHECKPOINTS / f"step_{step:06d}"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's newest checkpoint folder (the ``last`` link, else the highest ``step_*``), or None."""
-    folder = Path(run_dir) / CHECKPOINTS
-    if (folder / LAST).is_dir():
-        return (folder / LAST).resolve()
-    steps = sorted(p for p in folder.glob("step_*") if p.is_dir())
-    return steps[-1] if steps else None
-
-
-def checkpoint_name(path: str | Path) -> str:
-    """A short name for a checkpoint folder: its run's name for a run's checkpoint
-    (``runs/clan/checkpoints/step_000100`` → ``clan@step_000100``), else the folder's name."""
-    path = Path(path)
-    if path.parent.name == CHECKPOINTS and path.parent.parent.name:
-        return f"{path.parent.parent.name}@{path.name}"
-    return path.name or str(path)
-
-
-def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a training run's folder (``checkpoints/``, or the log of a run that saved none yet)."""
-    path = Path(path)
-    return not (path / MODEL_FILE).exists() and ((path / CHECKPOINTS).is_dir() or (path / "metrics.jsonl").exists())
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder a user means by ``path``: a checkpoint folder as it is, a run folder its newest
-    checkpoint. A run folder without any checkpoint is a CheckpointError; anything else is left to ``load_checkpoint``
-    to judge (and name)."""
-    path = Path(path)
-    if not path.is_dir() or (path / MODEL_FILE).exists():
-        return path
-    newest = latest_checkpoint(path)
-    if newest is not None:
-        return newest
-    if is_run_folder(path):
-        raise CheckpointError(f"run folder {path} has no checkpoint yet (it stopped before the first one); pass a "
-                              "run that saved one, or a checkpoint folder (RUN/checkpoints/step_NNNNNN)")
-    return path
+__all__ = ["Checkpoint", "KeyDiff", "key_diff", "expected_state", "fill_num_batches_tracked", "load_weights",
+           "plain_state_dict", "save_checkpoint", "read_meta", "load_checkpoint", "load_model", "load_model_and_meta",
+           "MODEL_FILE", "CONFIG_FILE", "META_FILE", "TRAIN_STATE_FILE", "REQUIRED_FILES"]

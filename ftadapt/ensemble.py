@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from ftadapt.artifact import ArtifactMember
-from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
+from ftadapt.checkpoint import load_model_and_meta
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, combine_heads
+from ftadapt.run_folder import checkpoint_name, resolve_checkpoint
 
 FUSIONS = ("probs", "logits")
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from ftadapt.errors import OutputError
 
 OVERWRITE_FLAG = "--overwrite"
-# How ftadapt.checkpoint names a checkpoint folder's files and a run's checkpoint folder (tests/test_outputs.py
-# checks that the names agree); folders recognised by them are written only whole.
+# How ftadapt.checkpoint names a checkpoint folder's files and ftadapt.run_folder a run's checkpoint folder
+# (tests/test_outputs.py checks that the names agree); folders recognised by them are written only whole.
 CHECKPOINT_MARKERS = ("model.pt", "meta.json")
 RUN_CHECKPOINTS, RUN_CONFIG = "checkpoints", "config.json"
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import ftadapt
-from ftadapt.checkpoint import load_checkpoint, save_checkpoint, torch_load_bytes
+from ftadapt.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from ftadapt.errors import CheckpointError, OutputError
 from ftadapt.models.deeplab import is_head_key
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
+from ftadapt.safe_load import torch_load_bytes
 
 
 class Opaque:
@@ -53,6 +54,10 @@ def test_folder_layout_and_meta(tmp_path, tiny):
     assert meta["sha256"] == hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     assert meta["ftadapt_version"] == ftadapt.__version__
     assert list(tmp_path.iterdir()) == [out]  # no temp leftovers
+    assert read_meta(out) == meta  # what a caller reads of a checkpoint without loading its weights
+    (out / "meta.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="meta.json must hold a JSON object"):
+        read_meta(out)
 
 
 def test_wrapper_prefixes_are_stripped(tmp_path, tiny):

@@ -1,4 +1,5 @@
-"""Training config: paper defaults, the paper-code preset, --set / file parsing, errors, hashing and diffs."""
+"""Training config: paper defaults, the paper-code preset, --set / file parsing, each section's checks, the upgrade of
+older config files, hashing and diffs."""
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ import pytest
 from train_runs import OLD_LAYOUT_CONFIG, OLD_LAYOUT_HASH
 
 from ftadapt.config import (
-    KEY_ALIASES,
     METHODS,
     PRESETS,
     RESUMABLE_KEYS,
-    SpeedConfig,
+    DataConfig,
+    OptimConfig,
     TrainConfig,
     build_config,
     config_diff,
@@ -20,11 +21,12 @@ from ftadapt.config import (
     config_hash,
     config_to_dict,
     flatten,
-    get_key,
     parse_dataset_spec,
     parse_set,
     read_config_file,
 )
+from ftadapt.config.methods import METHOD_TERMS
+from ftadapt.config.upgrade import CONFIG_VERSION
 from ftadapt.errors import UsageError
 
 
@@ -57,7 +59,7 @@ def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
 
 
 def test_set_values_are_typed_by_the_field():
-    cfg = build_config(parse_set(["steps=20", "amp=bf16", "channels_last=yes", "loss.lambda_norm=2e-4",
+    cfg = build_config(parse_set(["steps=20", "speed.amp=bf16", "speed.channels_last=yes", "loss.lambda_norm=2e-4",
                                   "data.source_size=160x96", "optim.d_betas=0.5,0.9", "method=clan-norm"]))
     assert cfg.steps == 20 and isinstance(cfg.steps, int)
     assert cfg.speed.amp == "bf16" and cfg.speed.channels_last is True and cfg.loss.lambda_norm == 2e-4
@@ -74,14 +76,17 @@ def test_unknown_key_suggests_close_matches():
 @pytest.mark.parametrize("item, message", [
     ("steps=many", r"steps='many': expected a number \(int\)"),
     ("steps=2.5", "expected a number"),
-    ("channels_last=maybe", "expected true or false"),
+    ("speed.channels_last=maybe", "expected true or false"),
     ("data.source_size=160", "expected 2 numbers"),
     ("method=dann", "method='dann' is invalid: expected one of source-only"),
-    ("amp=fp8", "amp='fp8' is invalid"),
+    ("speed.amp=fp8", "speed.amp='fp8' is invalid"),
     ("keep_checkpoints=-1", "keep_checkpoints=-1 is invalid"),
-    ("compile=max", "compile='max' is invalid: expected one of off, default, reduce-overhead"),
+    ("speed.compile=max", "compile='max' is invalid: expected one of off, default, reduce-overhead"),
     ("preset=fast", "unknown preset 'fast'; valid presets: paper, paper-code"),
     ("stop_at=-1", "stop_at=-1 is invalid"),
+    ("stop_at=100001", r"^config stop_at=100001 is invalid: expected at most steps \(100000\), or 0 \(off\)$"),
+    ("device=gpu", r"^config device='gpu' is invalid: expected auto, cpu, cuda or cuda:N \(e.g. cuda:1\)$"),
+    ("device=cuda:-1", "device='cuda:-1' is invalid"),
     # issue 16, case 6: values torch would refuse later with its own ValueError, refused when the config is built
     ("optim.lr=-1", r"^config optim.lr=-1.0 is invalid: expected a positive number$"),
     ("optim.momentum=-1", r"^config optim.momentum=-1.0 is invalid: expected a number in \[0, 1\)$"),
@@ -131,35 +136,71 @@ def test_round_trip_hash_and_diff():
     assert config_diff(cfg, other) == ["model: 'deeplabv2-r101' → 'tiny'", "loss.lambda_adv: 0.001 → 0.002"]
 
 
+def test_each_section_checks_its_own_keys_and_names_them_in_full():
+    with pytest.raises(UsageError, match=r"^config optim.lr=-1 is invalid: expected a positive number$"):
+        OptimConfig(lr=-1)
+    with pytest.raises(UsageError, match=r"^config data.batch_size=0 is invalid: expected a positive number$"):
+        DataConfig(batch_size=0)
+    with pytest.raises(UsageError, match="^config steps=0 is invalid"):
+        TrainConfig(steps=0)
+    with pytest.raises(UsageError, match=r"config stop_at=3 is invalid: expected at most steps \(2\)"):
+        TrainConfig(steps=2, stop_at=3)  # a check across keys: the whole config's
+
+
+@pytest.mark.parametrize("given, device", [("0", "cuda:0"), ("CUDA:1", "cuda:1"), (" cpu ", "cpu"), ("auto", "auto"),
+                                           ("cuda", "cuda")])
+def test_the_device_key_is_kept_in_one_spelling(given, device):
+    assert build_config({"device": given}).device == device  # parsed by ftadapt.devices, as every --device
+
+
 def test_a_config_json_of_the_old_layout_reads_with_its_speed_keys_in_the_speed_section(tmp_path):
-    old = {**OLD_LAYOUT_CONFIG, "amp": "bf16", "channels_last": True, "channel_multiple": 8}
+    old = {**OLD_LAYOUT_CONFIG, "amp": "bf16", "channels_last": True}
     cfg = config_from_dict(old)
-    assert (cfg.speed.amp, cfg.speed.channels_last, cfg.speed.channel_multiple) == ("bf16", True, 8)
+    assert (cfg.speed.amp, cfg.speed.channels_last) == ("bf16", True)
     assert (cfg.method, cfg.model, cfg.stop_at, cfg.data.source_size) == ("clan-norm", "tiny", 1, (160, 96))
     # the keys recorded since read as their defaults: no roots, no init, no SyncBatchNorm
     assert (cfg.data.source, cfg.data.target, cfg.init, cfg.sync_bn) == ("", "", "", False)
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert build_config(read_config_file(tmp_path / "config.json")) == cfg  # --config of an old run's config.json
-    # what the run learns hashes as it did then, and the new layout round-trips
+    # what the run learns hashes as it did then, and the new layout round-trips with its version
     assert config_hash(config_from_dict(OLD_LAYOUT_CONFIG)) == OLD_LAYOUT_HASH
-    assert config_from_dict(config_to_dict(cfg)) == cfg and "amp" not in config_to_dict(cfg)
+    saved = config_to_dict(cfg)
+    assert saved["version"] == CONFIG_VERSION and "amp" not in saved and config_from_dict(saved) == cfg
 
 
-def test_old_speed_key_names_are_aliases_everywhere_keys_are_read(tmp_path):
-    assert set(KEY_ALIASES.values()) == {f"speed.{k}" for k in flatten(SpeedConfig())}
-    assert parse_set(["amp=bf16", "speed.compile=default"]) == {"speed.amp": "bf16", "speed.compile": "default"}
-    (tmp_path / "a.toml").write_text('cuda_graphs = true\n[speed]\nspace_to_batch = true\n')
-    assert read_config_file(tmp_path / "a.toml") == {"speed.cuda_graphs": True, "speed.space_to_batch": True}
-    cfg = build_config({"cudnn_benchmark": "false", "speed.channels_last": True})
-    assert cfg.speed.cudnn_benchmark is False and cfg.speed.channels_last is True
-    assert get_key(cfg, "cudnn_benchmark") is False and get_key(cfg, "speed.cudnn_benchmark") is False
-    # applied in order, whichever name: a later --set beats a file's value
-    assert build_config({**read_config_file(tmp_path / "a.toml"), **parse_set(["cuda_graphs=no"])}).speed \
-        .cuda_graphs is False
-    with pytest.raises(UsageError, match=r"config speed.amp='fp16' is invalid"):
-        build_config({"amp": "fp16"})
-    with pytest.raises(UsageError, match=r"unknown config key 'speed.amd'.*did you mean speed.amp"):
-        parse_set(["speed.amd=bf16"])
+@pytest.mark.parametrize("switches", [{"cuda_graphs": True, "channel_multiple": 8, "space_to_batch": True},
+                                      {"speed": {"amp": "off", "channels_last": False, "cudnn_benchmark": True,
+                                                 "compile": "off", "cuda_graphs": True, "channel_multiple": 8,
+                                                 "space_to_batch": True}}])
+def test_the_removed_speed_switches_of_an_old_config_are_dropped_at_any_value(switches, tmp_path):
+    """They computed the values of the plain step: an old run that had them on reads, hashes and resumes as one
+    that had them off (at the top level, before the speed section; inside it, before config versions)."""
+    old = {k: v for k, v in OLD_LAYOUT_CONFIG.items()
+           if k not in ("amp", "channels_last", "cudnn_benchmark", "compile", "cuda_graphs", "channel_multiple",
+                        "space_to_batch")} if "speed" in switches else OLD_LAYOUT_CONFIG
+    cfg = config_from_dict({**old, **switches})
+    assert cfg == config_from_dict(OLD_LAYOUT_CONFIG) and config_hash(cfg) == OLD_LAYOUT_HASH
+    (tmp_path / "a.json").write_text(json.dumps({**old, **switches}))
+    assert build_config(read_config_file(tmp_path / "a.json")) == cfg
+
+
+def test_old_key_names_are_read_only_from_files_without_a_version(tmp_path):
+    """The upgrade is the one place old layouts are read: a --set, or a file that states the current version, must
+    use today's names, and a file of a newer version is refused."""
+    (tmp_path / "old.toml").write_text('amp = "bf16"\n[data]\naugment = false\n')
+    assert read_config_file(tmp_path / "old.toml") == {"speed.amp": "bf16", "data.augment": "none"}
+    # upgraded to today's names, a file's key is the one a later --set replaces
+    assert build_config({**read_config_file(tmp_path / "old.toml"), **parse_set(["speed.amp=off"])}).speed.amp == "off"
+    with pytest.raises(UsageError, match=r"unknown config key 'amp'; did you mean speed.amp"):
+        parse_set(["amp=bf16"])
+    (tmp_path / "new.toml").write_text(f'version = {CONFIG_VERSION}\namp = "bf16"\n')
+    with pytest.raises(UsageError, match=r"unknown config key 'amp'; did you mean speed.amp"):
+        read_config_file(tmp_path / "new.toml")
+    with pytest.raises(UsageError, match="data.augment='True' is invalid"):
+        build_config(parse_set(["data.augment=True"]))
+    (tmp_path / "future.json").write_text(json.dumps({"version": CONFIG_VERSION + 1, "steps": 3}))
+    with pytest.raises(UsageError, match=f"config version {CONFIG_VERSION + 1} is not one this ftadapt reads"):
+        read_config_file(tmp_path / "future.json")
 
 
 def test_roots_init_and_sync_bn_are_recorded_and_only_sync_bn_blocks_a_resume():
@@ -169,9 +210,13 @@ def test_roots_init_and_sync_bn_are_recorded_and_only_sync_bn_blocks_a_resume():
     assert saved["data"]["source"] == "gta5:/data/GTA5" and saved["data"]["target"] == "cityscapes:/data/CS"
     assert saved["init"] == "/w/init.pth" and saved["sync_bn"] is True and saved["speed"]["amp"] == "off"
     moved = build_config({**flatten(cfg), "data.source": "gta5:/elsewhere", "data.target": "", "init": "",
-                          "amp": "bf16", "cuda_graphs": True})
+                          "speed.amp": "bf16", "speed.compile": "default", "device": "cpu"})
     assert config_diff(cfg, moved) == [] and config_hash(moved) == config_hash(cfg)
-    assert {"data.source", "data.target", "init", "speed.amp", "speed.compile"} <= RESUMABLE_KEYS
+    # what a resume may change: where and how fast the run goes, never what it learns
+    assert sorted(RESUMABLE_KEYS) == sorted([
+        "device", "init", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "check_data",
+        "tensorboard", "stop_at", "data.source", "data.target", "data.num_workers", "eval.split", "eval.size",
+        "eval.flip", "speed.amp", "speed.channels_last", "speed.cudnn_benchmark", "speed.compile"])
     assert config_diff(cfg, build_config({**flatten(cfg), "sync_bn": False})) == ["sync_bn: True → False"]
 
 
@@ -212,3 +257,13 @@ def test_a_config_written_before_the_split_preheat_and_augmentation_styles_means
     assert build_config(parse_set(["data.augment=maxsquare"])).data.augment == "maxsquare"
     with pytest.raises(UsageError, match="data.augment='crop' is invalid"):
         build_config({"data.augment": "crop"})
+
+
+def test_the_methods_are_named_once():
+    """The config's ``method`` key, the command line's choices and create_method read one catalogue."""
+    from ftadapt.commands.train import train
+
+    assert METHODS == tuple(METHOD_TERMS) == ("source-only", "norm-only", "clan", "clan-norm", "maxsquare",
+                                              "maxsquare-norm")
+    (method,) = [p for p in train.params if p.name == "method"]
+    assert tuple(method.type.choices) == METHODS

@@ -22,12 +22,12 @@ from ftadapt.checkpoint import load_checkpoint
 from ftadapt.data.loader import EndlessBatchSampler, endless_batches
 from ftadapt.errors import UsageError
 from ftadapt.models.registry import create_model
+from ftadapt.run_folder import read_metrics
 from ftadapt.training import resolve_config, train
 from ftadapt.training.distributed import DistEnv, env_dist
-from ftadapt.training.run_folder import read_metrics
 from ftadapt.training.step import build_train_step
 
-SMALL = {"model": "tiny", "method": "clan-norm", "steps": 3, "data.source_size": "160x96",
+SMALL = {"model": "tiny", "method": "clan-norm", "steps": 2, "data.source_size": "160x96",
          "data.target_size": "128x64", "data.num_workers": 0, "log_every": 1, "tensorboard": False, "device": "cpu"}
 
 
@@ -137,12 +137,12 @@ def test_both_ranks_end_with_the_same_trained_weights_and_only_rank_0_writes(two
         assert torch.equal(r0["straight"][key], r1["straight"][key]), key
     changed = [k for k in initial if not torch.equal(initial[k], r0["straight"][k])]
     assert "layer4.0.conv2.weight" in changed and "layer6.conv2d_list.3.bias" in changed
-    assert r0["straight_result"] == r1["straight_result"] == (3, str(tmp / "straight/checkpoints/step_000003"))
+    assert r0["straight_result"] == r1["straight_result"] == (2, str(tmp / "straight/checkpoints/step_000002"))
     ckpt = load_checkpoint(tmp / "straight" / "checkpoints" / "last", with_train_state=True)
     for key, value in r0["straight"].items():
         assert torch.equal(ckpt.state_dict[key], value), key
     assert ckpt.meta["distributed"] == {"world_size": 2, "sync_bn": False} and ckpt.train_state["world_size"] == 2
-    assert [r["step"] for r in read_metrics(tmp / "straight")] == [1, 2, 3]  # one writer
+    assert [r["step"] for r in read_metrics(tmp / "straight")] == [1, 2]  # one writer
 
 
 def test_gradients_are_the_mean_over_ranks_all_reduced_once_per_step(two_ranks):
@@ -164,7 +164,7 @@ def test_a_distributed_resume_continues_bit_for_bit(two_ranks, synthetic):
     for rank in (r0, r1):
         for key, value in r0["straight"].items():
             assert torch.equal(rank["resumed"][key], value), key
-    assert [r["step"] for r in read_metrics(tmp / "resumed")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(tmp / "resumed")] == [1, 2]
     with pytest.raises(UsageError, match="written by a run of 2 process"):  # a single process cannot resume it
         train(resolve_config({}, out=tmp / "resumed", resume=True), out=tmp / "resumed", resume=True,
               progress=False)
@@ -188,12 +188,32 @@ def test_torchrun_environment_is_read(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     env = env_dist()
     assert (env.rank, env.world_size, env.local_rank, env.enabled, env.is_main) == (3, 4, 1, True, False)
-    assert env.device("cpu") == torch.device("cpu")
-    with pytest.raises(UsageError, match="device='gpu': expected auto, cpu, cuda or cuda:N"):
+    assert env.device("cpu") == env.device("auto") == torch.device("cpu")  # no CUDA here (made sure below)
+    with pytest.raises(UsageError, match="device 'gpu': expected auto, cpu, cuda or cuda:N"):
         env.device("gpu")
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(UsageError, match="RANK=4 is not within WORLD_SIZE=4"):
         env_dist()
+
+
+def test_every_cuda_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """Through ftadapt.devices: under DDP any CUDA spelling (and auto, where there is CUDA) means cuda:LOCAL_RANK; a
+    single process keeps the device it names; a CUDA device PyTorch does not see is a DeviceError."""
+    from ftadapt.devices import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="device cuda asked for, but this machine has no CUDA device"):
+        DistEnv(1, 2, 1).device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    rank1 = DistEnv(rank=1, world_size=2, local_rank=1)
+    assert {str(rank1.device(d)) for d in ("auto", "cuda", "cuda:0", "0")} == {"cuda:1"}
+    assert rank1.device("cpu") == torch.device("cpu")
+    assert DistEnv().device("cuda:1") == torch.device("cuda", 1) and str(DistEnv().device("auto")) == "cuda:0"
+    with pytest.raises(DeviceError, match=r"only 2 CUDA device\(s\) are visible"):
+        DistEnv().device("cuda:2")
+    with pytest.raises(DeviceError, match=r"cuda:2 asked for, but only 2"):
+        DistEnv(rank=2, world_size=3, local_rank=2).device("cuda")  # a rank past the machine's GPUs
 
 
 def test_loader_workers_survive_a_sigterm_to_the_process_group(synthetic, tmp_path):

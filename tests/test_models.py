@@ -12,7 +12,6 @@ from torch import nn
 
 from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import (
-    Bottleneck,
     DeepLabV2,
     ModelConfig,
     combine_heads,
@@ -22,15 +21,16 @@ from ftadapt.models.deeplab import (
 )
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model, list_models, model_config, register_model
-from ftadapt.models.speed import atrous_conv, configure_convs
 
 
 @pytest.fixture(scope="module")
 def r101_states():
-    """State dicts and parameter counts of the three R101 head layouts (built once: ~1 s on two cores)."""
+    """State dicts and parameter counts of the three R101 head layouts, built on the meta device (shapes only: no
+    memory, no initialisation cost)."""
     out = {}
     for heads in ("clan", "multi", "single"):
-        model = deeplab_v2(101, heads=heads)
+        with torch.device("meta"):
+            model = deeplab_v2(101, heads=heads)
         out[heads] = (model.state_dict(), count_parameters(model))
     return out
 
@@ -273,9 +273,9 @@ def test_discriminator_layers_and_output_size():
     assert [k for k in d.state_dict() if k.endswith("weight")] == [f"conv{i}.weight" for i in range(1, 5)] + [
         "classifier.weight"]
     assert [d.state_dict()[f"conv{i}.weight"].shape[0] for i in range(1, 5)] == [4, 8, 16, 32]
-    with torch.no_grad():
-        assert d(torch.rand(1, 19, 512, 1024)).shape == (1, 1, 16, 32)
-        assert d(torch.rand(1, 19, 720, 1280)).shape == (1, 1, 22, 40)
+    meta = FCDiscriminator(num_classes=19, ndf=4).to("meta")  # output shapes without the compute
+    assert meta(torch.empty(1, 19, 512, 1024, device="meta")).shape == (1, 1, 16, 32)
+    assert meta(torch.empty(1, 19, 720, 1280, device="meta")).shape == (1, 1, 22, 40)
     assert FCDiscriminator().conv4.out_channels == 512
 
 
@@ -288,99 +288,6 @@ def test_discriminator_is_leaky_convs_then_logits():
     expected = F.conv2d(expected, d.classifier.weight, d.classifier.bias, stride=2, padding=1)
     with torch.no_grad():
         assert torch.allclose(d(x), expected, atol=1e-6)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_channel_padding_changes_neither_values_nor_gradients_nor_state(channels_last, monkeypatch):
-    # The 3-channel stem, the 19-class heads, D's 19-channel input conv and 1-channel classifier run zero-padded to
-    # 8-channel multiples: same logits, same gradients of the real weights (and, through D's input, of the heads),
-    # same state-dict keys and shapes (a speed option only).
-    torch.manual_seed(0)
-    model, disc = create_model("tiny"), FCDiscriminator(19)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model, disc = model.to(memory_format=fmt), disc.to(memory_format=fmt)
-    x = torch.randn(1, 3, 96, 128).contiguous(memory_format=fmt)
-    keys = {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())}
-
-    def run(multiple):
-        configure_convs(model, disc, channel_multiple=multiple)
-        model.zero_grad(set_to_none=True)
-        disc.zero_grad(set_to_none=True)
-        out = model(x)
-        prob = torch.softmax(F.interpolate(out.logits[0] + out.logits[1], size=(96, 128), mode="bilinear",
-                                           align_corners=True), dim=1)
-        d_out = disc(prob)
-        (d_out.square().sum() + out.logits[1].square().mean()).backward()
-        grads = [p.grad.clone() for p in (*model.layer5.parameters(), *model.layer6.parameters(),
-                                          *disc.conv1.parameters(), *disc.classifier.parameters(), model.conv1.weight)]
-        return [*out.logits, d_out], grads
-
-    plain, plain_grads = run(0)
-    weights = []
-    conv2d = F.conv2d
-    monkeypatch.setattr(F, "conv2d", lambda x, w, *a, **k: weights.append(tuple(w.shape[:2])) or conv2d(x, w, *a, **k))
-    padded, padded_grads = run(8)
-    # stem 3 → 8 inputs, heads 19 → 24 outputs (2 × 4 branches), D 19 → 24 inputs and 1 → 8 outputs
-    assert {(8, 8), (24, 256), (64, 24), (8, 512)} <= set(weights) and weights.count((24, 256)) == 8
-    assert (model.channel_multiple, model.layer5.channel_multiple, disc.channel_multiple) == (8, 8, 8)
-    assert padded[0].shape == (1, 19, 13, 17) and padded[-1].shape[1] == 1
-    for a, b in zip(plain + plain_grads, padded + padded_grads, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    assert {k: v.shape for k, v in (*model.state_dict().items(), *disc.state_dict().items())} == keys
-
-
-@pytest.mark.parametrize("dilation, size, channels_last", [(2, (13, 17), False), (2, (12, 16), True),
-                                                          (4, (13, 18), True), (3, (7, 5), False)])
-def test_atrous_conv_computes_the_dilated_conv_over_sub_grids(dilation, size, channels_last, monkeypatch):
-    # Same output and gradients as the dilated conv in float64 (sizes that are and are not multiples of the
-    # dilation), the input's memory format kept, and the convolution actually run is an ordinary one on d² images.
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    conv = nn.Conv2d(6, 5, 3, padding=dilation, dilation=dilation, bias=True).double()
-    x = torch.randn(2, 6, *size, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
-    g = torch.randn(2, 5, *size, dtype=torch.float64)
-    plain = nn.Conv2d(6, 5, 3, padding=1).double()  # not dilated: runs as is
-    assert torch.equal(atrous_conv(plain, x), plain(x))
-    expected = conv(x)
-    expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), g)
-    calls = []
-    conv2d = F.conv2d
-    monkeypatch.setattr(F, "conv2d", lambda inp, w, b, stride, padding, dil: calls.append(
-        (tuple(inp.shape), padding, dil)) or conv2d(inp, w, b, stride, padding, dil))
-    out = atrous_conv(conv, x)
-    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
-    h, w = (-(-n // dilation) for n in size)
-    assert calls == [((2 * dilation**2, 6, h, w), (1, 1), 1)]
-    assert out.is_contiguous(memory_format=fmt)
-    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-    for a, b in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-
-def test_space_to_batch_option_keeps_the_model_s_values_and_state():
-    torch.manual_seed(0)
-    model = create_model("tiny").double()
-    x = torch.randn(1, 3, 90, 150, dtype=torch.float64)
-    keys = list(model.state_dict())
-    plain = model(x)
-    configure_convs(model, space_to_batch=True)
-    assert all(b.space_to_batch for b in model.modules() if isinstance(b, Bottleneck))
-    fast = model(x)
-    for a, b in zip((*plain.logits, plain.features), (*fast.logits, fast.features), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
-    assert list(model.state_dict()) == keys
-
-
-def test_a_misspelt_or_unoffered_speed_option_is_an_error_not_a_silent_no_op():
-    model, disc = create_model("tiny"), FCDiscriminator(19)
-    with pytest.raises(TypeError, match="channel_multple"):
-        configure_convs(model, disc, channel_multple=8)
-    with pytest.raises(ValueError, match="no submodule offers the speed option.* space_to_batch"):
-        configure_convs(disc, space_to_batch=True)  # D has no dilated convs
-    configure_convs(None, disc, channel_multiple=8)  # a missing D (None) is skipped
-    assert disc.channel_multiple == 8
-    configure_convs(disc)  # every option off: the plain convolutions again
-    assert disc.channel_multiple == 0
 
 
 def test_import_ftadapt_stays_torch_free_and_load_model_is_lazy():

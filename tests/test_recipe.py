@@ -56,7 +56,7 @@ def _expand(line: str, env: dict[str, str]) -> str:
 
 def test_the_recipe_names_every_row_and_matches_the_presets():
     from ftadapt.config import TrainConfig, flatten
-    from ftadapt.presets import preset_table
+    from ftadapt.config.presets import preset_table
 
     text = RECIPE.read_text()
     for key, default, presets in preset_table(flatten(TrainConfig())):

@@ -12,24 +12,26 @@ import sys
 import time
 
 import pytest
-from train_runs import OLD_LAYOUT_CONFIG, SMALL_SET, assert_same, roots, run, state
+from train_runs import OLD_LAYOUT_CONFIG, OLD_LAYOUT_HASH, SMALL_SET, assert_same, roots, run, state
 
 from ftadapt.checkpoint import load_checkpoint
 from ftadapt.errors import UsageError
 from ftadapt.methods.segmentation import Segmentation
+from ftadapt.run_folder import read_metrics
 from ftadapt.training import resolve_config, train
-from ftadapt.training.run_folder import read_metrics
 
 
 def test_a_run_folder_of_the_old_layout_resumes_bit_for_bit(synthetic, tmp_path):
     # A run folder written before the speed section and the recorded roots: its config.json (a real one of that
-    # layout) has the speed keys at the top level and no roots; the resume gets them from the command.
+    # layout) has the speed keys at the top level and no roots; the resume gets them from the command. The speed
+    # switches removed since were on: they computed the same values, so the run resumes as if they were off.
     # That config's own loss settings (undamped, as the defaults were then), not today's defaults.
     then = {"loss.adv_damping": False, "loss.norm_damping": 0.0}
     run(synthetic, tmp_path / "straight", **then)
     old = tmp_path / "old"
     run(synthetic, old, stop_at=1, **then)
-    (old / "config.json").write_text(json.dumps(OLD_LAYOUT_CONFIG, indent=2) + "\n")
+    switched = {**OLD_LAYOUT_CONFIG, "channel_multiple": 8, "space_to_batch": True, "cuda_graphs": True}
+    (old / "config.json").write_text(json.dumps(switched, indent=2) + "\n")
     with pytest.raises(UsageError, match="no labelled source"):
         run(synthetic, old, resume=True, stop_at=0)
     cfg = resolve_config({**roots(synthetic), "stop_at": 0}, out=old, resume=True)
@@ -37,6 +39,7 @@ def test_a_run_folder_of_the_old_layout_resumes_bit_for_bit(synthetic, tmp_path)
     assert train(cfg, out=old, resume=True, progress=False).step == 2
     assert_same(state(tmp_path / "straight"), state(old))
     assert [r["step"] for r in read_metrics(old)] == [1, 2]
+    assert load_checkpoint(old / "checkpoints" / "last").meta["config_hash"] == OLD_LAYOUT_HASH  # the hash it had
 
 
 def test_resume_after_a_crash_is_bit_for_bit(synthetic, tmp_path, monkeypatch):
@@ -74,7 +77,7 @@ def test_stop_at_then_resume_matches_and_resume_refuses_a_different_config(synth
     moved = tmp_path / "moved"
     shutil.copytree(synthetic.gta5_root, moved / "gta5")
     shutil.copytree(synthetic.cityscapes_root, moved / "cityscapes")
-    run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, stop_at=0, cudnn_benchmark=False,
+    run(synthetic, tmp_path / "b", "maxsquare-norm", resume=True, stop_at=0, **{"speed.cudnn_benchmark": False},
          **{"data.source": f"gta5:{moved / 'gta5'}", "data.target": f"cityscapes:{moved / 'cityscapes'}"})
     assert_same(state(tmp_path / "a"), state(tmp_path / "b"))
     with pytest.raises(UsageError, match=r"differs from the run .*\n  loss.lambda_norm: 0.00015 → 0.001"):
@@ -198,7 +201,7 @@ def test_a_start_that_fails_before_its_first_log_line_leaves_nothing_behind(synt
 def test_stale_temporaries_of_a_killed_checkpoint_write_are_removed_on_resume_and_prune(synthetic, tmp_path):
     """Issue 16, case 9: ``kill -9`` during a checkpoint write left hidden ``.step_*.tmp`` folders (0.4 GB each for
     an R101) that nothing removed, not even keep_checkpoints."""
-    from ftadapt.training.run_folder import prune_checkpoints
+    from ftadapt.run_folder import prune_checkpoints
 
     out = tmp_path / "run"
     run(synthetic, out, "source-only", steps=4, stop_at=2, checkpoint_every=1)
@@ -241,9 +244,9 @@ def test_convert_cannot_replace_a_runs_checkpoint_or_its_last_link(synthetic, tm
 
     import torch
 
-    from ftadapt.checkpoint import resolve_checkpoint
     from ftadapt.cli import main
     from ftadapt.models.registry import create_model
+    from ftadapt.run_folder import resolve_checkpoint
 
     out = tmp_path / "run"
     run(synthetic, out, "source-only", steps=3, stop_at=2, checkpoint_every=1)

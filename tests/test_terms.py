@@ -1,5 +1,6 @@
-"""Every loss term of every method, where it acts: its value under the resolved config of each preset (its λ and its
-damping at a given step) against the loss primitives, and the tensors its gradient reaches (and those it must not).
+"""Every method as the composition of terms its catalogue names, and every loss term of every method where it acts: its
+value under the resolved config of each preset (its λ and its damping at a given step) against the loss primitives
+(whose formulas ``test_losses`` checks by hand), and the tensors its gradient reaches (and those it must not).
 
 Together these tests fail when any term is removed, mis-weighted, left undamped, detached from where it should act or
 attached where it should not (e.g. the target feature-norm term multiplied by zero, or reading the source features).
@@ -10,7 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftadapt.config import METHODS, build_config
+from ftadapt.config import METHODS, LossConfig, build_config
+from ftadapt.config.methods import METHOD_TERMS
+from ftadapt.config.presets import PRESETS
+from ftadapt.errors import UsageError
 from ftadapt.losses import (
     clan_weight_map,
     cross_entropy,
@@ -26,10 +30,9 @@ from ftadapt.methods import DomainOutput, StepContext, create_method
 from ftadapt.models.deeplab import combine_heads, upsample_logits
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
-from ftadapt.presets import PRESETS
 from ftadapt.training.schedules import linear_damping, norm_damping
 
-C, STEP, STEPS = 19, 3, 10  # a step where every damping differs from 1
+C, STEP, STEPS = 19, 3, 10  # a step where every damping differs from 1 (and the preheats of 5 steps still run)
 MODELS = {"clan": "tiny", "multi": "tiny-multi"}
 
 
@@ -155,9 +158,12 @@ def test_every_term_has_its_value_and_reaches_what_it_should(method, preset):
     ({"method": "maxsquare-norm", "loss.self_guidance": True, "loss.guidance_threshold": 0.2},
      {"maxsquare", "guidance", "norm_tgt"}),
     ({"method": "clan-norm", "loss.adv_preheat_steps": 5, "loss.d_preheat_steps": 5}, {"adv", "d_tgt"}),
+    ({"method": "clan", "loss.adv_preheat_steps": 5}, {"adv", "d_tgt"}),  # G's term plain, D's weighted
+    ({"method": "clan", "loss.d_preheat_steps": 5}, {"adv", "d_tgt"}),  # and the other way round
 ])
 def test_the_optional_forms_of_terms(keys, terms):
-    """Image-wise MaxSquare, MaxSquare's self-guidance, CLAN's plain-BCE preheat: value and reach as above."""
+    """Image-wise MaxSquare, MaxSquare's self-guidance, CLAN's plain-BCE preheat of G's and of D's term, each on its
+    own: value and reach as above."""
     method = keys.pop("method")
     cfg, ctx, spec, model, disc = _setup(method, "paper", **keys)
     src, tgt = _domain(1, labelled=True), _domain(2, labelled=False)
@@ -181,3 +187,41 @@ def test_damping_follows_the_step():
     for name in ("seg", "d_src"):  # never damped
         torch.testing.assert_close(late[name], early[name])
     assert F.mse_loss(late["seg"], early["seg"]) == 0
+
+
+@pytest.mark.parametrize("method, target, disc", [
+    ("source-only", False, False), ("norm-only", True, False), ("clan", True, True), ("clan-norm", True, True),
+    ("maxsquare", True, False), ("maxsquare-norm", True, False),
+])
+def test_each_method_is_the_composition_its_catalogue_names(method, target, disc):
+    """What the loop runs for it: a target forward only when a term reads the target, a discriminator only for the
+    adversarial term."""
+    composed = create_method(method, LossConfig())
+    assert [term.name for term in composed.terms] == list(METHOD_TERMS[method])
+    assert (composed.uses_target, composed.uses_discriminator) == (target, disc)
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(UsageError, match="unknown method 'dann'; valid methods: source-only, norm-only, clan"):
+        create_method("dann", LossConfig())
+
+
+@pytest.mark.parametrize("name, cfg, heads, message", [
+    ("clan", LossConfig(), "multi", "needs a model with 'clan' heads"),
+    ("clan-norm", LossConfig(), "single", "needs a model with 'clan' heads"),
+    ("maxsquare", LossConfig(self_guidance=True), "clan", "self-guidance .* needs a model with 'multi' heads"),
+])
+def test_methods_refuse_an_incompatible_head_layout(name, cfg, heads, message):
+    with pytest.raises(UsageError, match=message):
+        create_method(name, cfg).check_model(heads)
+
+
+def test_the_adversarial_term_trains_g_and_leaves_a_frozen_d_alone():
+    """The step freezes D for G's terms: the adversarial term's gradient then reaches G's heads (through the weight
+    map and the prediction) and no parameter of D."""
+    _cfg, ctx, spec, model, disc = _setup("clan", "paper")
+    disc.requires_grad_(False)
+    losses = spec.target_losses(ctx, _domain(2, labelled=False))
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in disc.parameters()), "G's adversarial term trained D"
+    assert model.layer5.conv2d_list[0].weight.grad is not None

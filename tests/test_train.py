@@ -18,9 +18,9 @@ from ftadapt.errors import UsageError
 from ftadapt.methods.segmentation import FeatureNorm
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
+from ftadapt.run_folder import prune_checkpoints, read_metrics
 from ftadapt.training import TrainingDiverged
 from ftadapt.training.distributed import DistEnv
-from ftadapt.training.run_folder import prune_checkpoints, read_metrics
 from ftadapt.training.step import build_train_step
 
 
@@ -54,7 +54,9 @@ def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, meth
     changed = {k for k, v in ckpt.state_dict.items() if not torch.equal(v, start[k])}
     assert "layer4.0.conv2.weight" in changed and "layer6.conv2d_list.3.bias" in changed
     assert "bn1.weight" not in changed  # BN affine is frozen (the running statistics do update)
-    assert ("discriminator" in ckpt.train_state) == method.startswith("clan")
+    # train_state.pt's keys (TrainStep.state_dict adds the optimizers and D): old checkpoints resume with them
+    assert set(ckpt.train_state) == {"step", "optimizer", "rng", "oracle", "world_size"} | (
+        {"discriminator", "optimizer_d"} if method.startswith("clan") else set())
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [1, 2]
     for record in records:
@@ -65,8 +67,9 @@ def test_every_method_trains_with_finite_logged_losses(synthetic, tmp_path, meth
 
 
 def test_bf16_autocast_channels_last_and_multi_heads_with_self_guidance(synthetic, tmp_path):
-    run(synthetic, tmp_path / "run", "maxsquare-norm", model="tiny-multi", amp="bf16", channels_last=True,
-         **{"loss.self_guidance": True, "loss.guidance_threshold": 0.0, "loss.iw_ratio": 0.2})
+    run(synthetic, tmp_path / "run", "maxsquare-norm", model="tiny-multi",
+        **{"speed.amp": "bf16", "speed.channels_last": True, "loss.self_guidance": True,
+           "loss.guidance_threshold": 0.0, "loss.iw_ratio": 0.2})
     record = read_metrics(tmp_path / "run")[-1]
     assert {"loss/guidance", "loss/maxsquare", "loss/norm_tgt"} <= record.keys()
     assert all(np.isfinite(v) for v in record.values())
@@ -80,10 +83,10 @@ def test_compile_key_compiles_g_per_shape_and_marks_cuda_graph_steps(synthetic, 
     compiled, marks = [], []
     monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(kw) or net)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    result = run(synthetic, tmp_path / "run", method="norm-only", compile="reduce-overhead")
+    result = run(synthetic, tmp_path / "run", method="norm-only", **{"speed.compile": "reduce-overhead"})
     assert compiled == [{"dynamic": False, "mode": "reduce-overhead"}] and len(marks) == 2 and result.step == 2
     compiled.clear()
-    run(synthetic, tmp_path / "run2", method="source-only", compile="default")
+    run(synthetic, tmp_path / "run2", method="source-only", **{"speed.compile": "default"})
     assert compiled == [{"dynamic": False, "mode": None}] and len(marks) == 2
 
 
@@ -101,14 +104,11 @@ def test_keep_checkpoints_keeps_the_newest_and_the_linked_ones(synthetic, tmp_pa
     assert {p.name for p in folder.glob("*step_*")} == {"step_000005", best}
 
 
-def test_step_options_reach_the_modules_and_compile_under_several_processes_is_refused():
-    cfg = build_config({"method": "clan", "model": "tiny", "speed.channel_multiple": 8, "speed.space_to_batch": True,
-                        "device": "cpu"})
-    step = build_train_step(cfg)
-    model, disc = step.model, step.disc
-    assert (model.layer5.channel_multiple, model.layer6.channel_multiple, disc.channel_multiple) == (8, 8, 8)
-    assert model.layer3[0].space_to_batch and model.layer4[0].space_to_batch
+def test_compile_and_sync_bn_under_several_processes_are_refused(monkeypatch):
+    """Refused by the builder before it builds anything."""
+    import ftadapt.training.step
 
+    monkeypatch.setattr(ftadapt.training.step, "create_model", lambda *a, **k: pytest.fail("built a model first"))
     cfg = build_config({"method": "source-only", "model": "tiny", "speed.compile": "default", "device": "cpu"})
     with pytest.raises(UsageError, match="compile=default with several processes is not supported"):
         build_train_step(cfg, dist_env=DistEnv(rank=0, world_size=2))
@@ -182,12 +182,13 @@ def test_a_huge_learning_rate_is_caught_by_the_cli(synthetic, tmp_path, capsys):
 def test_cli_train_writes_the_run_folder_and_json(synthetic, tmp_path, capsys):
     out = tmp_path / "run"
     _cli(synthetic, out, "--set", "tensorboard=true", "--set", "eval_every=2", "--set", "eval.size=128x64",
-         "--json", str(tmp_path / "result.json"))
+         "--device", "cpu", "--json", str(tmp_path / "result.json"))
     summary = json.loads((tmp_path / "result.json").read_text())
     assert summary["step"] == 2 and summary["checkpoint"].endswith("step_000002")
     assert summary["oracle"]["step"] == 2 and 0 <= summary["oracle"]["miou"] <= 100
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"] == "norm-only" and saved["data"]["source_size"] == [160, 96] and saved["eval_every"] == 2
+    assert saved["device"] == "cpu"  # --device sets the config key
     assert (out / "checkpoints" / "oracle_best").resolve().name == "step_000002"
     assert list((out / "tb").glob("events.out.tfevents.*"))
     assert "eval/miou_oracle" in read_metrics(out)[-1]
@@ -252,14 +253,31 @@ def test_cli_bad_inputs_fail_before_writing_anything(synthetic, tmp_path, capsys
         (["clan", "--source", src, "--target", tgt, "--model", "deeplabv2-r101-multi-reduced", "--init", "none"], 2,
          "needs a model with 'clan' heads"),
         (["clan", "--source", src, "--target", tgt, "--set", "loss.lamda_adv=1"], 2, "did you mean loss.lambda_adv"),
-        # refused before the dataset doctor reads a label (this source would fail it)
-        (["source-only", "--source", f"gta5:{bad_gta}", "--model", "tiny", "--set", "cuda_graphs=true"], 2,
-         "cuda_graphs=true needs a CUDA device, not cpu; train with --set cuda_graphs=false"),
+        (["source-only", "--source", src, "--model", "tiny", "--device", "gpu"], 2,
+         "device 'gpu': expected auto, cpu, cuda or cuda:N"),
+        (["source-only", "--source", src, "--model", "tiny", "--set", "device=gpu"], 2,
+         "config device='gpu' is invalid: expected auto, cpu, cuda or cuda:N"),
     ]
     for args, code, message in cases:
         got_code, err = _cli_error(capsys, "train", *args, "--out", str(out))
         assert (got_code, message in err) == (code, True), (args, err)
         assert "Traceback" not in err and not out.exists(), args
+
+
+def test_a_cuda_device_on_a_machine_without_cuda_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """``--device`` is the shared option (``ftadapt.devices``) and sets the config key ``device``, as ``--set device=``
+    does; a CUDA device where PyTorch sees none is a DeviceError before the dataset doctor looks at the source (this
+    one is absent) and before anything is written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    argv = ["train", "source-only", "--source", f"gta5:{tmp_path / 'absent'}", "--model", "tiny", "--out", str(out)]
+    for device, given in (("cuda", ["--device", "cuda"]), ("cuda:1", ["--set", "device=cuda:1"]),
+                          ("cuda:0", ["--device", "0"])):
+        code, err = _cli_error(capsys, *argv, *given)
+        assert code == 2 and f"device {device} asked for, but this machine has no CUDA device" in err, given
+        assert "Traceback" not in err and not out.exists(), given
+    code, err = _cli_error(capsys, *argv, "--device", "cuda", "--set", "device=cpu")
+    assert code == 2 and "note: device: the command's own option (cuda) wins over --set (cpu)" in err
 
 
 def test_the_cli_says_which_of_an_option_and_set_wins(synthetic, tmp_path, capsys):

@@ -23,7 +23,7 @@ MAX_COLUMNS = 3
 
 def read_curves(run_dir: str | Path) -> dict[str, tuple[list[int], list[float]]]:
     """key → (steps, values) of every finite number a run logged under ``loss/*`` and ``feat_norm/*``."""
-    from ftadapt.training.run_folder import read_metrics
+    from ftadapt.run_folder import read_metrics
 
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for record in read_metrics(run_dir):

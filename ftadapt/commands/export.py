@@ -39,9 +39,9 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     ftadapt export --ensemble runs/norm-only:0.7 --ensemble converted/clan:0.3 --flip --out ens-flip.onnx
     Verification (default) compares ONNX Runtime (CPU) with the PyTorch module; a failure marks the file and exits 1.
     """
-    from ftadapt.checkpoint import resolve_checkpoint
     from ftadapt.ensemble import MemberSpec, load_ensemble
     from ftadapt.export.onnx_export import VerificationError, export_onnx
+    from ftadapt.run_folder import resolve_checkpoint
 
     if (checkpoint is None) == (not members):
         raise click.UsageError("give either one checkpoint folder (ftadapt export DIR --out F) or --ensemble "

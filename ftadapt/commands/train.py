@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from ftadapt.commands.common import check_json, echo, emit, json_option, overwrite_option
+from ftadapt.commands.common import check_json, device_option, echo, emit, json_option, overwrite_option
 from ftadapt.config import METHODS
+from ftadapt.devices import Device
 
 CONVERT_KINDS = ("deeplab-init", "adaptsegnet", "clan", "maxsquare", "feature-to-adapt")
 
@@ -33,13 +35,19 @@ def config_overrides(config_file: Path | None, sets: tuple[str, ...], **options:
     return overrides
 
 
+def explicit(name: str, value: object) -> object | None:
+    """``value`` of the option ``name`` when the command line gave it, else None: an option left at its default (such
+    as ``--device auto``) must not override the key a config file, ``--set`` or a resumed run gives."""
+    return None if click.get_current_context().get_parameter_source(name) is ParameterSource.DEFAULT else value
+
+
 def config_options(func):
     """``--config FILE`` and ``--set KEY=VALUE``: the one way every command that builds a training config takes it."""
     func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                         help="Config key, repeatable: e.g. --set preset=paper-code --set loss.lambda_norm=2e-4 "
                              "--set speed.amp=bf16 (every key is in a run's config.json).")(func)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        help="JSON or TOML file of config keys (a run's config.json works).")(func)
+                        help="JSON or TOML file of config keys (a run's config.json of any version works).")(func)
 
 
 @click.command("train")
@@ -53,15 +61,16 @@ def config_options(func):
               help="Initial weights: a checkpoint folder or an official .pth (e.g. the DeepLab ImageNet init); "
                    "the R101 models need it ('none': random weights on purpose).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Number of steps (poly horizon) [100000].")
+@device_option(" (config key device)")
 @config_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option("the outcome")
 @overwrite_option("the JSON file (a run folder is never replaced: --resume continues it)")
 def train(method: str, source: str, target: str | None, model: str | None, init: Path | None, steps: int | None,
-          config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool, json_out: str | None,
-          overwrite: bool) -> None:
-    """Train METHOD (source-only, norm-only, clan, clan-norm, maxsquare, maxsquare-norm) into a run folder.
+          device: Device, config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool,
+          json_out: str | None, overwrite: bool) -> None:
+    """Train METHOD (one of the choices above) into a run folder.
 
     \b
     ftadapt train clan-norm --source gta5:data/GTA5 --target cityscapes:data/Cityscapes \\
@@ -71,9 +80,10 @@ def train(method: str, source: str, target: str | None, model: str | None, init:
     """
     from ftadapt.training import resolve_config
     from ftadapt.training import train as run_training
-    from ftadapt.training.run_folder import run_inputs
+    from ftadapt.training.prepare import run_inputs
 
     overrides = config_overrides(config_file, sets, method=method, model=model, steps=steps,
+                                 device=explicit("device", device),
                                  **{"data.source": source, "data.target": target,
                                     "init": str(init) if init is not None else None})
     cfg = resolve_config(overrides, out=out, resume=resume)

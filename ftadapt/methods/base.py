@@ -46,9 +46,11 @@ class StepContext:
 class Term:
     """A loss term. Each hook returns ``{name: weighted scalar loss}``; an empty dict means "nothing here".
 
-    ``uses_target`` / ``uses_discriminator`` tell the loop whether it needs a target forward and a discriminator.
+    ``name`` is the term's name in the method catalogue (``ftadapt.config.methods``). ``uses_target`` /
+    ``uses_discriminator`` tell the loop whether it needs a target forward and a discriminator.
     """
 
+    name: str
     uses_target = False
     uses_discriminator = False
 

@@ -33,6 +33,7 @@ class ClanAdversarial(Term):
     G's term is plain BCE before step ``adv_preheat_steps``, D's target term before ``d_preheat_steps`` (CLAN's code:
     both 5,000; the paper's code: G weighted from the first step, D after its 5,000-step warm-up)."""
 
+    name = "clan-adversarial"
     uses_target = True
     uses_discriminator = True
 
@@ -64,6 +65,8 @@ class ClanAdversarial(Term):
 
 class WeightDiscrepancy(Term):
     """CLAN's push of the two heads apart: (cos(W5, W6) + 1) · λ_weight · damping · 2 (the factor 2 is CLAN's)."""
+
+    name = "weight-discrepancy"
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg

@@ -17,6 +17,7 @@ class MaxSquare(Term):
     aux_weight · λ_target · CE(aux, pseudo labels of both heads above ``guidance_threshold``) (multi heads only).
     """
 
+    name = "maxsquare"
     uses_target = True
 
     def __init__(self, cfg: LossConfig) -> None:

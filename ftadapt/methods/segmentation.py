@@ -16,6 +16,8 @@ class Segmentation(Term):
     seg is cross-entropy (paper text) or focal loss γ=2 (CLAN / FTA code), ignore 255.
     """
 
+    name = "segmentation"
+
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
 
@@ -35,6 +37,7 @@ class FeatureNorm(Term):
     """The paper's step-wise L2 feature-norm loss on the layer4 features of both domains (methods.md §3.6):
     λ_norm · damping · mean_p (‖f_p‖ − (‖f_p‖.detach() + Δr))², damping = 1 − k·i/N (k = ``norm_damping``, 0 = off)."""
 
+    name = "feature-norm"
     uses_target = True
 
     def __init__(self, cfg: LossConfig) -> None:

@@ -15,22 +15,12 @@ from typing import Any
 
 from torch import Tensor
 
-from ftadapt.checkpoint import (
-    CHECKPOINTS,
-    LAST,
-    expected_state,
-    fill_num_batches_tracked,
-    is_run_folder,
-    key_diff,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    sha256_bytes,
-    torch_load_bytes,
-)
+from ftadapt.checkpoint import expected_state, fill_num_batches_tracked, key_diff, load_checkpoint, save_checkpoint
 from ftadapt.errors import CheckpointError
 from ftadapt.fsutil import check_target
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
+from ftadapt.run_folder import CHECKPOINTS, LAST, is_run_folder, latest_checkpoint
+from ftadapt.safe_load import sha256_bytes, torch_load_bytes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftadapt.errors import UsageError
-from ftadapt.models.speed import aligned_conv, atrous_conv
 
 ASPP_DILATIONS = (6, 12, 18, 24)
 ASPP_BRANCHES = {"full": 4, "reduced": 2}  # "reduced": AdaptSegNet/MaxSquare sum only the 6- and 12-dilation branches
@@ -138,9 +137,7 @@ def upsample_logits(logits: Tensor, size_hw: tuple[int, int]) -> Tensor:
 
 
 class Bottleneck(nn.Module):
-    """Caffe-style bottleneck: the stride sits on the first 1×1 conv; the 3×3 conv is dilated, padding = dilation.
-    ``space_to_batch`` runs that dilated conv as an ordinary one over its sub-grids (``models.speed``; same values, a
-    speed option set by the trainer, not part of the state)."""
+    """Caffe-style bottleneck: the stride sits on the first 1×1 conv; the 3×3 conv is dilated, padding = dilation."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None) -> None:
         super().__init__()
@@ -152,13 +149,12 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.space_to_batch = False
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×inplanes×H×W → N×4·planes×H'×W' (H' = ceil(H / stride))."""
         residual = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(atrous_conv(self.conv2, out) if self.space_to_batch else self.conv2(out)))
+        out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + residual)
 
@@ -168,8 +164,6 @@ class ASPP(nn.Module):
 
     All four branches are parameters (so official checkpoints load strictly), but ``branches=2`` sums only the first
     two, as the AdaptSegNet/MaxSquare code does; the unused branches are frozen so optimizers and DDP skip them.
-    ``channel_multiple`` > 1 runs each branch with its class channels zero-padded to that multiple
-    (``models.speed``; same values, a speed option set by the trainer, not part of the state).
     """
 
     def __init__(self, inplanes: int, num_classes: int, branches: int) -> None:
@@ -177,15 +171,14 @@ class ASPP(nn.Module):
         self.conv2d_list = nn.ModuleList(
             nn.Conv2d(inplanes, num_classes, 3, padding=d, dilation=d, bias=True) for d in ASPP_DILATIONS)
         self.branches = branches
-        self.channel_multiple = 0
         for conv in self.conv2d_list[branches:]:
             conv.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×inplanes×h×w → N×num_classes×h×w."""
-        out = aligned_conv(self.conv2d_list[0], x, self.channel_multiple)
+        out = self.conv2d_list[0](x)
         for conv in self.conv2d_list[1:self.branches]:
-            out = out + aligned_conv(conv, x, self.channel_multiple)
+            out = out + conv(x)
         return out
 
 
@@ -204,7 +197,6 @@ class DeepLabV2(nn.Module):
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
-        self.channel_multiple = 0  # > 1: the 3-channel stem conv runs zero-padded (models.speed; a speed option)
         self._inplanes = w
         self.layer1 = self._make_layer(w, config.blocks[0], stride=1, dilation=1)
         self.layer2 = self._make_layer(2 * w, config.blocks[1], stride=2, dilation=1)
@@ -255,7 +247,7 @@ class DeepLabV2(nn.Module):
     def forward(self, x: Tensor) -> SegOutput:
         """Shape: x N×3×H×W (BGR, mean-subtracted) → logits each N×num_classes×h×w and features N×32·width×h×w,
         h = ⌈(⌈(⌈H/2⌉ − 1)/2⌉ + 1)/2⌉ (ceil-mode pooling), e.g. 512×1024 → 65×129, 720×1280 → 91×161."""
-        x = self.maxpool(self.relu(self.bn1(aligned_conv(self.conv1, x, self.channel_multiple))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         x3 = self.layer3(x)
         x4 = self.layer4(x3)

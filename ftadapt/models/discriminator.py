@@ -3,17 +3,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ftadapt.models.speed import aligned_conv
-
 
 class FCDiscriminator(nn.Module):
     """Five 4×4 stride-2 convs (ndf, 2·ndf, 4·ndf, 8·ndf, 1 channels), LeakyReLU(0.2) after the first four.
 
     Reads the softmax of full-resolution segmentation logits and returns raw domain logits (no sigmoid) at 1/32 of the
     input size: 512×1024 → 16×32, 720×1280 → 22×40. Key names ``conv1``…``conv4``, ``classifier`` are the official
-    ones; default PyTorch init, as in the reference. ``channel_multiple`` > 1 runs the 19-channel first conv and the
-    1-channel classifier zero-padded to multiples of it (``models.speed``; same values, a speed option set by the
-    trainer).
+    ones; default PyTorch init, as in the reference.
     """
 
     def __init__(self, num_classes: int = 19, ndf: int = 64) -> None:
@@ -24,11 +20,10 @@ class FCDiscriminator(nn.Module):
         self.conv4 = nn.Conv2d(ndf * 4, ndf * 8, 4, stride=2, padding=1)
         self.classifier = nn.Conv2d(ndf * 8, 1, 4, stride=2, padding=1)
         self.leaky_relu = nn.LeakyReLU(0.2, inplace=True)
-        self.channel_multiple = 0
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: N×num_classes×H×W → N×1×⌊H/32⌋×⌊W/32⌋ (each conv halves with floor)."""
-        x = self.leaky_relu(aligned_conv(self.conv1, x, self.channel_multiple))
+        x = self.leaky_relu(self.conv1(x))
         for conv in (self.conv2, self.conv3, self.conv4):
             x = self.leaky_relu(conv(x))
-        return aligned_conv(self.classifier, x, self.channel_multiple)
+        return self.classifier(x)

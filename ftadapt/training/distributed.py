@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ftadapt.devices import Device, torch_device
 from ftadapt.errors import UsageError
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -58,20 +59,14 @@ class DistEnv:
         """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
-    def device(self, name: str) -> torch.device:
-        """The device of this rank for the config's ``device`` ("auto", "cpu", "cuda", "cuda:1"): under DDP every
-        CUDA rank takes ``cuda:LOCAL_RANK``."""
-        cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
-        if not cuda:
-            try:
-                return torch.device(name if name != "auto" else "cpu")
-            except RuntimeError:
-                raise UsageError(f"device={name!r}: expected auto, cpu, cuda or cuda:N") from None
-        if not torch.cuda.is_available():
-            raise UsageError(f"device={name!r} but CUDA is not available; use --set device=cpu (or auto)")
-        if self.enabled:
-            return torch.device("cuda", self.local_rank)
-        return torch.device(name if name != "auto" else "cuda")
+    def device(self, value: Device | str) -> torch.device:
+        """The device of this rank for the config's ``device`` (``ftadapt.devices``: "auto", "cpu", "cuda",
+        "cuda:1"): under DDP every CUDA rank takes ``cuda:LOCAL_RANK``. A DeviceError for a CUDA device PyTorch does
+        not see."""
+        device = torch_device(value)
+        if self.enabled and device.type == "cuda":
+            device = torch_device(Device("cuda", self.local_rank))
+        return device
 
     def data_parallel(self, module: nn.Module, device: torch.device, *,
                       find_unused_parameters: bool = False) -> nn.Module:
@@ -132,7 +127,7 @@ def env_dist() -> DistEnv:
 
 
 @contextlib.contextmanager
-def distributed(device_name: str, *, timeout_s: float = 1800.0) -> Iterator[DistEnv]:
+def distributed(device_name: Device | str, *, timeout_s: float = 1800.0) -> Iterator[DistEnv]:
     """Join the process group that torchrun's environment describes, for the config's ``device`` (NCCL for CUDA,
     gloo for the CPU), and leave it on exit. A group that already exists (e.g. created by a test) is used and left
     alone. Yields :data:`SINGLE` when there is only one process."""

@@ -4,7 +4,7 @@
 ``_loop`` runs it step after step: draw the batches, run the :class:`~ftadapt.training.step.TrainStep`, check the
 numbers, log, evaluate, checkpoint, stop on a signal. A run folder holds ``config.json`` (the resolved config),
 ``metrics.jsonl``, ``tb/`` and ``checkpoints/step_NNNNNN`` folders with a ``last`` link to the newest
-(``training.run_folder``). Under ``torchrun`` the same loop trains data-parallel (``training.distributed``); rank 0
+(``ftadapt.run_folder``). Under ``torchrun`` the same loop trains data-parallel (``training.distributed``); rank 0
 writes the run folder.
 """
 from __future__ import annotations
@@ -19,26 +19,19 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ftadapt.checkpoint import LAST, ORACLE_BEST, checkpoint_path, save_checkpoint
+from ftadapt.checkpoint import save_checkpoint
 from ftadapt.config import TrainConfig, config_hash, config_to_dict, parse_dataset_spec
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
 from ftadapt.evaluation.pytorch import ModelPredictor
 from ftadapt.models.registry import model_config
+from ftadapt.run_folder import LAST, ORACLE_BEST, checkpoint_path, link_checkpoint, prune_checkpoints
 from ftadapt.training.datasets import Datasets, open_datasets, training_batches
 from ftadapt.training.distributed import DistEnv, distributed
-from ftadapt.training.run_folder import (
-    RunLog,
-    SilentLog,
-    damaged_checkpoint,
-    discard_unstarted,
-    link_checkpoint,
-    prepare_run_dir,
-    prune_checkpoints,
-    write_run_config,
-)
-from ftadapt.training.state import restore, train_state
-from ftadapt.training.step import Readback, StepResult, TrainStep, build_train_step, input_shapes
+from ftadapt.training.prepare import discard_unstarted, prepare_run_dir, write_run_config
+from ftadapt.training.resume import damaged_checkpoint, restore, train_state
+from ftadapt.training.run_log import RunLog, SilentLog
+from ftadapt.training.step import Readback, StepResult, TrainStep, build_train_step
 
 
 @dataclass
@@ -151,7 +144,6 @@ def _run(run: _Run, progress: bool) -> TrainResult:
     if run.start >= run.stop:
         return TrainResult(out, run.start, run.saved, oracle=run.oracle)
     torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
-    run.step_fn.capture_cuda_graphs(input_shapes(cfg, run.step_fn.method.uses_target))  # before the loaders start
     log = (RunLog(out, start_step=run.start, total_steps=run.stop, tensorboard=cfg.tensorboard, progress=progress)
            if dist_env.is_main else SilentLog())
     note = (run.step_fn.init_report or {}).get("note")

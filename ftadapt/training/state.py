@@ -1,24 +1,13 @@
-"""What a bit-for-bit resume needs besides the weights: the RNG states, the optimizers, the discriminator, the step and
-the oracle selection (``train_state.pt`` of a checkpoint folder, DESIGN.md §4), and putting them back.
-
-The data position needs no state of its own: the loaders are pure functions of (seed, step, rank, world size).
-Everything here is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)`` reads it.
+"""Seeding and the random number generators' states: the same seed builds the same initial weights, and a resume puts
+back the RNG states a checkpoint saved (``training.resume``). The states are tensors, numbers and lists, so
+``torch.load(weights_only=True)`` reads them.
 """
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-from ftadapt.checkpoint import load_checkpoint
-from ftadapt.errors import CheckpointError, UsageError
-from ftadapt.training.distributed import DistEnv
-
-if TYPE_CHECKING:
-    from ftadapt.training.step import TrainStep
 
 
 def seed_everything(seed: int) -> None:
@@ -62,35 +51,4 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(cuda, device)
 
 
-def train_state(step: int, step_fn: TrainStep, oracle: dict | None, dist_env: DistEnv) -> dict:
-    """Everything besides the model weights that a bit-for-bit resume after ``step`` needs."""
-    state = {"step": step, "optimizer": step_fn.opt_g.state_dict(), "rng": rng_state(step_fn.device),
-             "oracle": oracle or {},
-             "world_size": dist_env.world_size}
-    if step_fn.disc is not None:
-        state.update(discriminator=step_fn.disc.state_dict(), optimizer_d=step_fn.opt_d.state_dict())
-    return state
-
-
-def restore(path: Path, step_fn: TrainStep, dist_env: DistEnv) -> tuple[int, dict | None]:
-    """Load the checkpoint ``path`` into ``step_fn`` (G, D, both optimizers) and the RNGs; return its step and oracle
-    selection. Refuses a checkpoint of another number of processes: the data order depends on it."""
-    ckpt = load_checkpoint(path, with_train_state=True)
-    state = ckpt.train_state
-    world_size = int(state.get("world_size", 1))
-    if world_size != dist_env.world_size:
-        raise UsageError(f"--resume: {path} was written by a run of {world_size} process(es) and the data order "
-                         f"depends on it; resume with {world_size} (torchrun --nproc-per-node {world_size}), not "
-                         f"{dist_env.world_size}")
-    step_fn.model.load_state_dict(ckpt.state_dict)
-    step_fn.opt_g.load_state_dict(state["optimizer"])
-    if step_fn.disc is not None:
-        if "discriminator" not in state:
-            raise CheckpointError(f"{path} has no discriminator state; it was not written by an adversarial run")
-        step_fn.disc.load_state_dict(state["discriminator"])
-        step_fn.opt_d.load_state_dict(state["optimizer_d"])
-    set_rng_state(state["rng"], step_fn.device)
-    return int(state["step"]), state["oracle"] or None
-
-
-__all__ = ["seed_everything", "rng_state", "set_rng_state", "train_state", "restore"]
+__all__ = ["seed_everything", "rng_state", "set_rng_state"]

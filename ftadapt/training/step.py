@@ -1,5 +1,5 @@
 """One training step of G (and D) — what the loop runs and ``ftadapt bench train-step`` times — and the one way to
-build it, :func:`build_train_step`, which the loop, ``ftadapt.bench.train_step`` and ``ftadapt.bench.gpu`` all use.
+build it, :func:`build_train_step`, which the loop and ``ftadapt.bench.train_step`` (the GPU check's too) use.
 
 Per step i: set the learning rates (warm-up + poly, heads 10×); one G forward on the source batch, its losses, one
 backward; one G forward on the target batch, its losses, one backward (D frozen); the discriminator losses on the
@@ -17,16 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from ftadapt.config import TrainConfig
-from ftadapt.data.transforms import scaled_size
 from ftadapt.errors import FtadaptError, UsageError
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.convert import load_init_weights
 from ftadapt.models.deeplab import DeepLabV2, optim_param_groups, upsample_logits
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
-from ftadapt.models.speed import configure_convs
-from ftadapt.protocol import RANDOM_SCALES
-from ftadapt.training.cuda_graphs import CudaGraphedForward
 from ftadapt.training.distributed import SINGLE, DistEnv
 from ftadapt.training.schedules import warmup_poly_lr
 from ftadapt.training.state import seed_everything
@@ -71,12 +67,12 @@ class StepResult:
 class TrainStep:
     """One training step of G (and D); see the module docstring. Build it with :func:`build_train_step`.
 
-    Applies the config's ``speed`` options to ``model`` and ``disc``, builds the optimizers (and the DDP wrappers when
-    several processes run) around them and puts them on ``device``. A call ``step(i, src_batch, tgt_batch)`` runs step
+    Applies the config's ``speed`` options, builds the optimizers (and the DDP wrappers when several processes run)
+    around ``model`` and ``disc`` and puts them on ``device``. A call ``step(i, src_batch, tgt_batch)`` runs step
     ``i`` and waits for nothing on the GPU. Under DDP all of G's backward passes but the last run under ``no_sync``,
-    so its gradients are all-reduced once per step. With ``speed.cuda_graphs`` G's forward and backward of each domain
-    are replayed from CUDA graphs (``training.cuda_graphs``); everything else stays as described. ``init_report``
-    says which weights G started from (None: a random init, or a resume).
+    so its gradients are all-reduced once per step. ``state_dict`` / ``load_state_dict`` save and restore what it
+    holds besides G's weights, as torch optimizers do. ``init_report`` says which weights G started from (None: a
+    random init, or a resume).
     """
 
     def __init__(self, cfg: TrainConfig, method: Method, model: DeepLabV2, disc: nn.Module | None,
@@ -86,7 +82,6 @@ class TrainStep:
         self.cfg, self.method, self.model, self.disc, self.dist = cfg, method, model, disc, dist_env
         self.device, self.init_report = device, init_report
         self.memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
-        configure_convs(model, disc, channel_multiple=speed.channel_multiple, space_to_batch=speed.space_to_batch)
         model.to(device, memory_format=self.memory_format).train()
         # fused: one kernel per update on CUDA; on the CPU one pass over memory (Adam on D: 6× faster than per-tensor).
         self.opt_g = torch.optim.SGD(optim_param_groups(model, cfg.optim.lr), lr=cfg.optim.lr,
@@ -103,33 +98,29 @@ class TrainStep:
         # G's last backward of a step need not reach every head (norm-only's target term reads only the features).
         self.g_net = dist_env.data_parallel(net, device, find_unused_parameters=True)
         self.d_net = dist_env.data_parallel(disc, device) if disc is not None else None
-        self.cuda_graphed = CudaGraphedForward(model) if speed.cuda_graphs else None
-        # CUDA graphs replay the casts they captured: autocast must not hand out cached casts of the weights.
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed.amp == "bf16",
-                                       cache_enabled=not speed.cuda_graphs)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed.amp == "bf16")
         self.target_hw = (cfg.data.target_size[1], cfg.data.target_size[0])
 
-    def capture_cuda_graphs(self, shapes: dict[str, list[tuple[int, ...]]]) -> None:
-        """With ``speed.cuda_graphs``: capture G's graphs now for every (domain, image shape) in ``shapes`` (as
-        ``input_shapes`` lists them), so that no capture runs beside the loaders' pinning threads and none stalls
-        a step later, then seal them: a batch of another shape is an error naming it. The weights and BN statistics
-        are left as they were. Otherwise: nothing."""
-        if self.cuda_graphed is None:
-            return
-        for domain, domain_shapes in shapes.items():
-            for shape in domain_shapes:
-                with self.autocast:
-                    self.cuda_graphed.capture(domain, self._device_image(torch.zeros(shape)))
-        self.cuda_graphed.seal()
+    def state_dict(self) -> dict[str, dict]:
+        """What the step holds besides G's weights, as ``train_state.pt`` keys it: G's optimizer (``optimizer``) and,
+        when the method has a discriminator, D (``discriminator``) and its optimizer (``optimizer_d``)."""
+        state = {"optimizer": self.opt_g.state_dict()}
+        if self.disc is not None:
+            state.update(discriminator=self.disc.state_dict(), optimizer_d=self.opt_d.state_dict())
+        return state
 
-    def _device_image(self, image: Tensor) -> Tensor:
-        return image.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Inverse of :meth:`state_dict` (entries it does not name are ignored)."""
+        self.opt_g.load_state_dict(state["optimizer"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["optimizer_d"])
 
-    def _forward(self, domain: str, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
-        image = self._device_image(batch["image"])
+    def _forward(self, batch: dict, size_hw: tuple[int, int] | None) -> DomainOutput:
+        image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         label = batch["label"].to(self.device, non_blocking=True) if "label" in batch else None
         with self.autocast:
-            out = self.cuda_graphed(domain, image) if self.cuda_graphed is not None else self.g_net(image)
+            out = self.g_net(image)
         size_hw = tuple(label.shape[-2:]) if label is not None else size_hw
         return DomainOutput(tuple(upsample_logits(x.float(), size_hw) for x in out.logits), out.features, label)
 
@@ -140,20 +131,18 @@ class TrainStep:
             torch.compiler.cudagraph_mark_step_begin()
         _set_lr(self.opt_g, cfg.optim.lr, i, cfg)
         self.opt_g.zero_grad(set_to_none=True)
-        if self.cuda_graphed is not None:
-            self.cuda_graphed.new_step()  # each graph may replay once per step (its gradients are its own buffer)
         if disc is not None:
             _set_lr(self.opt_d, cfg.optim.d_lr, i, cfg)
             self.opt_d.zero_grad(set_to_none=True)
             disc.requires_grad_(False)  # G's adversarial term must not train D
         with self.dist.no_sync(self.g_net, skip=tgt_batch is not None):
-            src = self._forward("source", src_batch, None)
+            src = self._forward(src_batch, None)
             with self.autocast:
                 losses = method.source_losses(ctx, src)
             _backward(losses)
         tgt = None
         if tgt_batch is not None:
-            tgt = self._forward("target", tgt_batch, self.target_hw)
+            tgt = self._forward(tgt_batch, self.target_hw)
             with self.autocast:
                 target_losses = method.target_losses(ctx, tgt)
             _backward(target_losses)
@@ -176,15 +165,6 @@ class TrainStep:
         return StepResult(readback, src, tgt)
 
 
-def input_shapes(cfg: TrainConfig, uses_target: bool) -> dict[str, list[tuple[int, ...]]]:
-    """The N×3×H×W image shapes G sees per domain ("source", "target"): each domain's size at every scale of CLAN's
-    random rescale (×1, ×1.1, ×0.8) with ``data.augment = "clan"``, else at its size alone."""
-    scales = [1.0] + ([scale for _, scale in RANDOM_SCALES] if cfg.data.augment == "clan" else [])
-    sizes = {"source": cfg.data.source_size, **({"target": cfg.data.target_size} if uses_target else {})}
-    return {domain: [(cfg.data.batch_size, 3, h, w) for w, h in dict.fromkeys(scaled_size(size, s) for s in scales)]
-            for domain, size in sizes.items()}
-
-
 def check_step_options(cfg: TrainConfig, device: torch.device, dist_env: DistEnv) -> None:
     """UsageError for execution options this device and process group cannot run (before any work is done)."""
     speed = cfg.speed
@@ -192,17 +172,7 @@ def check_step_options(cfg: TrainConfig, device: torch.device, dist_env: DistEnv
         raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
     if speed.compile != "off" and dist_env.enabled:
         raise UsageError(f"compile={speed.compile} with several processes is not supported yet; train with "
-                         "--set compile=off under torchrun")
-    if not speed.cuda_graphs:
-        return
-    fix = "train with --set cuda_graphs=false"
-    if device.type != "cuda":
-        raise UsageError(f"cuda_graphs=true needs a CUDA device, not {device}; {fix}")
-    if speed.compile != "off":
-        raise UsageError(f"cuda_graphs=true with compile={speed.compile}: choose one (compile=reduce-overhead is "
-                         f"torch.compile with CUDA graphs); {fix} or --set compile=off")
-    if dist_env.enabled:
-        raise UsageError(f"cuda_graphs=true with several processes is not supported yet; {fix} under torchrun")
+                         "--set speed.compile=off under torchrun")
 
 
 def _compiled(net: nn.Module, mode: str) -> nn.Module:
@@ -264,5 +234,4 @@ class Readback:
         return numbers
 
 
-__all__ = ["build_train_step", "TrainStep", "StepResult", "Readback", "TrainingDiverged", "input_shapes",
-           "check_step_options"]
+__all__ = ["build_train_step", "TrainStep", "StepResult", "Readback", "TrainingDiverged", "check_step_options"]

@@ -1,7 +1,7 @@
 """Named training presets: the paper's text (the defaults) and the reference code each Table 1 row was trained with.
 
 A preset is a set of config keys applied after the defaults and before a config file and ``--set`` (so an explicit key
-always wins). ``paper`` is empty: the defaults of ``ftadapt.config`` are the paper's text (methods.md §4, "FTA
+always wins). ``paper`` is empty: the defaults of ``ftadapt.config.schema`` are the paper's text (methods.md §4, "FTA
 paper" column). The others reproduce a reference implementation's choices where they differ from the text:
 
 - ``paper-code``: the paper's own code (FTA ``train.py``, a CLAN fork);
@@ -43,7 +43,7 @@ SOURCES: dict[str, str] = {
 def preset_table(defaults: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(key, paper text value, "preset: value; …") for every key some preset changes, in key order.
 
-    ``defaults`` is the flat default config (``config.flatten(TrainConfig())``).
+    ``defaults`` is the flat default config (``flatten(TrainConfig())``).
     """
     keys = sorted({k for values in PRESETS.values() for k in values})
     rows = []
