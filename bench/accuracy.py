@@ -32,80 +32,73 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftadapt.devices import Device, DeviceLike, resolve
 from ftadapt.errors import FtadaptError, UsageError
+from ftadapt.evaluation import predictors
+from ftadapt.evaluation.evaluate import Predictor
+from ftadapt.evaluation.predictors import Unavailable
+from ftadapt.tolerances import tolerance_for
 
 BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
-TOLERANCE = {"fp16": 0.1, "fp32": 0.01}  # |ΔmIoU| in mIoU points against PyTorch FP32
-MIN_IDENTICAL = {"fp16": None, "fp32": 99.99}  # percent of identical labels
 PROTOCOL_ROW = "pytorch-protocol"
 
 
-def _pytorch_predictors(info: Any, model: Path, checkpoints: Sequence[Path], device: str) -> dict[str, Any]:
-    """``pytorch`` (FP32), ``pytorch-fp16`` (FP16 files) and ``pytorch-protocol``, or "not run: …" for each."""
+def _pytorch_predictors(model: Path, info: Any, checkpoints: Sequence[Path],
+                        device: Device) -> dict[str, Predictor | Unavailable]:
+    """``pytorch`` (FP32), ``pytorch-fp16`` (FP16 files) and ``pytorch-protocol``, or why each cannot run."""
     names = ("pytorch", "pytorch-fp16", PROTOCOL_ROW) if info.precision == "fp16" else ("pytorch", PROTOCOL_ROW)
     if not checkpoints:
-        why = ("not run: no --checkpoints; pass the checkpoint (or run) folders of the file's members "
+        why = ("no --checkpoints; pass the checkpoint (or run) folders of the file's members "
                f"({', '.join(m.name for m in info.members)}) to run the exported module in PyTorch")
-        return dict.fromkeys(names, why)
-    import torch
-
-    if device != "cpu" and not torch.cuda.is_available():
-        return dict.fromkeys(names, f"not run: --device {device}, but no CUDA device is visible to torch")
-    from ftadapt.evaluation.pytorch import EnsemblePredictor, GraphPredictor
-    from ftadapt.export.onnx_graph import build_graph
-    from ftadapt.export.rebuild import rebuild_graph
-
-    graph = rebuild_graph(info, checkpoints, precision="fp32", device=device, source=str(model))
-    members = [m.name for m in info.members]
-    out: dict[str, Any] = {"pytorch": GraphPredictor(graph, name="pytorch", device=device, details={
-        "precision": "fp32", "members": members, "module": "SegmentationGraph rebuilt from the members' checkpoints"})}
+        return {name: Unavailable(name, why) for name in names}
+    reference = predictors.or_unavailable(
+        "pytorch", lambda: predictors.exported_module(model, checkpoints, name="pytorch", device=device))
+    if isinstance(reference, Unavailable):
+        return {name: Unavailable(name, reference.reason) for name in names}
+    out: dict[str, Predictor | Unavailable] = {"pytorch": reference}
     if info.precision == "fp16":
-        out["pytorch-fp16"] = "not run: the FP16 module runs in PyTorch on CUDA only (--device cuda:N)"
-        if device != "cpu":
-            half = build_graph(graph.ensemble, precision="fp16", working_size=info.working_size)
-            out["pytorch-fp16"] = GraphPredictor(half, name="pytorch-fp16", device=device,
-                                                 details={"precision": "fp16", "members": members})
-    out[PROTOCOL_ROW] = EnsemblePredictor(graph.ensemble, name=PROTOCOL_ROW, device=device)
+        out["pytorch-fp16"] = predictors.or_unavailable(
+            "pytorch-fp16", lambda: predictors.half_module(reference, name="pytorch-fp16"))
+    out[PROTOCOL_ROW] = predictors.protocol_module(reference, name=PROTOCOL_ROW)
     return out
 
 
-def _runtime_predictor(model: Path, backend: str, device: str, engine_cache: Path | None, threads: int | None) -> Any:
-    """The file through the runtime on ``backend``, or "not run: …" when that backend cannot run here."""
-    from ftadapt.evaluation.onnx import OnnxPredictor
-    from ftadapt.runtime import BackendUnavailable, EngineError
-    from ftadapt.runtime.backends import parse_device
+def _runtime_predictor(model: Path, backend: str, device: Device, engine_cache: Path | None,
+                       threads: int | None) -> Predictor | Unavailable:
+    """The file through the runtime on ``backend``, or why that backend cannot run here."""
+    from ftadapt.runtime import OnnxRuntimeOptions, TensorRTOptions
 
-    index = parse_device(device)
-    if backend == "tensorrt" and index == "cpu":
-        return "not run: TensorRT needs a CUDA device (--device cuda:N)"
-    options: dict[str, Any] = {"engine_cache": engine_cache} if backend == "tensorrt" else {"threads": threads}
-    if backend == "onnxruntime" and index != "cpu":  # FP32 parity: no TF32 in ONNX Runtime's CUDA kernels either
-        options["providers"] = [("CUDAExecutionProvider", {"device_id": index, "use_tf32": 0}), "CPUExecutionProvider"]
-    try:
-        return OnnxPredictor.open(model, name=backend, backend=backend, device=index, **options)
-    except (BackendUnavailable, EngineError) as exc:
-        return f"not run: {exc}"
+    if backend == "tensorrt" and device.is_cpu:
+        return Unavailable(backend, "TensorRT needs a CUDA device (--device cuda:N)")
+    if backend == "tensorrt":
+        options: dict[str, Any] = {"tensorrt": TensorRTOptions(engine_cache=engine_cache)}
+    else:  # FP32 parity: no TF32 in ONNX Runtime's CUDA kernels either
+        providers = None if device.is_cpu else [("CUDAExecutionProvider", {"device_id": device.index, "use_tf32": 0}),
+                                                "CPUExecutionProvider"]
+        options = {"onnxruntime": OnnxRuntimeOptions(providers=providers, threads=threads)}
+    return predictors.or_unavailable(
+        backend, lambda: predictors.exported(model, name=backend, backend=backend, device=device, **options))
 
 
-def open_backends(model: Path, info: Any, backends: Sequence[str], *, checkpoints: Sequence[Path], device: str,
-                  engine_cache: Path | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Every backend asked for, in order: a predictor, or "not run: reason"."""
+def open_backends(model: Path, info: Any, backends: Sequence[str], *, checkpoints: Sequence[Path], device: Device,
+                  engine_cache: Path | None = None, threads: int | None = None) -> dict[str, Predictor | Unavailable]:
+    """Every backend asked for, in order: a predictor, or why it cannot run here."""
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown or not backends:
         raise UsageError(f"--backends {','.join(backends)}: expected some of {', '.join(BACKENDS)}")
-    out: dict[str, Any] = {}
+    out: dict[str, Predictor | Unavailable] = {}
     for backend in backends:
         if backend == "pytorch":
-            out.update(_pytorch_predictors(info, model, checkpoints, device))
+            out.update(_pytorch_predictors(model, info, checkpoints, device))
         else:
             out[backend] = _runtime_predictor(model, backend, device, engine_cache, threads)
     return out
 
 
 @contextlib.contextmanager
-def no_tf32(device: str) -> Iterator[None]:
+def no_tf32(device: Device) -> Iterator[None]:
     """PyTorch without TF32 on CUDA for the duration (FP32 parity), restored afterwards."""
-    if device == "cpu":
+    if not device.is_cuda:
         yield
         return
     import torch
@@ -145,9 +138,9 @@ def pass_latency(seconds: Sequence[float]) -> dict[str, Any] | None:
             "samples_ms": [round(t * 1000.0, 4) for t in timed_frames]}
 
 
-def reference_of(predictors: dict[str, Any]) -> str | None:
+def reference_of(opened: dict[str, Predictor | Unavailable]) -> str | None:
     """``pytorch`` when it runs, else the first deployed backend that runs (None: nothing runs)."""
-    ran = [name for name, p in predictors.items() if not isinstance(p, str) and name != PROTOCOL_ROW]
+    ran = [name for name, p in opened.items() if not isinstance(p, Unavailable) and name != PROTOCOL_ROW]
     return "pytorch" if "pytorch" in ran else (ran[0] if ran else None)
 
 
@@ -167,11 +160,11 @@ def gate_of(row: dict[str, Any], reference: dict[str, Any], *, tolerance: float,
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
-def _row(name: str, predictor: Any, result: Any, seconds: Sequence[float]) -> dict[str, Any]:
+def _row(name: str, predictor: Predictor | Unavailable, result: Any, seconds: Sequence[float]) -> dict[str, Any]:
     """One backend's entry: how it ran, its result (EvalResult.to_dict: miou, per_class_iou, agreement, …) and its
     per-frame latency during the pass."""
-    if isinstance(predictor, str):
-        return {"status": "not run", "reason": predictor.removeprefix("not run: ")}
+    if isinstance(predictor, Unavailable):
+        return {"status": "not run", "reason": predictor.reason}
     kind = "protocol" if name == PROTOCOL_ROW else "pytorch" if name.startswith("pytorch") else "deployed"
     preprocessing = ("PIL bicubic resize (the training protocol)" if kind == "protocol" else
                      "the graph's own (bilinear half-pixel resize)")
@@ -216,32 +209,34 @@ def verdict_of(rows: dict[str, dict[str, Any]], reference: str | None) -> dict[s
 
 def measure_accuracy(model: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
                      backends: Sequence[str] = BACKENDS, checkpoints: Sequence[str | os.PathLike] = (),
-                     device: str = "cpu", tolerance: float | None = None, min_identical: float | None = None,
+                     device: DeviceLike = "auto", tolerance: float | None = None, min_identical: float | None = None,
                      limit: int | None = None, workers: int | None = None, engine_cache: Path | None = None,
                      threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """The accuracy parity report of ``model`` on Cityscapes ``root``/``split`` (see the module docstring);
-    ``threads`` sets PyTorch's and ONNX Runtime's CPU threads."""
-    from ftadapt.bench.latency import torch_device
+    """The accuracy parity report of ``model`` on Cityscapes ``root``/``split`` (see the module docstring):
+    ``tolerance`` in mIoU points and ``min_identical`` in percent override the file's precision's defaults
+    (``ftadapt.tolerances``); ``threads`` sets PyTorch's and ONNX Runtime's CPU threads."""
     from ftadapt.bench.report import environment
     from ftadapt.data.check import require_usable
     from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
-    from ftadapt.export.metadata import read_artifact
     from ftadapt.runtime.onnx_file import read_model_file
 
-    model, device = Path(model), torch_device(device)
-    info = read_artifact(model)
-    tolerance = TOLERANCE[info.precision] if tolerance is None else tolerance
-    min_identical = MIN_IDENTICAL[info.precision] if min_identical is None else min_identical
+    model, device = Path(model), resolve(device)
+    model_file = read_model_file(model)
+    info, default = model_file.info, tolerance_for(model_file.info.precision)
+    gate = {"tolerance_miou_points": default.miou_points if tolerance is None else tolerance,
+            "min_identical_percent": _percent(default.min_identical) if min_identical is None else min_identical}
+    gate["default_for"] = (f"an {info.precision.upper()} file" if tolerance is None and min_identical is None
+                           else None)
     require_usable("cityscapes", root, [split], progress=progress)
     labelled = LabelledSplit.from_root(root, split).head(limit)
     if threads is not None and "pytorch" in backends:
         import torch
 
         torch.set_num_threads(threads)
-    predictors = open_backends(model, info, backends, checkpoints=[Path(c) for c in checkpoints], device=device,
-                               engine_cache=engine_cache, threads=threads)
-    reference = reference_of(predictors)
-    ran = [p for p in predictors.values() if not isinstance(p, str)]
+    opened = open_backends(model, info, backends, checkpoints=[Path(c) for c in checkpoints], device=device,
+                           engine_cache=engine_cache, threads=threads)
+    reference = reference_of(opened)
+    ran = [p for p in opened.values() if not isinstance(p, Unavailable)]
     seconds = {p.name: timed(p) for p in ran}
     started = time.perf_counter()
     try:
@@ -249,24 +244,25 @@ def measure_accuracy(model: str | os.PathLike, root: str | os.PathLike, *, split
             results = evaluate(ran, labelled, ADAPTSEGNET.at(info.working_size), workers=workers, progress=progress,
                                reference=reference) if ran else {}
     finally:
-        for p in ran:
-            getattr(p, "close", lambda: None)()
+        predictors.close_all(ran)
     elapsed = time.perf_counter() - started
-    rows = {name: _row(name, p, results.get(name), seconds.get(name, ())) for name, p in predictors.items()}
+    rows = {name: _row(name, p, results.get(name), seconds.get(name, ())) for name, p in opened.items()}
     if reference is not None:
-        _compare(rows, reference, tolerance=tolerance, min_identical=min_identical)
-    return {"benchmark": "accuracy", "model": _model_record(model, info, read_model_file(model).sha256()),
+        _compare(rows, reference, tolerance=gate["tolerance_miou_points"],
+                 min_identical=gate["min_identical_percent"])
+    return {"benchmark": "accuracy", "model": _model_record(model, info, model_file.sha256()),
             "data": {"root": str(root), "split": split, "frames": len(labelled.frames), "limit": limit},
-            "device": device, "reference": reference,
-            "gate": {"tolerance_miou_points": tolerance, "min_identical_percent": min_identical,
-                     "default_for": f"an {info.precision.upper()} file" if tolerance == TOLERANCE[info.precision]
-                     else None},
+            "device": str(device), "reference": reference, "gate": gate,
             "backends": rows, "protocol_gap": _protocol_gap(rows), "verdict": verdict_of(rows, reference),
             "pass_seconds": round(elapsed, 2),
             "frames_per_s": round(len(labelled.frames) / elapsed, 3) if ran and elapsed > 0 else None,
             "latency_note": "latency_during_pass: each backend's predict call per frame in the accuracy pass, while "
                             "other threads decode frames; `ftadapt bench latency` measures under control",
-            "environment": environment(device)}
+            "environment": environment(str(device))}
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(100.0 * share, 9)
 
 
 def _model_record(model: Path, info: Any, sha256: str) -> dict[str, Any]:
@@ -291,7 +287,7 @@ class GateFailed(FtadaptError):
     """A backend failed the parity gate, or none could be compared (exit 1; the report is written first)."""
 
 
-__all__ = ["BACKENDS", "TOLERANCE", "MIN_IDENTICAL", "GateFailed", "measure_accuracy", "gate_of", "verdict_of",
+__all__ = ["BACKENDS", "GateFailed", "measure_accuracy", "gate_of", "verdict_of",
            "open_backends", "reference_of", "no_tf32"]
 
 

@@ -4,26 +4,10 @@ the environment it was measured in. Pure formatting of the results dict (``resul
 full precision; only these tables round)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from ftadapt.labels import CLASS_NAMES
-
-
-def _num(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-    return text.replace("-", "−") if signed else text
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], right: int = 1) -> str:
-    """A Markdown table; columns from ``right`` on are right-aligned."""
-    align = ["---" if i < right else "---:" for i in range(len(head))]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+from ftadapt.evaluation.tables import Series, cell, difference, markdown_table, per_class_table
 
 
 def _gate_cell(gate: Any) -> str:
@@ -52,37 +36,31 @@ def accuracy_summary(results: dict[str, Any]) -> str:
             rows.append([name, "-", "-", "-", "-", "-", f"not run: {row['reason']}"])
             continue
         agreement = row.get("agreement") or {}
-        differing = "-" if name == ref else _num(agreement.get("differing_percent"), 4) + " %"
-        delta = "reference" if name == ref else _num(row.get("delta_miou"), 3, signed=True)
-        rows.append([name, row["protocol"].get("precision") or "fp32", row["preprocessing"], _num(row["miou"]),
+        differing = "-" if name == ref else cell(agreement.get("differing_percent"), 4) + " %"
+        delta = "reference" if name == ref else cell(row.get("delta_miou"), 3, signed=True)
+        rows.append([name, row["protocol"].get("precision") or "fp32", row["preprocessing"], cell(row["miou"]),
                      delta, differing, _gate_cell(row.get("gate"))])
     columns = ["backend", "precision", "pre-processing", "mIoU", "ΔmIoU", "labels differing", "gate"]
-    return "\n".join(head) + "\n" + _table(columns, rows, right=3)
+    return "\n".join(head) + "\n" + markdown_table(columns, rows, right=3)
 
 
-def per_class_table(results: dict[str, Any]) -> str:
+def backend_table(results: dict[str, Any]) -> str:
     """19 classes and mIoU: each backend's IoU and, for every non-reference backend, its difference."""
     ran, ref = _ran(results), results["reference"]
-    others = [n for n in ran if n != ref]
-    head = ["class", *ran, *(f"Δ {n}" for n in others)]
-    rows = []
-    for c, cls in enumerate(CLASS_NAMES):
-        rows.append([cls, *(_num(r["per_class_iou"][c]) for r in ran.values()),
-                     *(_num(ran[n]["delta_per_class_iou"][c], signed=True) for n in others)])
-    rows.append(["**mIoU**", *(f"**{_num(r['miou'])}**" for r in ran.values()),
-                 *(f"**{_num(ran[n]['delta_miou'], 3, signed=True)}**" for n in others)])
-    return _table(head, rows)
+    series = {name: Series.of(name, row) for name, row in ran.items()}
+    deltas = [difference(series[n], series[ref], f"Δ {n}") for n in series if n != ref]
+    return per_class_table([*series.values(), *deltas], style="markdown")
 
 
 def _latency_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
         device = r.get("device_time")
-        device_cell = _num(device["p50_ms"]) if isinstance(device, dict) else "-"
-        out.append([r.get("label", r.get("backend", "?")), str(r.get("batch", 1)), _num(r["p50_ms"]),
-                    _num(r["p90_ms"]), _num(r["p99_ms"]), _num(r.get("per_frame_p50_ms", r["p50_ms"])),
-                    _num(r["fps"]), device_cell, _num(r.get("peak_allocated_mib"), 0),
-                    _num(r.get("device_memory_growth_mib"), 0)])
+        device_cell = cell(device["p50_ms"]) if isinstance(device, dict) else "-"
+        out.append([r.get("label", r.get("backend", "?")), str(r.get("batch", 1)), cell(r["p50_ms"]),
+                    cell(r["p90_ms"]), cell(r["p99_ms"]), cell(r.get("per_frame_p50_ms", r["p50_ms"])),
+                    cell(r["fps"]), device_cell, cell(r.get("peak_allocated_mib"), 0),
+                    cell(r.get("device_memory_growth_mib"), 0)])
     return out
 
 
@@ -97,25 +75,25 @@ def accuracy_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> s
     model, data = results["model"], results["data"]
     w, h = model["working_size"]
     parts = [f"# Accuracy parity: {model['path']} on cityscapes {data['split']} ({data['frames']} frames)\n",
-             accuracy_summary(results), "## Per-class IoU (%)\n", per_class_table(results)]
+             accuracy_summary(results), "## Per-class IoU (%)\n", backend_table(results)]
     gap = results.get("protocol_gap")
     if gap:
         parts.append(f"## Training protocol beside the deployed pre-processing\n\nThe graph resizes frames to {w}×{h} "
                      f"bilinearly (half-pixel); the training protocol uses PIL bicubic. Same FP32 ensemble: protocol "
-                     f"mIoU {_num(gap['protocol_miou'])}, deployed {_num(gap['deployed_miou'])} (protocol − deployed "
-                     f"{_num(gap['protocol_minus_deployed'], 3, signed=True)} points; "
-                     f"{_num(gap['differing_percent'], 3)} % of the labels differ). The gate compares the deployed "
+                     f"mIoU {cell(gap['protocol_miou'])}, deployed {cell(gap['deployed_miou'])} (protocol − deployed "
+                     f"{cell(gap['protocol_minus_deployed'], 3, signed=True)} points; "
+                     f"{cell(gap['differing_percent'], 3)} % of the labels differ). The gate compares the deployed "
                      "pre-processing only.\n")
     timed = [{"label": n, **r["latency_during_pass"]} for n, r in _ran(results).items() if r.get("latency_during_pass")]
     if timed:
         parts.append("## Latency during the accuracy pass\n\nPer frame, first frame left out; other threads decode "
                      "frames meanwhile, so use `ftadapt bench latency` for controlled figures.\n\n"
-                     + _table(LATENCY_HEAD, _latency_rows(timed)))
-    members = [[m["name"], _num(m["weight"], 4), m["head_rule"], str(m.get("method")), m["sha256"][:16] + "…"]
+                     + markdown_table(LATENCY_HEAD, _latency_rows(timed)))
+    members = [[m["name"], cell(m["weight"], 4), m["head_rule"], str(m.get("method")), m["sha256"][:16] + "…"]
                for m in model["members"]]
     parts.append(f"## Model\n\n`{model['path']}` (sha256 {model['sha256'][:16]}…): {model['precision']}, working size "
                  f"{w}×{h}, fusion {model['ensemble']['fusion']}, flip {'on' if model['ensemble']['flip'] else 'off'}."
-                 "\n\n" + _table(["member", "weight", "heads", "method", "sha256"], members, right=5))
+                 "\n\n" + markdown_table(["member", "weight", "heads", "method", "sha256"], members, right=5))
     parts += [_figures(figures), environment_markdown(results["environment"], results["backends"])]
     return "\n".join(p for p in parts if p)
 
@@ -136,7 +114,7 @@ def latency_markdown(results: dict[str, Any], figures: Sequence[str] = ()) -> st
         timed = [{**r, "label": _latency_label(r)} for r in rows if "p50_ms" in r]
         parts.append(f"## {title}\n\n{fw}×{fh} frames, working size {w}×{h}, {first['members']} member(s).\n")
         if timed:
-            parts.append(_table(LATENCY_HEAD, _latency_rows(timed)))
+            parts.append(markdown_table(LATENCY_HEAD, _latency_rows(timed)))
         parts += [f"- {r['backend']} ({r['variant']}"
                   + (f", batch {r['batch']}" if "batch" in r else "") + f"): {r['status']}"
                   for r in rows if "status" in r]
@@ -176,4 +154,4 @@ def environment_markdown(env: dict[str, Any], backends: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["accuracy_markdown", "accuracy_summary", "latency_markdown", "per_class_table", "environment_markdown"]
+__all__ = ["accuracy_markdown", "accuracy_summary", "latency_markdown", "backend_table", "environment_markdown"]

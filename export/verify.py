@@ -1,12 +1,12 @@
 """Parity verification of an exported graph: ``onnx.checker`` on the file, then ONNX Runtime (CPU) against the
 FP32 PyTorch module on a few frames at two sizes (DESIGN.md §7).
 
-Gates: FP32 — max |Δprob| ≤ 1e-4 and ≥ 99.99 % equal labels; FP16 — ≥ 99.5 % equal labels against the FP32 module
-(its max |Δprob| is reported, not gated). Exact ties in the reference are not counted as disagreement (see
-:class:`Verification`); the raw identical-label rate is reported beside the gated figure. The probabilities
-compared are the full-resolution fused probabilities that feed the graph's ArgMax; a graph exported without a
-``probs`` output gets that tensor added as an output in a verification copy (in memory, or a small sibling file that
-shares the external weights).
+Gates (``ftadapt.tolerances``): FP32 — max |Δprob| ≤ 1e-4 and ≥ 99.99 % equal labels; FP16 — ≥ 99.5 % equal labels
+against the FP32 module (its max |Δprob| is reported, not gated). Exact ties in the reference are not counted as
+disagreement (see :class:`Verification`); the raw identical-label rate is reported beside the gated figure. The
+probabilities compared are the full-resolution fused probabilities that feed the graph's ArgMax; a graph exported
+without a ``probs`` output gets that tensor added as an output in a verification copy (in memory, or a small sibling
+file that shares the external weights).
 
 Default frames are synthetic Cityscapes-style street scenes (``ftadapt.data.synthetic``) rather than noise, so the
 label agreement is measured on images with structure, at sizes other than the working size.
@@ -27,10 +27,8 @@ from tqdm import tqdm
 
 from ftadapt.data.synthetic import synthesize
 from ftadapt.export.onnx_graph import SegmentationGraph
+from ftadapt.tolerances import tolerance_for
 
-FP32_MAX_PROB_DIFF = 1e-4
-FP32_MIN_AGREEMENT = 0.9999
-FP16_MIN_AGREEMENT = 0.995
 TIE_EPS = 1e-6  # reference probabilities this close are a tie: either label is the argmax
 PROVIDER = "CPUExecutionProvider"
 
@@ -61,8 +59,10 @@ class Verification:
         return self.status == "passed"
 
     def to_dict(self) -> dict[str, Any]:
-        gate = ({"max_abs_prob": FP32_MAX_PROB_DIFF, "label_agreement": FP32_MIN_AGREEMENT}
-                if self.precision == "fp32" else {"label_agreement": FP16_MIN_AGREEMENT})
+        tolerance = tolerance_for(self.precision)
+        gate = {"label_agreement": tolerance.min_label_agreement}
+        if tolerance.max_abs_prob is not None:
+            gate = {"max_abs_prob": tolerance.max_abs_prob, **gate}
         return {"status": self.status, "reference": "pytorch fp32 module", "runtime": f"onnxruntime {PROVIDER}",
                 "checker": self.checker, "frames": self.frames, "sizes": [f"{w}x{h}" for w, h in self.sizes],
                 "max_abs_prob": _finite(self.max_abs_prob), "label_agreement": self.label_agreement,
@@ -130,7 +130,7 @@ def _session(path: Path) -> tuple[Any, str, Path | None]:
 def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precision: str,
                 batches: list[np.ndarray], progress: bool = True) -> Verification:
     """Check the ONNX file at ``path`` against ``reference`` (the FP32 module) on ``batches`` (uint8 N×H×W×3 each)."""
-    path, t0 = Path(path), time.perf_counter()
+    path, t0, tolerance = Path(path), time.perf_counter(), tolerance_for(precision)
     sizes = [(b.shape[2], b.shape[1]) for b in batches]
     frames = sum(len(b) for b in batches)
 
@@ -170,13 +170,11 @@ def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precis
     max_diff = max(diffs) if all(np.isfinite(diffs)) else float("nan")
     if not np.isfinite(max_diff):
         reasons.append("the graph produced non-finite probabilities (NaN/inf: an overflow)")
-    elif precision == "fp32" and max_diff > FP32_MAX_PROB_DIFF:
-        reasons.append(f"max |Δprob| {max_diff:.3g} > {FP32_MAX_PROB_DIFF:g}")
-    gate = FP32_MIN_AGREEMENT if precision == "fp32" else FP16_MIN_AGREEMENT
-    if agreement < gate:
-        reasons.append(f"label agreement {100 * agreement:.4f} % < {100 * gate:g} %")
+    elif tolerance.max_abs_prob is not None and max_diff > tolerance.max_abs_prob:
+        reasons.append(f"max |Δprob| {max_diff:.3g} > {tolerance.max_abs_prob:g}")
+    if agreement < tolerance.min_label_agreement:
+        reasons.append(f"label agreement {100 * agreement:.4f} % < {100 * tolerance.min_label_agreement:g} %")
     return result("failed" if reasons else "passed", "ok", reasons, max_abs_prob=max_diff,
                   label_agreement=agreement, identical_labels=identical)
 
-__all__ = ["Verification", "verify_onnx", "image_input_problems", "verification_frames", "default_sizes",
-           "FP32_MAX_PROB_DIFF", "FP32_MIN_AGREEMENT", "FP16_MIN_AGREEMENT"]
+__all__ = ["Verification", "verify_onnx", "image_input_problems", "verification_frames", "default_sizes"]

@@ -13,21 +13,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 from cli_runs import exit_code as _run
+from conftest import TINY_WORKING
 from PIL import Image
 from test_ensemble import make_member
 
 import ftadapt.evaluation
 from ftadapt.bench import accuracy, figures
-from ftadapt.ensemble import load_ensemble
+from ftadapt.devices import cuda_device_count
 from ftadapt.errors import CheckpointError
-from ftadapt.export.metadata import read_artifact
-from ftadapt.export.onnx_export import export_onnx
+from ftadapt.evaluation.predictors import Unavailable
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.rebuild import index_checkpoints, rebuild_graph
-from ftadapt.runtime.backends import cuda_device_count
 from ftadapt.runtime.onnx_file import read_model_file
 
-WORKING = (64, 32)
+WORKING = TINY_WORKING
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -47,19 +46,18 @@ def perturb(src, dst, *, shift: float = 30.0):
 
 
 @pytest.fixture(scope="module")
-def bench(synthetic, tmp_path_factory):
-    """Two tiny members, their FP16 export, a perturbed copy, and one `bench accuracy` run of the true file."""
+def bench(synthetic, tiny_export, tmp_path_factory):
+    """The session's tiny FP16 export of two members (``clan`` 0.7, ``maxsquare`` 0.3) and one `bench accuracy` run
+    of it with the members' folder as --checkpoints."""
     root = tmp_path_factory.mktemp("bench-accuracy")
-    a = make_member(root / "runs" / "a", 0, method="clan")
-    b = make_member(root / "runs" / "b", 1, method="norm-only")
-    ensemble = load_ensemble([f"{a}:0.5", f"{b}:0.5"])
-    fp16 = export_onnx(ensemble, root / "ens16.onnx", precision="fp16", working_size=WORKING, verify=False,
-                       progress=False).path
+    a, b = tiny_export["members"]
     data = f"cityscapes:{synthetic.cityscapes_root}"
-    argv = ["bench", "accuracy", "--model", fp16, "--data", data, "--backends", "pytorch,onnxruntime", "--device",
-            "cpu", "--checkpoints", root / "runs", "--out", root / "out", "--json", root / "true.json"]
+    argv = ["bench", "accuracy", "--model", tiny_export["fp16"], "--data", data, "--backends", "pytorch,onnxruntime",
+            "--device", "cpu", "--checkpoints", tiny_export["root"], "--out", root / "out", "--json",
+            root / "true.json"]
     code = _run(argv)
-    return SimpleNamespace(root=root, a=a, b=b, ensemble=ensemble, fp16=fp16, data=data, code=code,
+    return SimpleNamespace(root=root, runs=tiny_export["root"], a=a, b=b, ensemble=tiny_export["ensemble"],
+                           fp16=tiny_export["fp16"], data=data, code=code,
                            results=json.loads((root / "true.json").read_text()), argv=argv)
 
 
@@ -83,7 +81,7 @@ def test_the_gate_passes_on_the_exported_file(bench):
     assert protocol["preprocessing"].startswith("PIL bicubic") and protocol["gate"].startswith("not gated")
     assert gap["protocol_minus_deployed"] == pytest.approx(protocol["miou"] - ref["miou"])
     assert r["model"]["sha256"] == read_model_file(bench.fp16).sha256() and r["model"]["precision"] == "fp16"
-    assert [m["name"] for m in r["model"]["members"]] == ["a", "b"]
+    assert [m["name"] for m in r["model"]["members"]] == ["clan", "maxsquare"]
     assert ort["latency_during_pass"]["runs"] == 2 and len(ort["latency_during_pass"]["samples_ms"]) == 2
     assert {"cpu_model", "usable_cores", "onnxruntime", "torch", "tensorrt"} <= set(r["environment"])
 
@@ -91,7 +89,7 @@ def test_the_gate_passes_on_the_exported_file(bench):
 def test_the_pytorch_backend_is_the_exported_module_rebuilt_from_the_checkpoints(bench):
     """Matched by sha256 among every checkpoint under the folders given (a run's older steps included), the rebuilt
     module has the very weights, fusion and working size the export traced, at either precision."""
-    info = read_artifact(bench.fp16)
+    info = read_model_file(bench.fp16).info
     run = bench.root / "run" / "checkpoints"
     make_member(run / "step_000001", 0, method="clan")  # the same weights as member a, in a run's older step
     make_member(run / "step_000002", 5, method="clan")
@@ -144,7 +142,7 @@ def test_backends_that_cannot_run_are_listed_with_their_reason(bench, tmp_path, 
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["reference"] == "onnxruntime" and r["data"]["frames"] == 1 and r["verdict"]["status"] == "not compared"
     assert r["backends"]["pytorch"]["reason"].startswith("no --checkpoints; pass the checkpoint (or run) folders of "
-                                                         "the file's members (a, b)")
+                                                         "the file's members (clan, maxsquare)")
     assert r["backends"]["tensorrt"] == {"status": "not run", "reason": "TensorRT needs a CUDA device (--device "
                                                                         "cuda:N)"}
     report = (out / "report.md").read_text()  # the report is still written, and says what did not run
@@ -152,23 +150,21 @@ def test_backends_that_cannot_run_are_listed_with_their_reason(bench, tmp_path, 
 
 
 @pytest.mark.skipif(cuda_device_count()[0] > 0, reason="checks a machine without a GPU")
-def test_asking_for_cuda_without_a_gpu_runs_nothing_and_says_why(bench, tmp_path, capsys):
+def test_asking_for_cuda_without_a_gpu_is_refused_before_anything_runs(bench, tmp_path, capsys):
     code = _run(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cuda:0",
-                  "--checkpoints", bench.root / "runs", "--json", tmp_path / "r.json"])
-    assert code == 1 and "no backend can be compared: only none ran" in capsys.readouterr().err
-    rows = json.loads((tmp_path / "r.json").read_text())["backends"]
-    assert rows["pytorch"]["reason"] == "--device cuda:0, but no CUDA device is visible to torch"
-    assert "ONNX Runtime could not load its CUDAExecutionProvider" in rows["onnxruntime"]["reason"]
-    assert rows["tensorrt"]["status"] == "not run" and rows["tensorrt"]["reason"]
+                  "--checkpoints", bench.runs, "--json", tmp_path / "r.json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "device cuda:0 asked for, but this machine has no CUDA device" in err and "--device cpu" in err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_a_member_without_its_checkpoint_is_named(bench, tmp_path, capsys):
     other = make_member(tmp_path / "other", 7)
     code = _run(["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu",
                   "--backends", "pytorch,onnxruntime", "--checkpoints", bench.a, "--checkpoints", other])
-    sha = read_artifact(bench.fp16).members[1].sha256
+    sha = read_model_file(bench.fp16).info.members[1].sha256
     err = capsys.readouterr().err
-    assert code == 1 and f"member 'b' (sha256 {sha[:12]}…) matches none of the checkpoints given (a (" in err
+    assert code == 1 and f"member 'maxsquare' (sha256 {sha[:12]}…) matches none of the checkpoints given (clan (" in err
     assert "other (" in err and "pass the checkpoint folder each member was exported from" in err
 
 
@@ -254,10 +250,11 @@ def test_the_gate_at_its_limits(delta, identical, expected):
 
 
 def test_verdicts_and_the_reference_without_pytorch():
-    assert accuracy.reference_of({"pytorch": "not run: x", "pytorch-protocol": "not run: x", "onnxruntime": object(),
+    absent = Unavailable("x", "why")
+    assert accuracy.reference_of({"pytorch": absent, "pytorch-protocol": absent, "onnxruntime": object(),
                                   "tensorrt": object()}) == "onnxruntime"
     assert accuracy.reference_of({"pytorch": object(), "onnxruntime": object()}) == "pytorch"
-    assert accuracy.reference_of({"onnxruntime": "not run: y"}) is None
+    assert accuracy.reference_of({"onnxruntime": absent}) is None
     rows = {"pytorch": {"status": "ran", "gate": "reference"}, "onnxruntime": {"status": "ran", "gate": {"passed": 1}},
             "tensorrt": {"status": "ran", "gate": {"passed": False}}, "x": {"status": "not run"}}
     verdict = accuracy.verdict_of(rows, "pytorch")

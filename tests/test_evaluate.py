@@ -14,7 +14,7 @@ from ftadapt.evaluation.folder import evaluate_pred_dir, index_predictions
 from ftadapt.evaluation.frames import index_ground_truth, labelids_to_trainids
 from ftadapt.evaluation.metrics import ConfusionMatrix, EvalResult
 from ftadapt.evaluation.protocols import ADAPTSEGNET
-from ftadapt.evaluation.tables import format_comparison, format_table
+from ftadapt.evaluation.tables import format_comparison, format_result
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CLASS_NAMES, SYNTHIA_13, SYNTHIA_16, cityscapes_to_trainid
 
@@ -149,8 +149,8 @@ def test_result_json_schema():
     assert synthia["miou16"] == pytest.approx(synthia["miou13"]) == pytest.approx(100 * (1 / 2 + 1 / 3 + 1 / 2) / 3)
 
 
-def test_format_table_and_comparison():
-    table = format_table(_result(synthia=True))
+def test_format_result_and_comparison():
+    table = format_result(_result(synthia=True))
     assert "sidewalk" in table and "bicycle" in table and "33.33" in table
     assert "mIoU  " in table and "44.44" in table and "mIoU16" in table
     assert table.splitlines()[5].split()[-1] == "-"  # wall: NaN

@@ -1,7 +1,8 @@
 """The fused ONNX export: graph contract (dtypes, dynamic sizes), FP16 types, metadata, verification, CLI, errors.
 
-Exports are the slow part (seconds each), so the module exports twice in one fixture — FP32 with ``probs`` through the
-CLI, FP16 through the library with its weights forced into an external-data file — and every test reads those files.
+Exports are the slow part (seconds each), so the suite exports twice, once per session (``conftest.tiny_export``) —
+FP32 with ``probs`` through the CLI, FP16 through the library with its weights forced into an external-data file —
+and every test reads those files.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY_VERIFY_SIZES, TINY_WORKING
 from test_ensemble import make_member, tiny_member
 
 from ftadapt.artifact import ArtifactError, ArtifactInfo
@@ -27,36 +29,23 @@ from ftadapt.cli import cli, main
 from ftadapt.ensemble import Ensemble, load_ensemble
 from ftadapt.errors import UsageError
 from ftadapt.export import onnx_export
-from ftadapt.export.metadata import describe, graph_types, read_artifact, read_props, write_props
+from ftadapt.export.metadata import describe, graph_types, write_props
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.verify import Verification, image_input_problems, verify_onnx
 from ftadapt.labels import CLASS_NAMES, PALETTE
+from ftadapt.runtime.onnx_file import read_model_file
 
 # The operators docs/deploy.md reviews against TensorRT's ONNX parser, one table row each.
 REVIEWED_OPS = set(re.findall(r"^\| `(\w+)`", (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(),
                               flags=re.MULTILINE))
-WORKING = (64, 32)
-SIZES = [(96, 40), (50, 70)]  # verification sizes, both unlike the working size and the export example
+WORKING = TINY_WORKING
+SIZES = TINY_VERIFY_SIZES  # verification sizes, both unlike the working size and the export example
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """Two tiny members (CLAN layout, 0.7; multi/reduced, 0.3) exported as FP32 (+probs) and FP16 (external data)."""
-    root = tmp_path_factory.mktemp("export")
-    clan = make_member(root / "clan", 0, method="clan", miou=44.5)
-    multi = make_member(root / "maxsquare", 1, method="maxsquare", miou=None, heads="multi", aspp="reduced")
-    fp32 = root / "out" / "fused.onnx"
-    result = CliRunner().invoke(cli, ["export", "--ensemble", f"{clan}:0.7", "--ensemble", f"{multi}:0.3",
-                                      "--out", str(fp32), "--working-size", "64x32", "--probs", "--verify-frames",
-                                      "1", "--json", str(root / "fp32.json")])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    ensemble = load_ensemble([f"{clan}:0.7", f"{multi}:0.3"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-        fp16 = onnx_export.export_onnx(ensemble, root / "out" / "fused16.onnx", precision="fp16",
-                                       working_size=WORKING, verify_sizes=SIZES, progress=False)
-    yield {"root": root, "ensemble": ensemble, "fp32": fp32, "fp16": fp16, "cli_output": result.output,
-           "cli_json": json.loads((root / "fp32.json").read_text())}
+@pytest.fixture
+def exported(tiny_export):
+    """The session's tiny exports (``conftest.tiny_export``), with the FP16 file as its ExportResult."""
+    return {**tiny_export, "fp16": tiny_export["fp16_result"]}
 
 
 def run(path, image):
@@ -172,7 +161,7 @@ def test_fp16_weights_live_in_the_external_data_file(exported):
 
 
 def test_verification_figures_are_printed_and_stored(exported):
-    fp32, fp16 = read_artifact(exported["fp32"]), read_artifact(exported["fp16"].path)
+    fp32, fp16 = read_model_file(exported["fp32"]).info, read_model_file(exported["fp16"].path).info
     ver = fp32.verification
     assert ver["status"] == "passed" and ver["checker"] == "ok" and ver["frames"] == 2
     assert ver["sizes"] == ["128x64", "80x45"]  # the CLI default: 2× and 16:9 of the working size
@@ -185,7 +174,7 @@ def test_verification_figures_are_printed_and_stored(exported):
 
 
 def test_metadata_round_trip(exported):
-    info = read_artifact(exported["fp32"])
+    info = read_model_file(exported["fp32"]).info
     assert info.classes == CLASS_NAMES and info.palette == PALETTE
     assert info.working_size == WORKING and info.precision == "fp32" and info.opset == 20
     assert info.outputs == ("labels", "probs") and info.input["dtype"] == "uint8"
@@ -207,7 +196,7 @@ def test_metadata_round_trip(exported):
     (lambda p: p.update({"ftadapt.palette": "[[1, 2, 3]]"}), "one RGB triple"),
 ])
 def test_damaged_metadata_is_refused(exported, edit, message):
-    props = read_artifact(exported["fp32"]).to_props()
+    props = read_model_file(exported["fp32"]).info.to_props()
     edit(props)
     with pytest.raises(ArtifactError, match=message):
         ArtifactInfo.from_props(props, source="m.onnx")
@@ -241,7 +230,7 @@ def test_failed_verification_marks_the_file_and_exits_1(exported, tmp_path, monk
         main(["export", str(clan), "--out", str(out), "--working-size", "64x32"])
     assert exit_info.value.code == 1
     assert "failed verification" in capsys.readouterr().err
-    info = read_artifact(out)
+    info = read_model_file(out).info
     assert info.verification["status"] == "failed" and not info.verified
     assert info.verification["reasons"] == ["label agreement 50 % < 99.99 %"]
 
@@ -302,9 +291,9 @@ def test_write_props_replaces_ftadapt_entries_and_keeps_others(exported, tmp_pat
     model = onnx.load(str(copy))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "owner": "team-a"})
     onnx.save(model, str(copy))
-    info = read_artifact(copy).with_verification({"status": "skipped"})
+    info = read_model_file(copy).info.with_verification({"status": "skipped"})
     write_props(copy, info)
-    assert read_artifact(copy) == info and read_props(copy)["owner"] == "team-a"
+    assert read_model_file(copy).info == info and read_model_file(copy).metadata["owner"] == "team-a"
     result = CliRunner().invoke(cli, ["inspect", str(copy)])
     assert "verified    SKIPPED (exported with --no-verify)" in result.output
     assert list(tmp_path.iterdir()) == [copy]
@@ -322,7 +311,7 @@ def test_the_papers_ensemble_modes_export_and_verify(exported, tmp_path, precisi
         result = onnx_export.export_onnx(ensemble, tmp_path / f"{fusion}-{flip}.onnx", precision=precision,
                                          working_size=WORKING, verify_sizes=SIZES, with_probs=True, progress=False)
         assert result.verification.passed, result.verification.summary()
-        info = read_artifact(result.path)
+        info = read_model_file(result.path).info
         assert info.ensemble == {"fusion": fusion, "flip": flip}
         assert ("flip-averaged" in info.fusion) == flip and ("logits" in info.fusion) == (fusion == "logits")
         nodes = onnx.load(str(result.path), load_external_data=False).graph.node
@@ -339,7 +328,7 @@ def test_the_papers_ensemble_modes_export_and_verify(exported, tmp_path, precisi
 
 
 def test_files_exported_before_the_ensemble_modes_read_as_probability_fusion_without_flip(exported):
-    props = read_props(exported["fp32"])
+    props = read_model_file(exported["fp32"]).metadata
     del props["ftadapt.ensemble"]
     assert ArtifactInfo.from_props(props).ensemble == {"fusion": "probs", "flip": False}
     props["ftadapt.ensemble"] = json.dumps({"fusion": "mean", "flip": False})

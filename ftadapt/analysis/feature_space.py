@@ -29,6 +29,7 @@ from ftadapt.analysis.alignment import domain_gap
 from ftadapt.analysis.embedding import embed
 from ftadapt.analysis.feature_figures import Embedded, NormHistogram, norm_figure, scatter_figure
 from ftadapt.analysis.plotting import save_png
+from ftadapt.devices import DeviceLike
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import check_new_files, check_target, write_text_atomic
 from ftadapt.labels import CLASS_NAMES, NUM_CLASSES
@@ -81,22 +82,14 @@ class Model:
     module: Any
 
 
-def load_models(specs: Sequence[tuple[str | None, str | Path]], device: str | None = "auto") -> list[Model]:
-    """Load each (name or None, checkpoint or run folder); unnamed ones are named by their checkpoint, repeats get
-    ``#2``, ``#3``."""
-    from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
-    from ftadapt.evaluation.pytorch import pick_device
+def load_models(specs: Sequence[tuple[str | None, str | Path]], device: DeviceLike = "auto") -> list[Model]:
+    """Load each (name or None, checkpoint or run folder) as ``ftadapt eval`` does; unnamed ones are named by their
+    checkpoint, repeats get ``#2``, ``#3``."""
+    from ftadapt.evaluation import predictors
 
-    models: list[Model] = []
-    for name, spec in specs:
-        path = resolve_checkpoint(spec)
-        module, meta = load_model_and_meta(path, device=pick_device(device))
-        base = name or checkpoint_name(path)
-        final, k = base, 2
-        while any(m.name == final for m in models):
-            final, k = f"{base}#{k}", k + 1
-        models.append(Model(final, path, meta.get("method"), meta.get("step"), module))
-    return models
+    opened = predictors.unique_names([predictors.checkpoint(path, name=name, device=device) for name, path in specs])
+    return [Model(p.name, Path(p.details["checkpoint"]), p.details["method"], p.details["step"], p.module)
+            for p in opened]
 
 
 def check_out(out: str | Path, methods: Sequence[str], *, inputs: Sequence[str | Path], overwrite: bool) -> Path:

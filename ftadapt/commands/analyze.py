@@ -11,20 +11,14 @@ from ftadapt.commands.common import (
     SIZE,
     DatasetSpecType,
     check_json,
+    device_option,
     echo,
     emit,
     json_option,
     labelled_path,
     overwrite_option,
 )
-from ftadapt.commands.predictors import (
-    build_predictors,
-    check_predictor_options,
-    close_all,
-    named_any,
-    predictor_inputs,
-    predictor_options,
-)
+from ftadapt.commands.predictors import predictor_options, predictor_request
 
 
 @click.group()
@@ -54,7 +48,7 @@ def analyze() -> None:
 @click.option("--source-size", type=SIZE, default=None, help="Source input size W×H [the dataset's protocol size].")
 @click.option("--target-size", type=SIZE, default="1024x512", show_default=True, help="Target input size W×H.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image choice, point sampling and embeddings.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Threads of the embeddings [every core]; on a busy machine 1 can be several times faster.")
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
@@ -80,8 +74,8 @@ def features(**opts: Any) -> None:
         format_feature_table,
         load_models,
     )
-    from ftadapt.checkpoint import resolve_checkpoint
     from ftadapt.labels import class_ids
+    from ftadapt.run_folder import resolve_checkpoint
 
     classes = class_ids(opts["classes"]) if opts["classes"] else None
     plot_classes = class_ids(opts["plot_classes"]) if opts["plot_classes"] else None
@@ -132,14 +126,15 @@ def visualize(**opts: Any) -> None:
     """
     from ftadapt.analysis.grid import pick_frames, write_grid
     from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit
+    from ftadapt.evaluation.predictors import build, close_all
     from ftadapt.fsutil import check_target
 
-    if not named_any(opts):
+    request = predictor_request(opts)
+    if not request.names_any:
         raise click.UsageError("say what to show: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE "
                                "or --pred-dir DIR")
-    check_predictor_options(opts)
     out = opts["out_file"]
-    inputs = [opts["data"][1], *predictor_inputs(opts)]
+    inputs = [opts["data"][1], *request.inputs()]
     check_target(out, overwrite=opts["overwrite"], inputs=inputs, what="--out")
     check_json(opts["json_out"], opts["overwrite"], inputs)
     whole = LabelledSplit.from_root(opts["data"][1], opts["split"])
@@ -147,7 +142,7 @@ def visualize(**opts: Any) -> None:
     if not opts["frames"] and opts["count"] > len(split.frames):
         echo(f"note: --frames {opts['count']}, but {whole.where} has {len(whole.frames)}: showing all of them",
              opts["json_out"])
-    predictors, _ = build_predictors(opts)
+    predictors, _ = build(request)
     try:
         payload = write_grid(predictors, split, ADAPTSEGNET.at(opts["size"]), out, errors=opts["errors"],
                              tile_width=opts["tile_width"], overwrite=opts["overwrite"])

@@ -9,6 +9,7 @@ Torch-free and cheap to import: ``ftadapt --help`` imports every command module.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from ftadapt.config import DATASET_KINDS, parse_dataset_spec
+from ftadapt.devices import SPELLINGS, Device, parse_device
 from ftadapt.errors import UsageError
 
 
@@ -78,6 +80,27 @@ class DatasetSpecType(click.ParamType):
         return kind, root
 
 
+class DeviceType(click.ParamType):
+    """``--device``: auto, cpu, cuda or cuda:N (``ftadapt.devices``) → a :class:`~ftadapt.devices.Device`."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Device:
+        try:
+            return parse_device(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DEVICE = DeviceType()
+
+
+def device_option(what: str = ""):
+    """``--device``: the one device option, with the same spelling and default in every command."""
+    return click.option("--device", type=DEVICE, default="auto", show_default=True,
+                        help=f"{SPELLINGS}; auto = the first CUDA device when there is one, else the CPU{what}.")
+
+
 def fusion_option(func):
     """``--fusion probs|logits``: how an ensemble's members combine (``ftadapt.ensemble``)."""
     return click.option("--fusion", type=click.Choice(["probs", "logits"]), default="probs", show_default=True,
@@ -135,5 +158,19 @@ def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False,
         click.echo(f"wrote {json_out}", err=True)
 
 
-__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "fusion_option", "json_option", "overwrite_option",
-           "check_json", "echo", "emit", "DATASET_KINDS"]
+def prints_report(func):
+    """A benchmark that returns its report: printed to stdout and, with ``--json FILE``, written there — a file that
+    the output rule checks before the measuring starts (``--overwrite`` replaces it)."""
+    @functools.wraps(func)
+    def run(json_out: str | None, overwrite: bool, **options) -> None:
+        check_json(json_out, overwrite)
+        emit(func(**options), json_out, always=True, overwrite=overwrite)
+
+    run = click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+                       help="Also write the report to this file (it is always printed to stdout).")(run)
+    return overwrite_option()(run)
+
+
+__all__ = ["SIZE", "SizeType", "legacy_hw", "DatasetSpecType", "DEVICE", "DeviceType", "device_option",
+           "fusion_option", "json_option", "overwrite_option",
+           "check_json", "echo", "emit", "prints_report", "DATASET_KINDS"]

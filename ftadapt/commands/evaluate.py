@@ -12,14 +12,7 @@ from typing import Any
 import click
 
 from ftadapt.commands.common import SIZE, DatasetSpecType, check_json, echo, emit, json_option, overwrite_option
-from ftadapt.commands.predictors import (
-    build_predictors,
-    check_predictor_options,
-    close_all,
-    named_any,
-    predictor_inputs,
-    predictor_options,
-)
+from ftadapt.commands.predictors import predictor_options, predictor_request
 
 _WHAT = ("say what to evaluate: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE or --pred-dir DIR; "
          "with --data cityscapes:ROOT (or --gt-dir CITYSCAPES/gtFine/val for prediction PNGs)")
@@ -59,16 +52,19 @@ def evaluate_cmd(**opts: Any) -> None:
     """
     from ftadapt.evaluation import evaluate, get_protocol
     from ftadapt.evaluation.evaluate import problem_report
+    from ftadapt.evaluation.predictors import build, close_all
 
-    _check_options(opts)
-    check_json(opts["json_out"], opts["overwrite"], _inputs(opts))
+    request = predictor_request(opts)
+    if not request.names_any:
+        raise click.UsageError(_WHAT)
+    inputs = _inputs(opts, request)
+    check_json(opts["json_out"], opts["overwrite"], inputs)
     split = _split(opts)  # usage errors first, then the data, before any model is loaded
-    predictors, kinds = build_predictors(opts)
-    predictors = _saving(predictors, kinds, opts)
+    predictors, kinds = build(request)
     try:
-        results = evaluate(predictors, split, get_protocol(opts["protocol"], opts["size"]),
-                           workers=opts["workers"], allow_missing=opts["allow_missing"],
-                           synthia_subsets=opts["synthia_subsets"])
+        protocol = get_protocol(opts["protocol"], opts["size"])
+        results = evaluate(_saving(predictors, kinds, opts, inputs), split, protocol, workers=opts["workers"],
+                           allow_missing=opts["allow_missing"], synthia_subsets=opts["synthia_subsets"])
     finally:
         close_all(predictors)
     for result in results.values():
@@ -79,19 +75,13 @@ def evaluate_cmd(**opts: Any) -> None:
     emit(payload, opts["json_out"], overwrite=opts["overwrite"])
 
 
-def _check_options(opts: dict[str, Any]) -> None:
-    if not named_any(opts):
-        raise click.UsageError(_WHAT)
-    check_predictor_options(opts)
-
-
-def _inputs(opts: dict[str, Any]) -> list[Path]:
+def _inputs(opts: dict[str, Any], request) -> list[Path]:
     """What an evaluation reads (no output may lie in it): the data and the predictors' files."""
     return [Path(p) for p in (opts["data"][1] if opts["data"] else None, opts["gt_dir"]) if p is not None] + \
-        predictor_inputs(opts)
+        request.inputs()
 
 
-def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any]) -> list:
+def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any], inputs: list[Path]) -> list:
     """``--save-pred``: the one model predictor wrapped to write its predictions there."""
     folder = opts["save_pred"]
     if folder is None:
@@ -103,7 +93,7 @@ def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any]) -> li
     from ftadapt.evaluation.folder import SavingPredictions
     from ftadapt.fsutil import check_target
 
-    check_target(folder, overwrite=opts["overwrite"], inputs=_inputs(opts), what="--save-pred", merge=True)
+    check_target(folder, overwrite=opts["overwrite"], inputs=inputs, what="--save-pred", merge=True)
     return [SavingPredictions(p, folder, overwrite=opts["overwrite"]) if p is models[0] else p for p in predictors]
 
 
@@ -135,11 +125,11 @@ def _split(opts: dict[str, Any]):
 def _report(results: dict, kinds: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """The table and the JSON: one result alone; an ensemble beside its members, with deltas against the best
     member; any other set side by side, with deltas of the last against the first."""
-    from ftadapt.evaluation.tables import best_of, format_comparison, format_table
+    from ftadapt.evaluation.tables import best_of, format_comparison, format_result
 
     if len(results) == 1:
         (result,) = results.values()
-        return format_table(result), result.to_dict()
+        return format_result(result), result.to_dict()
     if set(kinds.values()) == {"member", "ensemble"}:
         (ensemble,) = (name for name, kind in kinds.items() if kind == "ensemble")
         best = best_of({k: v for k, v in results.items() if k != ensemble})

@@ -62,6 +62,9 @@ class Predictor:
         """What this predictor adds to its result's ``protocol`` record (head rule, flip, checkpoint, …)."""
         return {}
 
+    def close(self) -> None:
+        """Release what the predictor holds (a runtime session); nothing by default."""
+
 
 def require_full_resolution(protocol: Protocol, name: str) -> None:
     """UsageError unless ``protocol`` scores at the ground truth's own resolution: predictors that are fed the frame

@@ -22,21 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ftadapt.checkpoint import checkpoint_name, load_model_and_meta, resolve_checkpoint
+from ftadapt.checkpoint import load_model_and_meta
 from ftadapt.data.transforms import image_to_tensor, resize_image
+from ftadapt.devices import DeviceLike, torch_device
 from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
 from ftadapt.evaluation.evaluate import Predictor, require_full_resolution
 from ftadapt.evaluation.frames import Sample
 from ftadapt.evaluation.protocols import Protocol
 from ftadapt.models.deeplab import HEAD_RULES, combine_heads, upsample_logits
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto" → CUDA when available, else the CPU; anything else as torch reads it."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from ftadapt.run_folder import checkpoint_name, resolve_checkpoint
 
 
 def model_input(sample: Sample, size: tuple[int, int]) -> Tensor:
@@ -53,9 +48,9 @@ def model_input(sample: Sample, size: tuple[int, int]) -> Tensor:
 class _TorchPredictor(Predictor):
     """Shared machinery: the input in the decoding thread, scores → upsample → argmax in the calling thread."""
 
-    def __init__(self, module: nn.Module, *, name: str, device: str | torch.device | None) -> None:
+    def __init__(self, module: nn.Module, *, name: str, device: DeviceLike | torch.device) -> None:
         self.name = name
-        self.device = pick_device(device)
+        self.device = torch_device(device)
         self.module = module.to(self.device).eval()
 
     def prepare(self, sample: Sample, protocol: Protocol) -> Tensor:
@@ -77,7 +72,7 @@ class ModelPredictor(_TorchPredictor):
     ``details`` (e.g. the checkpoint it came from) are added to the result's protocol record."""
 
     def __init__(self, model: nn.Module, *, name: str = "model", rule: str | None = None, flip: bool = False,
-                 device: str | torch.device | None = None, details: dict[str, Any] | None = None) -> None:
+                 device: DeviceLike | torch.device = None, details: dict[str, Any] | None = None) -> None:
         if rule is not None and rule not in HEAD_RULES:
             raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
         super().__init__(model, name=name, device=device)
@@ -99,7 +94,7 @@ class ModelPredictor(_TorchPredictor):
     def from_checkpoint(cls, path: str | Path, *, name: str | None = None, **options: Any) -> ModelPredictor:
         """The model of a checkpoint folder (or a run folder's newest checkpoint), named and described by it."""
         path = resolve_checkpoint(path)
-        device = pick_device(options.pop("device", None))
+        device = torch_device(options.pop("device", None))
         model, meta = load_model_and_meta(path, device=device)
         details = {"checkpoint": str(path), "method": meta.get("method"), "step": meta.get("step")}
         return cls(model, name=name or checkpoint_name(path), device=device, details=details, **options)
@@ -108,7 +103,7 @@ class ModelPredictor(_TorchPredictor):
 class EnsemblePredictor(_TorchPredictor):
     """An :class:`~ftadapt.ensemble.Ensemble`'s fused scores, each member under its own head rule."""
 
-    def __init__(self, ensemble: Ensemble, *, name: str = "ensemble", device: str | torch.device | None = None) -> None:
+    def __init__(self, ensemble: Ensemble, *, name: str = "ensemble", device: DeviceLike | torch.device = None) -> None:
         super().__init__(ensemble, name=name, device=device)
 
     def scores(self, image: Tensor) -> Tensor:
@@ -134,10 +129,10 @@ class GraphPredictor(Predictor):
     """The labels of ``graph``, a module taking uint8 RGB frames N×H×W×3 and returning int32 labels N×H×W at the
     frame's own size (``SegmentationGraph``), on ``device``; ``details`` go into the result's protocol record."""
 
-    def __init__(self, graph: nn.Module, *, name: str, device: str | torch.device | None = None,
+    def __init__(self, graph: nn.Module, *, name: str, device: DeviceLike | torch.device = None,
                  details: dict[str, Any] | None = None) -> None:
         self.name = name
-        self.device = pick_device(device)
+        self.device = torch_device(device)
         self.module = graph.to(self.device).eval()
         self.details = dict(details or {})
 
@@ -155,4 +150,4 @@ class GraphPredictor(Predictor):
                 **self.details}
 
 
-__all__ = ["ModelPredictor", "EnsemblePredictor", "GraphPredictor", "model_input", "pick_device"]
+__all__ = ["ModelPredictor", "EnsemblePredictor", "GraphPredictor", "model_input"]

@@ -13,18 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftadapt.errors import UsageError
+from ftadapt.evaluation.tables import Series, difference, per_class_table
 from ftadapt.labels import CLASS_NAMES
-
-# Short column names, as the paper's table heads them.
-SHORT_NAMES = ("Road", "Sdwk", "Bldng", "Wall", "Fence", "Pole", "Light", "Sign", "Vgttn", "Trrn", "Sky", "Person",
-               "Rider", "Car", "Truck", "Bus", "Train", "Mcycl", "Bcycl")
 
 # The paper's Table 1 (GTA5 → Cityscapes, DeepLab-v2 R101; AdaptSegNet's evaluation code except where noted), for
 # reference rows next to one's own: 19 IoUs then mIoU, in percent.
@@ -46,16 +41,6 @@ PAPER_TABLE_1: dict[str, tuple[float, ...]] = {
     "MaxSquare + Norm*": (89.57, 40.32, 82.06, 33.58, 23.35, 29.77, 36.11, 23.68, 84.33, 39.61, 74.89, 60.31, 27.3,
                           83.84, 42.8, 45.95, 1.9, 32.16, 37.87, 46.81),
 }
-
-
-@dataclass(frozen=True)
-class Row:
-    """One result: its label, 19 IoUs and the mIoU in percent (None = class absent from both sides), its source."""
-
-    label: str
-    iou: tuple[float | None, ...]
-    miou: float | None
-    source: str
 
 
 def _find(data: Any, wanted: Callable[[dict], bool],
@@ -84,11 +69,11 @@ def _notes(data: Any, path: Path, label: str) -> list[str]:
     return notes
 
 
-def read_all(files: Sequence[tuple[str | None, str | Path]]) -> tuple[list[Row], list[str]]:
+def read_all(files: Sequence[tuple[str | None, str | Path]]) -> tuple[list[Series], list[str]]:
     """The rows and notes of several (label or None, results file), in order. Two rows with one label are refused,
     naming both files: a table whose rows cannot be told apart is no use, and ``--baseline`` would pick either (two
     ``eval.json`` of different runs both become "eval" unless labelled)."""
-    rows: list[Row] = []
+    rows: list[Series] = []
     notes: list[str] = []
     for label, path in files:
         found, said = read_results(path, label=label)
@@ -103,7 +88,7 @@ def read_all(files: Sequence[tuple[str | None, str | Path]]) -> tuple[list[Row],
     return rows, notes
 
 
-def read_results(path: str | Path, *, label: str | None = None) -> tuple[list[Row], list[str]]:
+def read_results(path: str | Path, *, label: str | None = None) -> tuple[list[Series], list[str]]:
     """The rows and notes of one results file; ``label`` names a file holding one result, or prefixes the names of
     a file holding several (without it: the file's stem, or the results' own names)."""
     path = Path(path)
@@ -125,50 +110,36 @@ def read_results(path: str | Path, *, label: str | None = None) -> tuple[list[Ro
         name = keys[-1] if keys else (label if label is not None else path.stem)
         if keys and label is not None:
             name = f"{label} {name}"
-        rows.append(Row(name, iou, result["miou"], str(path)))
+        rows.append(Series.of(name, result, source=str(path)))
     return rows, _notes(data, path, label or "")
 
 
-def paper_rows() -> list[Row]:
-    return [Row(f"paper: {name}", values[:-1], values[-1], "the paper's Table 1")
+def paper_rows() -> list[Series]:
+    return [Series(f"paper: {name}", values[:-1], values[-1], source="the paper's Table 1")
             for name, values in PAPER_TABLE_1.items()]
 
 
-def _cell(value: float | None, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
-
-
-def deltas(rows: Sequence[Row], baseline: str) -> list[Row]:
+def deltas(rows: Sequence[Series], baseline: str) -> list[Series]:
     """Each row but the baseline minus the baseline, class by class (None where either side is None)."""
     base = next((r for r in rows if r.label == baseline), None)
     if base is None:
         raise UsageError(f"--baseline {baseline!r} names no row; rows: {', '.join(r.label for r in rows)}")
-
-    def minus(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else a - b
-
-    return [Row(f"{r.label} − {baseline}", tuple(minus(a, b) for a, b in zip(r.iou, base.iou)),
-                minus(r.miou, base.miou), r.source) for r in rows if r is not base]
+    return [difference(r, base) for r in rows if r is not base]
 
 
-def markdown(rows: Sequence[Row], delta_rows: Sequence[Row], baseline: str | None, notes: Sequence[str] = ()) -> str:
+def markdown(rows: Sequence[Series], delta_rows: Sequence[Series], baseline: str | None,
+             notes: Sequence[str] = ()) -> str:
     """The table (and the delta table against ``baseline``) as Markdown, then ``notes`` as a list."""
-    head = "| Method | " + " | ".join(SHORT_NAMES) + " | mIoU |\n|---|" + "---:|" * (len(SHORT_NAMES) + 1) + "\n"
-
-    def line(row: Row, signed: bool) -> str:
-        return f"| {row.label} | " + " | ".join(_cell(v, signed) for v in (*row.iou, row.miou)) + " |\n"
-
-    text = head + "".join(line(r, False) for r in rows)
+    text = per_class_table(rows, style="markdown", layout="classes-across")
     if delta_rows:
-        text += f"\nDifference to {baseline} (IoU points):\n\n" + head + "".join(line(r, True) for r in delta_rows)
+        text += (f"\nDifference to {baseline} (IoU points):\n\n"
+                 + per_class_table(delta_rows, style="markdown", layout="classes-across"))
     if notes:
         text += "\nNotes:\n\n" + "".join(f"- {note}\n" for note in notes)
     return text
 
 
-def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
+def csv_text(rows: Sequence[Series], delta_rows: Sequence[Series]) -> str:
     """One CSV line per row (``kind`` = result or delta), full precision, empty cells for absent classes."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -180,5 +151,4 @@ def csv_text(rows: Sequence[Row], delta_rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-__all__ = ["Row", "read_all", "read_results", "paper_rows", "deltas", "markdown", "csv_text",
-           "PAPER_TABLE_1", "SHORT_NAMES"]
+__all__ = ["read_all", "read_results", "paper_rows", "deltas", "markdown", "csv_text", "PAPER_TABLE_1"]
