@@ -10,7 +10,6 @@ import sys
 
 import click
 
-from ftadapt import __version__
 from ftadapt.commands.analyze import analyze, visualize
 from ftadapt.commands.bench import bench
 from ftadapt.commands.data import data
@@ -21,6 +20,7 @@ from ftadapt.commands.export import export, inspect
 from ftadapt.commands.report import report
 from ftadapt.commands.train import convert, train
 from ftadapt.errors import FtadaptError
+from ftadapt.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -36,8 +36,14 @@ for _command in (demo, data, convert, train, evaluate_cmd, report, analyze, visu
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning project errors into one clean message."""
+    run_group(cli, argv, prog_name="ftadapt")
+
+
+def run_group(group: click.Group, argv: list[str] | None, *, prog_name: str) -> None:
+    """Run ``group`` on ``argv``: a project error is one line without a traceback (exit 1, or 2 for usage errors),
+    Ctrl-C exits 130."""
     try:
-        cli.main(args=argv, prog_name="ftadapt", standalone_mode=False)
+        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

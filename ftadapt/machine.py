@@ -13,7 +13,8 @@ def loader_workers(cores: int | None = None) -> int:
     """Loader processes per domain for training on ``cores`` cores (default: this machine's): none on one core
     (loading in the training process beats a second process there), else about half the cores left beside the
     training process, shared by the two domains, at least 1 and at most 4 (4 keep up with 28 steps/s, see
-    ``ftadapt bench loader-speed``). PyTorch warns that loaders "may freeze" when one has more workers than cores."""
+    ``python -m ftadapt.commands.investigate loader-speed``). PyTorch warns that loaders "may freeze" when one has
+    more workers than cores."""
     cores = cpu_cores() if cores is None else cores
     return 0 if cores < 2 else max(1, min(4, (cores - 1) // 2))
 

@@ -10,8 +10,8 @@ from ftadapt.commands.common import SizeType
 
 COMMANDS = {"demo", "data", "convert", "train", "eval", "report", "analyze", "visualize", "export", "inspect",
             "build-engine", "predict", "bench"}
-BENCHMARKS = {"train-step", "eval-speed", "export-speed", "accuracy", "latency", "gpu-runtime", "loader-speed",
-              "conv-speed", "gpu"}
+BENCHMARKS = {"train-step", "accuracy", "latency", "gpu"}  # the user benchmarks; nothing else
+INVESTIGATIONS = {"eval-speed", "export-speed", "loader-speed"}
 
 
 def _commands(group: click.Group, prefix: str = ""):
@@ -33,11 +33,25 @@ def test_help_lists_every_command_and_benchmark():
     runner = CliRunner()
     listed = runner.invoke(cli, ["--help"]).output
     assert all(f"  {name} " in listed for name in COMMANDS), listed
+    assert set(cli.commands["bench"].commands) == BENCHMARKS
     bench = runner.invoke(cli, ["bench", "--help"]).output
     assert all(f"  {name} " in bench for name in BENCHMARKS), bench
     for path, _command in _commands(cli):
         result = runner.invoke(cli, [*path.split(), "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, (path, result.output)
+
+
+def test_the_investigations_are_apart_from_the_user_benchmarks():
+    """They run as ``python -m ftadapt.commands.investigate NAME`` and appear in no help of ``ftadapt``."""
+    from ftadapt.commands.investigate import investigations
+
+    assert set(investigations.commands) == INVESTIGATIONS
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--help"]).output + runner.invoke(cli, ["bench", "--help"]).output
+    assert not any(name in listed for name in INVESTIGATIONS)
+    for name in INVESTIGATIONS:
+        result = runner.invoke(investigations, [name, "--help"])
+        assert result.exit_code == 0 and "--json" in result.output, (name, result.output)
 
 
 def test_every_size_option_is_width_by_height():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ftadapt.commands.demo_state import DemoState, DemoStopped, stop_on_signals
+from ftadapt.demo.state import DemoState, DemoStopped, stop_on_signals
 from ftadapt.errors import UsageError
 
 SETTINGS = {"seed": 0, "steps": 5, "ftadapt": "test"}
@@ -73,18 +73,14 @@ def test_sigterm_stops_the_block_as_ctrl_c_does(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-# The demo on a small synthetic set: 6 source, 4 + 3 target images, 128×64, every step logged.
+# The demo on a small synthetic set: 6 source, 4 + 3 target images, 160×96 and 128×64, every step logged; through
+# the command line, whose settings are the defaults but for these.
 DRIVER = """
-import sys
-import ftadapt.commands.demo as demo
-import ftadapt.commands.demo_report as report
-import ftadapt.data.synthetic as synthetic
-real = synthetic.write_synthetic
-synthetic.write_synthetic = lambda root, **kw: real(root, **{**kw, "n_source": 6, "n_target_train": 4,
-    "n_target_val": 3, "source_size": (160, 96), "target_size": (128, 64)})
-demo.DEMO_OVERRIDES.update({"data.source_size": (160, 96), "data.target_size": (128, 64), "eval.size": (128, 64),
-                            "log_every": 1})
-report.ANALYSIS_POINTS = 10
+import functools, sys
+import ftadapt.commands.demo as command
+command.DemoSettings = functools.partial(command.DemoSettings, n_source=6, n_target_train=4, n_target_val=3,
+                                         source_size=(160, 96), target_size=(128, 64), log_every=1,
+                                         analysis_points=10)
 from ftadapt.cli import main
 main(["demo", "--out", sys.argv[1], "--steps", sys.argv[2]])
 """

@@ -16,6 +16,8 @@ from datatrees import make_cityscapes, make_gta5
 from onnx_models import build_model
 from PIL import Image
 
+from ftadapt.cli import main
+from ftadapt.commands import investigate
 from ftadapt.errors import OutputError
 from ftadapt.fsutil import (
     CHECKPOINT_MARKERS,
@@ -134,9 +136,12 @@ FAMILY = {
     "predict --json": (["predict", "--model", "{w}/toy.onnx", "{w}/imgs", "--device", "cpu", "--out",
                         "{w}/new-preds", "--json", "{t}"],
                        {"existing": "file", "link": "notes.txt", "inside": "imgs/summary.json"}),
-    "bench --json": (["bench", "loader-speed", "--samples", "1", "--json", "{t}"],
+    "bench --json": (["bench", "train-step", "--steps", "1", "--warmup", "0", "--json", "{t}"],
                      {"existing": "file", "link": "notes.txt"}),
-    "bench gpu --out": (["bench", "gpu", "--device", "cpu", "--tiny", "--only", "conv_speed", "--out", "{t}"],
+    "investigate --json": (["investigate", "loader-speed", "--samples", "1", "--json", "{t}"],
+                           {"existing": "file", "link": "notes.txt"}),
+    "bench gpu --out": (["bench", "gpu", "--device", "cpu", "--tiny", "--only", "train_fp32_channels_last", "--out",
+                         "{t}"],
                         {"existing": "gpu", "link": "gpu-link"}),
     "demo --out": (["demo", "--out", "{t}"], {"existing": "folder", "link": "empty"}),
     "bench accuracy --out": (["bench", "accuracy", "--model", "{w}/toy.onnx", "--data", "cityscapes:{w}/cs",
@@ -202,7 +207,8 @@ def test_every_writing_command_refuses_existing_links_and_inputs(world, tmp_path
     target, fix = _target(w, command, kind)
     before = _snapshot(w)
     argv = [a.format(w=w, t=target) for a in FAMILY[command][0]]
-    code = exit_code(argv + (["--overwrite"] if kind != "existing" else []))
+    entry = investigate.main if command.startswith("investigate ") else main
+    code = exit_code(argv[entry is investigate.main:] + (["--overwrite"] if kind != "existing" else []), entry)
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2, (argv, err)
@@ -225,12 +231,13 @@ def test_the_family_covers_every_command_that_writes():
                 yield f"{prefix}{name}", command
 
     covered = {c.split(" --")[0] for c in FAMILY}
-    for path, command in commands(cli):
+    for path, command in [*commands(cli), *commands(investigate.investigations, "investigate ")]:
         outputs = {p.opts[0] for p in command.params if p.opts[0] in ("--out", "--save-pred", "--json")}
         if not outputs:
             continue
         assert "--overwrite" in {p.opts[0] for p in command.params}, f"{path} writes but has no --overwrite"
-        name = "bench" if path.startswith("bench ") and outputs == {"--json"} else path
+        group = path.split()[0]
+        name = group if group in ("bench", "investigate") and outputs == {"--json"} else path
         assert name in covered, f"{path} writes {outputs} but is not in FAMILY"
 
 
@@ -296,8 +303,8 @@ def test_check_target_inputs_and_folders_written_whole(tmp_path):
 
 
 def test_the_rule_knows_the_checkpoint_layout_by_its_real_names():
-    from ftadapt.checkpoint import CHECKPOINTS, META_FILE, MODEL_FILE
-    from ftadapt.training.run_folder import CONFIG_FILE
+    from ftadapt.checkpoint import META_FILE, MODEL_FILE
+    from ftadapt.run_folder import CHECKPOINTS, CONFIG_FILE
 
     assert set(CHECKPOINT_MARKERS) == {MODEL_FILE, META_FILE}
     assert (RUN_CHECKPOINTS, RUN_CONFIG) == (CHECKPOINTS, CONFIG_FILE)
@@ -317,7 +324,7 @@ def test_stale_temporaries_of_killed_writes_are_found_and_removed(tmp_path):
 def test_the_demo_reruns_into_its_own_folder_but_not_into_anyone_elses(tmp_path):
     """Rerunning the demo into its earlier output keeps working; a folder it did not write needs --overwrite, which
     adds the demo there and removes nothing of the owner's."""
-    from ftadapt.commands.demo_state import STATE_FILE, DemoState
+    from ftadapt.demo.state import STATE_FILE, DemoState
 
     DemoState.open(tmp_path / "new", {"seed": 0}, entries=("runs",), overwrite=False)
     assert (tmp_path / "new" / STATE_FILE).is_file()  # marked from the start: an interrupted demo can rerun

@@ -1,6 +1,6 @@
 """Benchmark of ``ftadapt eval --pred-dir``: seconds for N Cityscapes-size (2048×1024) prediction/GT pairs.
 
-    ftadapt bench eval-speed [--n 500] [--workers 2] [--repeat 3] [--json OUT]   (or python -m ftadapt.bench.eval_speed)
+    python -m ftadapt.commands.investigate eval-speed [--n 500] [--workers 2] [--repeat 3] [--json OUT]
 
 The pairs are generated once into a cache folder (not timed): ground truth = label-id maps of random polygons over a
 sky/road layout, saved like Cityscapes' PNGs; predictions = the trainIds shifted by a few pixels with some regions
@@ -138,11 +138,3 @@ def _naive(pred_dir: Path, gt_dir: Path, naive_n: int, *, agrees_with: np.ndarra
     if agrees_with is not None:  # generated predictions never hold 255, so the naive 19×19 histogram is the whole count
         out["naive_agrees"] = bool(np.array_equal(hist, agrees_with))
     return out
-
-
-if __name__ == "__main__":  # python -m ftadapt.bench.eval_speed: the same as `ftadapt bench eval-speed`
-    import sys
-
-    from ftadapt.cli import main
-
-    main(["bench", "eval-speed", *sys.argv[1:]])

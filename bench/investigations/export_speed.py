@@ -1,4 +1,4 @@
-"""Export benchmarks: ``ftadapt bench export-speed [--json OUT]`` prints a JSON report.
+"""Export benchmarks: ``python -m ftadapt.commands.investigate export-speed [--json OUT]`` prints a JSON report.
 
 Sections (each can be skipped):
 
@@ -172,11 +172,3 @@ def measure_export(*, model: str = "deeplabv2-r101", members: tuple[int, ...] = 
     if "preprocess" not in skip:
         report["preprocess"] = bench_preprocess(working_size, frames, checkpoint)
     return report
-
-
-if __name__ == "__main__":  # python -m ftadapt.bench.export_speed: the same as `ftadapt bench export-speed`
-    import sys
-
-    from ftadapt.cli import main
-
-    main(["bench", "export-speed", *sys.argv[1:]])

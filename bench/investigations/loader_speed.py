@@ -1,6 +1,6 @@
 """How fast one loader process prepares training samples, and how many ``data.num_workers`` a training speed needs.
 
-    ftadapt bench loader-speed [--samples 24] [--steps-per-s 28] [--json OUT]
+    python -m ftadapt.commands.investigate loader-speed [--samples 24] [--steps-per-s 28] [--json OUT]
 
 Writes a small synthetic set with files at the real datasets' sizes (GTA5 1914×1052 and Cityscapes 2048×1024 PNGs;
 not timed), then times the training datasets' ``__getitem__`` in this process with one torch thread — the work of
@@ -49,11 +49,3 @@ def measure_loading(samples: int = 24, steps_per_s: float = 28.0, frames: int = 
             "domains": domains, "workers_needed_per_domain": needed, "default_num_workers": cfg.num_workers,
             "default_suffices": cfg.num_workers >= needed,
             "machine": {**host_info(), **torch_info()}}
-
-
-if __name__ == "__main__":  # python -m ftadapt.bench.loader_speed: the same as `ftadapt bench loader-speed`
-    import sys
-
-    from ftadapt.cli import main
-
-    main(["bench", "loader-speed", *sys.argv[1:]])

@@ -1,32 +1,26 @@
-"""``ftadapt bench <name>``: every benchmark, each printing its figures as JSON (``--json FILE`` keeps a copy).
-
-Each one is also ``python -m ftadapt.bench.<module>`` with the same options. The measuring lives in ``ftadapt.bench``;
-these commands only parse and print.
+"""``ftadapt bench <name>``: the user benchmarks — ``accuracy`` (the deployed mIoU beside PyTorch's, gated),
+``latency``, ``train-step`` and ``gpu`` (the GPU check) — each printing its figures as JSON (``--json FILE`` keeps a
+copy). The measuring lives in ``ftadapt.bench``; these commands only parse and print. The investigations behind
+design decisions are apart: ``python -m ftadapt.commands.investigate``.
 """
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import click
 
-from ftadapt.commands.common import SIZE, DatasetSpecType, SizeType, check_json, emit, overwrite_option
-from ftadapt.commands.train import config_options, config_overrides
+from ftadapt.commands.common import (
+    SIZE,
+    DatasetSpecType,
+    check_json,
+    device_option,
+    emit,
+    overwrite_option,
+    prints_report,
+)
+from ftadapt.commands.train import config_options, config_overrides, explicit
 from ftadapt.config import METHODS
-
-
-def _reports(func):
-    """A benchmark that returns its report: printed to stdout and, with ``--json FILE``, written there — a file that
-    the output rule checks before the measuring starts (``--overwrite`` replaces it)."""
-    @functools.wraps(func)
-    def run(json_out: str | None, overwrite: bool, **options) -> None:
-        check_json(json_out, overwrite)
-        emit(func(**options), json_out, always=True, overwrite=overwrite)
-
-    run = click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-                       help="Also write the report to this file (it is always printed to stdout).")(run)
-    return overwrite_option()(run)
 
 
 @click.group("bench")
@@ -39,7 +33,7 @@ def bench() -> None:
 @click.option("--model", default=None, help="Registered model, e.g. tiny (default), deeplabv2-r101.")
 @click.option("--source-size", type=SIZE, default=None, help="Source batch size W×H [160x96; the paper: 1280x720].")
 @click.option("--target-size", type=SIZE, default=None, help="Target batch size W×H [128x64; the paper: 1024x512].")
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@device_option(" (config key device)")
 @config_options
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
@@ -51,7 +45,7 @@ def bench() -> None:
                    "real loaders (reports the data-loading share; data.num_workers per domain).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op CPU threads [torch's default]; 1 avoids spin-waiting on a busy CPU.")
-@_reports
+@prints_report
 def train_step(method, model, source_size, target_size, device, config_file, sets, steps, warmup, profile, data,
                threads) -> dict:
     """Steps/s, peak memory and data-loading share of the real training step.
@@ -64,54 +58,12 @@ def train_step(method, model, source_size, target_size, device, config_file, set
     from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step, format_report
     from ftadapt.config import build_config
 
-    overrides = config_overrides(config_file, sets, method=method, model=model, device=device,
+    overrides = config_overrides(config_file, sets, method=method, model=model, device=explicit("device", device),
                                  **{"data.source_size": source_size, "data.target_size": target_size})
     cfg = build_config({**BENCH_DEFAULTS, **overrides})
     report = bench_train_step(cfg, steps=steps, warmup=warmup, data=data, threads=threads, profile=profile)
     click.echo(format_report(report), err=True)
     return report
-
-
-@bench.command("eval-speed")
-@click.option("--n", type=click.IntRange(min=1), default=500, show_default=True, help="Number of pairs.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs (best reported).")
-@click.option("--naive-n", type=click.IntRange(min=0), default=None,
-              help="Pairs for the naive loop [default: all n; 0 skips it].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="Folder for the generated pairs [default: $XDG_CACHE_HOME/ftadapt/eval_speed].")
-@_reports
-def eval_speed(n, workers, repeat, naive_n, seed, cache) -> dict:
-    """Prediction-folder evaluation on Cityscapes-size pairs against a naive loop."""
-    from ftadapt.bench.eval_speed import measure_eval_speed
-
-    return measure_eval_speed(n=n, workers=workers, repeat=repeat, naive_n=naive_n, seed=seed, cache=cache)
-
-
-@bench.command("export-speed")
-@click.option("--model", default="deeplabv2-r101", show_default=True, help="Registered model of the members.")
-@click.option("--members", type=click.IntRange(min=1), multiple=True, default=(1, 3), show_default=True,
-              help="Ensemble sizes to export, repeatable.")
-@click.option("--precision", "precisions", type=click.Choice(["fp32", "fp16"]), multiple=True,
-              default=("fp32", "fp16"), show_default=True)
-@click.option("--working-size", type=SizeType(minimum=8), default="1024x512", show_default=True)
-@click.option("--frame-size", type=SIZE, default="2048x1024", show_default=True, help="Latency frames W×H.")
-@click.option("--frames", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Frames for latency and pre-processing.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Timed passes over the latency frames.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="A trained model for the pre-processing parity.")
-@click.option("--skip", multiple=True, type=click.Choice(["export", "latency", "preprocess"]))
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep checkpoints and ONNX files here.")
-@_reports
-def export_speed(**options) -> dict:
-    """Export time and size, ONNX Runtime vs PyTorch latency, in-graph vs PIL pre-processing."""
-    from ftadapt.bench.export_speed import measure_export
-
-    return measure_export(**options)
 
 
 def _list_of(choices: tuple[str, ...]):
@@ -167,19 +119,6 @@ def _finish(results: dict, out: Path | None, json_out: str | None, overwrite: bo
         click.echo(f"wrote {out}/: {', '.join(written['files'])}", err=True)
 
 
-_DEVICE_HELP = "cpu, cuda or cuda:N [cuda:0 when the NVIDIA driver reports a GPU, else cpu]."
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    if value is None:
-        from ftadapt.runtime.backends import cuda_device_count
-
-        return "cuda:0" if cuda_device_count()[0] else "cpu"
-    if value != "cpu" and not value.startswith("cuda"):
-        raise click.BadParameter(f"{value!r}: expected cpu, cuda or cuda:N", ctx, param)
-    return value
-
-
 @bench.command("accuracy")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The .onnx file written by `ftadapt export`.")
@@ -191,7 +130,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--checkpoints", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Checkpoint, run or runs folders holding the file's members (matched by sha256), repeatable; "
                    "needed by the pytorch backend.")
-@click.option("--device", callback=_device, default=None, help=_DEVICE_HELP)
+@device_option()
 @click.option("--tolerance", type=click.FloatRange(min=0), default=None,
               help="Largest |ΔmIoU| against pytorch, in mIoU points [0.1 for an FP16 file, 0.01 for FP32].")
 @click.option("--min-identical", type=click.FloatRange(0, 100), default=None,
@@ -243,7 +182,7 @@ def accuracy(model, data, out, json_out, overwrite, **options) -> None:
 @click.option("--frame-size", type=SIZE, default="2048x1024", show_default=True, help="W×H of the camera frames.")
 @click.option("--backends", default="onnxruntime,pytorch,tensorrt", show_default=True,
               callback=_list_of(("onnxruntime", "pytorch", "tensorrt")), help="Comma-separated.")
-@click.option("--device", callback=_device, default=None, help=_DEVICE_HELP)
+@device_option()
 @click.option("--batches", callback=_batches, default=None, help="Batch sizes, e.g. 1,2,4,8 [GPU 1,2,4,8; CPU 1].")
 @click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed calls first [GPU 10, CPU 2].")
 @click.option("--runs", type=click.IntRange(min=1), default=None,
@@ -268,47 +207,6 @@ def latency(models, random_models, precisions, out, json_out, overwrite, **optio
     random_models = random_models or (() if models else ("tiny", "deeplabv2-r101"))
     results = measure_latency(models=models, random=random_models, precisions=precisions or ("fp32",), **options)
     _finish(results, out, json_out, overwrite)
-
-
-@bench.command("gpu-runtime")
-@click.option("--model-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="An exported .onnx [export a random-init one].")
-@click.option("--model", default="deeplabv2-r101", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--cpu-runs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@_reports
-def gpu_runtime(model_path, **options) -> dict:
-    """The GPU check's quick look: ONNX Runtime CPU vs CUDA vs TensorRT on one file (what is installed); `bench
-    latency` is the full measurement."""
-    from ftadapt.bench.gpu_runtime import measure_runtime_gpu
-
-    return measure_runtime_gpu(model_path, **options)
-
-
-@bench.command("loader-speed")
-@click.option("--samples", type=click.IntRange(min=1), default=24, show_default=True,
-              help="Samples timed per domain.")
-@click.option("--steps-per-s", type=click.FloatRange(min=0, min_open=True), default=28.0, show_default=True,
-              help="Training speed the loaders must keep up with (batch 1).")
-@_reports
-def loader_speed(samples, steps_per_s) -> dict:
-    """One loader worker's cost per training sample, and the workers a training speed needs."""
-    from ftadapt.bench.loader_speed import measure_loading
-
-    return measure_loading(samples, steps_per_s)
-
-
-@bench.command("conv-speed")
-@click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N or cpu.")
-@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True, help="Timed passes per variant.")
-@_reports
-def conv_speed(device, iters) -> dict:
-    """DeepLab-v2's dilated convolutions: as cuDNN runs them, with space_to_batch, and undilated."""
-    from ftadapt.bench.conv_speed import measure_dilated_convs
-
-    return measure_dilated_convs(device, iters=iters)
 
 
 @bench.command("gpu")

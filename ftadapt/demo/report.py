@@ -1,5 +1,4 @@
-"""Two of the demo's stages: the pictures (feature space of the three runs, a prediction grid, the training curves)
-and ``report.md``, the one file a person opens to see what the demo did.
+"""``report.md``: the one file a person opens to see what the demo did, and ``results.json`` beside it.
 
 Every number in the report comes from the stage records of this demo run (``demo.json``); the sentences that
 compare methods are derived from those numbers, whichever way they come out.
@@ -11,72 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import click
+from click import echo
 
-from ftadapt.commands.demo import DEMO_METHODS, DEMO_OVERRIDES, ENSEMBLE, data_root
+from ftadapt.demo.settings import CURVES_FILE, DEMO_METHODS, DEPLOYED, ENSEMBLE, FIGURES, GRID_FILE
 from ftadapt.fsutil import write_text_atomic
-
-FIGURES = "figures"
-GRID_FILE, CURVES_FILE = "predictions.png", "training_curves.png"
-ANALYSIS_IMAGES, ANALYSIS_POINTS = 16, 60  # per domain; per class and domain (t-SNE's cost grows with the points)
-# The scatter plots show the paper's three classes (its Figure 3: roads, buildings, signs) and three more common
-# ones; the numbers cover all 19.
-PLOT_CLASSES = ("road", "building", "traffic sign", "vegetation", "car", "person")
-GRID_FRAMES = 4
-DEPLOYED = "deployed FP16"
-
-
-def analysis_stage(out: Path, data: dict, train: dict, ensemble: dict, *, seed: int) -> dict:
-    """Feature-space figures of the three runs, a prediction grid of the runs, the ensemble and the deployed graph,
-    and the training curves, under ``out/figures``."""
-    from ftadapt.analysis.feature_space import DomainSpec, analyze_features, format_feature_table, load_models
-    from ftadapt.labels import class_ids
-
-    figures = out / FIGURES
-    models = load_models([(m, out / train["runs"][m]["run"]) for m in DEMO_METHODS], "cpu")
-    features = analyze_features(
-        models, DomainSpec("gta5", data_root(out, data, "gta5"), size=DEMO_OVERRIDES["data.source_size"]),
-        DomainSpec("cityscapes", data_root(out, data, "cityscapes"), "val", DEMO_OVERRIDES["data.target_size"]),
-        out=figures, plot_classes=class_ids(PLOT_CLASSES), images=ANALYSIS_IMAGES, points=ANALYSIS_POINTS, seed=seed,
-        threads=1, progress=False, overwrite=True)
-    click.echo(format_feature_table(features))
-    grid = _grid(out, data, train, ensemble)
-    _curves(out, train)
-    written = [*features["figures"].values(), GRID_FILE, CURVES_FILE]
-    for name in written:
-        click.echo(f"   {figures / name}")
-    return {"features": features, "grid": grid, "outputs": [f"{FIGURES}/{name}" for name in written]}
-
-
-def _grid(out: Path, data: dict, train: dict, ensemble: dict) -> dict:
-    from ftadapt.analysis.grid import pick_frames, write_grid
-    from ftadapt.ensemble import load_ensemble
-    from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit
-    from ftadapt.evaluation.onnx import OnnxPredictor
-    from ftadapt.evaluation.pytorch import EnsemblePredictor, ModelPredictor
-
-    predictors = [ModelPredictor.from_checkpoint(out / train["runs"][m]["run"], name=m, device="cpu")
-                  for m in DEMO_METHODS]
-    predictors.append(EnsemblePredictor(load_ensemble([f"{out / 'runs' / m}:0.5" for m in ENSEMBLE]), device="cpu"))
-    predictors.append(OnnxPredictor.open(out / ensemble["exports"]["fp16"]["file"], name=DEPLOYED,
-                                         backend="onnxruntime", device="cpu"))
-    split = pick_frames(LabelledSplit.from_root(data_root(out, data, "cityscapes"), "val"), count=GRID_FRAMES)
-    try:
-        return write_grid(predictors, split, ADAPTSEGNET.at(DEMO_OVERRIDES["eval.size"]), out / FIGURES / GRID_FILE,
-                          tile_width=DEMO_OVERRIDES["data.target_size"][0], progress=False,
-                          title="synthetic target val frames: ground truth and predictions (per-frame mIoU)",
-                          overwrite=True)  # the demo's own folder
-    finally:
-        predictors[-1].close()
-
-
-def _curves(out: Path, train: dict) -> None:
-    from ftadapt.analysis.curves import curves_figure, read_curves
-    from ftadapt.analysis.plotting import save_png
-
-    runs = {m: read_curves(out / train["runs"][m]["run"]) for m in DEMO_METHODS}
-    save_png(curves_figure(runs, title="training curves (from each run's metrics.jsonl)"), out / FIGURES / CURVES_FILE,
-             overwrite=True)
 
 
 def report_stage(out: Path, settings: dict, stages: dict[str, dict]) -> dict:
@@ -88,7 +25,7 @@ def report_stage(out: Path, settings: dict, stages: dict[str, dict]) -> dict:
                       _grid_section(stages["analysis"]["grid"]), _training_section(out, stages["train"]),
                       _files_section()])
     write_text_atomic(out / "report.md", text, overwrite=True)
-    click.echo(f"   {out / 'report.md'}")
+    echo(f"   {out / 'report.md'}")
     return {"outputs": ["report.md", "results.json"]}
 
 
