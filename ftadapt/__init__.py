@@ -3,7 +3,7 @@ fused ONNX ensembles, and a TensorRT FP16 / ONNX Runtime runtime with verified m
 
 This module imports nothing heavy: ``import ftadapt`` must stay cheap and torch-free.
 """
-__version__ = "0.1.0"
+from ftadapt.version import __version__
 
 __all__ = ["__version__", "load_model"]
 

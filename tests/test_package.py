@@ -15,31 +15,39 @@ ROOT = Path(__file__).resolve().parents[1]
 # A module may import project modules of its own rank or lower. The CLI and the demo orchestrate everything.
 RANKS = {
     "ftadapt.errors": 0, "ftadapt.fsutil": 0, "ftadapt.labels": 0, "ftadapt.protocol": 0, "ftadapt.imageio": 0,
-    "ftadapt.machine": 0,
+    "ftadapt.machine": 0, "ftadapt.version": 0, "ftadapt.devices": 0, "ftadapt.tolerances": 0,
     "ftadapt.artifact": 0, "ftadapt.training.schedules": 0,
+    # The runtime's reader of exported files is a leaf (the artifact schema and errors only): the export uses it.
+    "ftadapt.runtime.onnx_file": 0,
     "ftadapt.evaluation": 1, "ftadapt.data": 1,
-    "ftadapt.models": 2, "ftadapt.checkpoint": 2, "ftadapt.losses": 3, "ftadapt.ensemble": 3,
-    "ftadapt.config": 4, "ftadapt.config_rules": 4, "ftadapt.presets": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
+    "ftadapt.models": 2, "ftadapt.safe_load": 2, "ftadapt.checkpoint": 2, "ftadapt.run_folder": 2,
+    "ftadapt.losses": 3, "ftadapt.ensemble": 3,
+    "ftadapt.config": 4, "ftadapt.methods": 4, "ftadapt.training": 4,
     "ftadapt.evaluation.pytorch": 4,
-    # Feature-space analysis reads checkpoints and datasets and draws; it sits beside training and evaluation.
-    "ftadapt.analysis": 4,
-    "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.evaluation.onnx": 6, "ftadapt.bench": 7,
-    "ftadapt.commands": 9, "ftadapt.cli": 9,
+    "ftadapt.export": 5, "ftadapt.runtime": 6, "ftadapt.evaluation.onnx": 6,
+    # The one predictor factory builds every kind, exported files through the runtime included.
+    "ftadapt.evaluation.predictors": 6,
+    # Feature-space analysis and the benchmarks read checkpoints, datasets and exported files through the factory.
+    "ftadapt.analysis": 7, "ftadapt.bench": 7,
+    # The demo runs every stage; the command line parses, calls one library function and prints.
+    "ftadapt.demo": 8, "ftadapt.commands": 9, "ftadapt.cli": 9,
     # The package facade only re-exports lazily (module __getattr__), so it may name any stage.
     "ftadapt": 9,
 }
 # The runtime may use only these numpy-only leaves of the core (DESIGN.md §3; imageio adds Pillow, a base dependency).
 RUNTIME_ALLOWED = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.artifact",
-                   "ftadapt.imageio"}
+                   "ftadapt.imageio", "ftadapt.devices", "ftadapt.version"}
 TORCH_FREE = {"ftadapt.errors", "ftadapt.fsutil", "ftadapt.labels", "ftadapt.protocol", "ftadapt.imageio",
               "ftadapt.machine",
               "ftadapt.artifact", "ftadapt.evaluation", "ftadapt.evaluation.metrics", "ftadapt.evaluation.tables",
               "ftadapt.evaluation.protocols", "ftadapt.evaluation.frames", "ftadapt.evaluation.evaluate",
               "ftadapt.evaluation.folder", "ftadapt.evaluation.onnx", "ftadapt.evaluation.report", "ftadapt.config",
-              "ftadapt.config_rules", "ftadapt.presets", "ftadapt.training.schedules",
+              "ftadapt.config.schema", "ftadapt.config.methods", "ftadapt.config.presets", "ftadapt.config.keys",
+              "ftadapt.config.resolve", "ftadapt.config.upgrade", "ftadapt.training.schedules",
               "ftadapt", "ftadapt.cli",
               "ftadapt.commands", "ftadapt.commands.common", "ftadapt.commands.predictors",
-              "ftadapt.commands.analyze", "ftadapt.commands.demo_state", "ftadapt.analysis",
+              "ftadapt.commands.analyze", "ftadapt.commands.demo", "ftadapt.demo.state", "ftadapt.demo.settings",
+              "ftadapt.evaluation.predictors", "ftadapt.tolerances", "ftadapt.version", "ftadapt.analysis",
               "ftadapt.analysis.alignment", "ftadapt.analysis.embedding", "ftadapt.analysis.plotting",
               "ftadapt.analysis.feature_figures", "ftadapt.analysis.grid", "ftadapt.analysis.curves"}
 
@@ -101,6 +109,79 @@ def _imports(path: Path, module: str):
                 yield ".".join(base + ([node.module] if node.module else []))
             elif node.module:
                 yield node.module
+
+
+def _project_imports(path: Path, module: str, modules: set[str]):
+    """The project modules ``module`` imports anywhere in it (in functions too, not in a ``__main__`` block):
+    ``from a.b import c`` is the module ``a.b.c`` when there is one, else ``a.b``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    tree.body = [node for node in tree.body if not _is_main_block(node)]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    yield f"{base}.{alias.name}"
+                elif base in modules:
+                    yield base
+
+
+def import_cycles() -> list[list[str]]:
+    """Every strongly connected set of two or more project modules in the import graph (Tarjan's algorithm)."""
+    paths = {_module_name(p): p for p in _sources()}
+    graph = {m: sorted(set(_project_imports(p, m, set(paths))) - {m}) for m, p in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            members = []
+            while True:
+                member = stack.pop()
+                members.append(member)
+                if member == node:
+                    break
+            if len(members) > 1:
+                cycles.append(sorted(members))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles_anywhere():
+    """No module imports, directly or through others, a module that imports it back — at import time or inside a
+    function: a cycle is two concepts that cannot be understood (or tested) apart."""
+    assert import_cycles() == [], "break these import cycles:\n" + "\n".join(" <-> ".join(c) for c in import_cycles())
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
+    """The check above can fail: two modules that import each other, one of them inside a function, are found."""
+    pkg = tmp_path / "ftadapt"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from ftadapt.b import g\n\ndef f():\n    return g\n")
+    (pkg / "b.py").write_text("def g():\n    from ftadapt import a\n    return a\n")
+    (pkg / "c.py").write_text("import ftadapt.a\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "_sources", lambda: sorted(pkg.glob("*.py")))
+    assert import_cycles() == [["ftadapt.a", "ftadapt.b"]]
 
 
 def test_every_module_has_a_rank():

@@ -8,14 +8,11 @@ Numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ftadapt.data import scene_objects as so
-
-if TYPE_CHECKING:
-    from ftadapt.data.scenes import Camera, Canvas, SceneStats
+from ftadapt.data.scene_canvas import Camera, Canvas, SceneStats
 
 GAP = 255  # label of a facade segment with nothing in it
 _FORCED_FACADE = (so.WALL, so.FENCE, so.VEGETATION)

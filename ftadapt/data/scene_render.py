@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from ftadapt.data import scene_objects as so
-from ftadapt.data.scenes import FACE_SKY, Scene
+from ftadapt.data.scene_canvas import FACE_SKY
+from ftadapt.data.scenes import Scene
 
 RGB = tuple[int, int, int]
 

@@ -56,14 +56,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ftadapt import __version__
 from ftadapt.data import scene_objects as so
+from ftadapt.data.scene_canvas import SceneStats
 from ftadapt.data.scene_render import PHOTOGRAPHED, RENDERED, DomainStyle, render
-from ftadapt.data.scenes import SceneStats, compose_scene
+from ftadapt.data.scenes import compose_scene
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import atomic_path, check_target
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, PALETTE
+from ftadapt.version import __version__
 
 # Defaults: small enough that a tiny model trains on the CPU in minutes, yet with the real aspect ratios
 # (GTA5 ~16:9, Cityscapes 2:1) and enough pixels that poles, lights and signs are several pixels wide.
