@@ -55,7 +55,7 @@ from ftadapt.bench import gpu_ensemble
 from ftadapt.bench.report import environment
 from ftadapt.bench.train_step import BENCH_DEFAULTS, RAW_SIZES, bench_train_step
 from ftadapt.config import build_config
-from ftadapt.devices import DeviceError, torch_device
+from ftadapt.devices import DeviceError, DeviceLike, parse_device, torch_device
 from ftadapt.errors import UsageError
 from ftadapt.fsutil import check_target, write_text_atomic
 
@@ -193,16 +193,18 @@ def _deploy_item(work: Path, model: str, tiny: bool) -> Item:
     return Item("deploy_check", needs_s=30.0 if tiny else 240.0, run=run, cuda_only="ONNX Runtime CUDA and TensorRT")
 
 
-def run_all(out: Path, *, budget_s: float = 300.0, device: str = "cuda", tiny: bool = False,
+def run_all(out: Path, *, budget_s: float = 300.0, device: DeviceLike = "auto", tiny: bool = False,
             compile_model: bool = False, skip: tuple[str, ...] = (), only: tuple[str, ...] = (),
             overwrite: bool = False) -> dict[str, Any]:
     """Run the items that fit in ``budget_s`` seconds (all, or ``only`` these, minus ``skip``), writing
-    ``out/gpu_bench.json`` after each (an earlier run's file only with ``overwrite``); return the report."""
+    ``out/gpu_bench.json`` after each (an earlier run's file only with ``overwrite``); return the report. ``device``
+    "auto" means the GPU: without one the report is an error (nothing measured), never a CPU run that looks like a
+    GPU check; "cpu" is the structural dry run."""
     started = time.monotonic()
     check_target(out / RESULT_FILE, overwrite=overwrite, what="--out")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        dev = torch_device(device)
+        dev = torch_device("cuda" if parse_device(device).type == "auto" else device)
     except DeviceError as exc:
         report = {"benchmark": "gpu", "error": f"{exc}; nothing measured",
                   "environment": environment(torch.device("cpu"))}

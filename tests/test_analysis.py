@@ -160,6 +160,7 @@ def _run_analysis(synthetic, checkpoints, out, monkeypatch, capsys, *extra):
     return saved, payload, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_analyze_features_draws_one_panel_per_model_and_writes_every_number(synthetic, checkpoints, tmp_path,
                                                                             monkeypatch, capsys):
     out = tmp_path / "features"
@@ -197,6 +198,7 @@ def test_analyze_features_draws_one_panel_per_model_and_writes_every_number(synt
     assert len(rows) - 1 == 2 * 2 * n_points  # two models, two embeddings
 
 
+@pytest.mark.slow
 def test_plot_classes_restrict_the_scatter_not_the_numbers(synthetic, checkpoints, tmp_path, monkeypatch, capsys):
     saved, payload, _ = _run_analysis(synthetic, checkpoints, tmp_path / "f", monkeypatch, capsys,
                                       "--method", "pca", "--classes", "road,building,car,sky",

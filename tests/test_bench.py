@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 from pathlib import Path
@@ -13,12 +12,10 @@ import torch
 
 import ftadapt.bench.gpu as gpu
 from ftadapt.bench import gpu_ensemble, gpu_runtime
-from ftadapt.bench.investigations.loader_speed import measure_loading
 from ftadapt.bench.train_step import BENCH_DEFAULTS, bench_train_step
 from ftadapt.cli import main
 from ftadapt.config import build_config
 from ftadapt.errors import UsageError
-from ftadapt.machine import loader_workers
 from ftadapt.training.step import TrainStep
 
 
@@ -83,20 +80,6 @@ def test_train_step_bench_takes_everything_from_the_config_and_refuses_what_it_c
         bench_train_step(_cfg(device="cpu", **{"data.batch_size": 2}))
 
 
-def test_loader_speed_times_both_domains_at_the_real_file_sizes_and_sizes_the_worker_count():
-    report = measure_loading(samples=2, steps_per_s=1000.0, frames=1)
-    src, tgt = report["domains"]["source"], report["domains"]["target"]
-    assert (src["raw_size"], src["size"], tgt["raw_size"], tgt["size"]) == ([1914, 1052], [1280, 720],
-                                                                          [2048, 1024], [1024, 512])
-    for domain in (src, tgt):
-        assert domain["ms_per_sample"] > 1  # decoding a megapixel PNG costs milliseconds
-        assert domain["workers_needed"] == math.ceil(1000.0 * domain["ms_per_sample"] / 1000.0)
-    # 1000 steps/s is beyond any default: the report says so
-    assert report["workers_needed_per_domain"] == max(src["workers_needed"], tgt["workers_needed"])
-    assert report["default_num_workers"] == loader_workers() and report["default_suffices"] is False  # sized here
-    assert torch.get_num_threads() == report["machine"]["torch_threads"]  # restored after the one-thread timing
-
-
 def test_cli_prints_json_takes_config_keys_and_refuses_bad_input(tmp_path, capsys, monkeypatch):
     main(["bench", "train-step", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
           "--method", "norm-only", "--set", "speed.channels_last=true", "--set", "data.num_workers=0",
@@ -140,6 +123,7 @@ def test_gpu_script_records_failures_and_skips_what_does_not_fit(tmp_path, monke
     assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["errors"].keys() == {"train_b"}
 
 
+@pytest.mark.slow
 def test_gpu_script_quick_mode_on_the_cpu(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(gpu_runtime, "measure_runtime_gpu", lambda **kw: seen.update(kw) or {"results": {}})
@@ -220,12 +204,20 @@ def test_gpu_summary_judges_the_target_on_the_fastest_bf16_mode():
     assert "meets_target" not in gpu._summary({**report, "mode": "tiny"})
 
 
-def test_gpu_script_without_a_gpu_says_so(tmp_path, monkeypatch):
+def test_gpu_script_without_a_gpu_says_so_and_fails(tmp_path, monkeypatch, capsys):
+    """The default device (auto) means the GPU: without one nothing is measured, the report says so and the command
+    exits 1 — never a CPU run that reads like a GPU check."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    report = gpu.run_all(tmp_path, device="cuda")
-    assert report["error"].startswith("device cuda asked for, but this machine has no CUDA device")
-    assert report["error"].endswith("; nothing measured")
-    assert json.loads((tmp_path / gpu.RESULT_FILE).read_text())["error"] == report["error"]
+    for device in ("cuda", "auto"):
+        report = gpu.run_all(tmp_path / device, device=device)
+        assert report["error"].startswith("device cuda asked for, but this machine has no CUDA device"), device
+        assert report["error"].endswith("; nothing measured")
+        assert json.loads((tmp_path / device / gpu.RESULT_FILE).read_text())["error"] == report["error"]
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "gpu", "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "error: the GPU check did not run: device cuda asked for" in err
+    assert "results" not in json.loads((tmp_path / "cli" / gpu.RESULT_FILE).read_text())
 
 
 def test_the_deployment_check_fails_when_onnxruntime_runs_a_gpu_session_on_the_cpu(tmp_path, monkeypatch):

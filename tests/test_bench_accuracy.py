@@ -263,6 +263,7 @@ def test_verdicts_and_the_reference_without_pytorch():
     assert verdict["passed_backends"] == ["onnxruntime"] and verdict["reference"] == "pytorch"
 
 
+@pytest.mark.slow
 def test_the_readme_recipe_runs_on_the_synthetic_data(synthetic, tmp_path, monkeypatch):
     """The README's Cityscapes-val recipe, command by command, on the synthetic set with two tiny members named as
     the recipe names them; what the test adds makes it fit a CPU (later options win)."""

@@ -67,6 +67,7 @@ def test_round_trip_per_release(tmp_path, kind, heads, aspp):
                                   "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
 
 
+@pytest.mark.slow
 def test_r101_maxsquare_release_converts_strictly(tmp_path):
     with torch.device("meta"):  # no random initialisation of 44.6 M weights: each tensor holds its own index
         model = deeplab_v2(101, heads="multi", aspp="reduced")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ftadapt.demo import DemoSettings, run_demo
 from ftadapt.demo.state import DemoState, DemoStopped, stop_on_signals
 from ftadapt.errors import UsageError
 
@@ -75,16 +76,16 @@ def test_sigterm_stops_the_block_as_ctrl_c_does(tmp_path):
 
 # The demo on a small synthetic set: 6 source, 4 + 3 target images, 160×96 and 128×64, every step logged; through
 # the command line, whose settings are the defaults but for these.
-DRIVER = """
+SMALL = {"n_source": 6, "n_target_train": 4, "n_target_val": 3, "source_size": (160, 96), "target_size": (128, 64),
+         "log_every": 1, "analysis_points": 10}
+DRIVER = f"""
 import functools, sys
 import ftadapt.commands.demo as command
-command.DemoSettings = functools.partial(command.DemoSettings, n_source=6, n_target_train=4, n_target_val=3,
-                                         source_size=(160, 96), target_size=(128, 64), log_every=1,
-                                         analysis_points=10)
+command.DemoSettings = functools.partial(command.DemoSettings, **{SMALL!r})
 from ftadapt.cli import main
 main(["demo", "--out", sys.argv[1], "--steps", sys.argv[2]])
 """
-STEPS = 30
+STEPS = 16
 
 
 def _demo(out: Path) -> subprocess.Popen:
@@ -104,15 +105,15 @@ def _wait_for_steps(metrics: Path, proc: subprocess.Popen, steps: int, timeout: 
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_whole_demo_and_a_rerun_resumes_it_to_the_report(tmp_path):
+def test_sigterm_stops_the_whole_demo_and_a_rerun_resumes_it_to_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
     proc = _demo(out)
     _wait_for_steps(out / "runs" / "norm-only" / "metrics.jsonl", proc, 3)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stdout + stderr
-    found = re.search(r"demo stopped during '2\. train.*: SIGTERM stopped the norm-only run after step (\d+) of 30",
-                      stderr)
+    found = re.search(r"demo stopped during '2\. train.*: SIGTERM stopped the norm-only run after step "
+                      rf"(\d+) of {STEPS}", stderr)
     assert found, stderr
     stopped_at = int(found.group(1))
     assert 3 <= stopped_at < STEPS
@@ -143,6 +144,6 @@ def test_sigterm_stops_the_whole_demo_and_a_rerun_resumes_it_to_the_report(tmp_p
     assert not re.search(r"\b(nan|None)\b", report)
 
     moved = out.rename(tmp_path / "moved")  # the demo folder records its paths relative to itself
-    proc = _demo(moved)  # everything finished: all reused
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and stdout.count("(finished in an earlier run: reused)") == 7, stdout + stderr
+    capsys.readouterr()
+    run_demo(moved, DemoSettings(steps=STEPS, **SMALL))  # everything finished: all reused
+    assert capsys.readouterr().out.count("(finished in an earlier run: reused)") == 7

@@ -131,6 +131,7 @@ def two_ranks(synthetic, tmp_path_factory):
     return tmp, initial, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_the_same_trained_weights_and_only_rank_0_writes(two_ranks):
     tmp, initial, (r0, r1) = two_ranks
     for key in initial:
@@ -145,6 +146,7 @@ def test_both_ranks_end_with_the_same_trained_weights_and_only_rank_0_writes(two
     assert [r["step"] for r in read_metrics(tmp / "straight")] == [1, 2]  # one writer
 
 
+@pytest.mark.slow
 def test_gradients_are_the_mean_over_ranks_all_reduced_once_per_step(two_ranks):
     _, _, (r0, r1) = two_ranks
     for name in ("G", "D"):
@@ -159,6 +161,7 @@ def test_gradients_are_the_mean_over_ranks_all_reduced_once_per_step(two_ranks):
         assert set(events[2:-1]) == {"all-reduce"}, events
 
 
+@pytest.mark.slow
 def test_a_distributed_resume_continues_bit_for_bit(two_ranks, synthetic):
     tmp, _, (r0, r1) = two_ranks
     for rank in (r0, r1):
@@ -216,6 +219,7 @@ def test_every_cuda_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
         DistEnv(rank=2, world_size=3, local_rank=2).device("cuda")  # a rank past the machine's GPUs
 
 
+@pytest.mark.slow
 def test_loader_workers_survive_a_sigterm_to_the_process_group(synthetic, tmp_path):
     """Schedulers and torchrun signal every process of the group; the workers must keep serving until the loop has
     finished its step and written its checkpoint."""

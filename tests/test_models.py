@@ -290,6 +290,7 @@ def test_discriminator_is_leaky_convs_then_logits():
         assert torch.allclose(d(x), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_import_ftadapt_stays_torch_free_and_load_model_is_lazy():
     code = ("import sys, ftadapt; assert 'torch' not in sys.modules, 'torch imported'; "
             "from ftadapt.checkpoint import load_model; assert ftadapt.load_model is load_model; print('ok')")

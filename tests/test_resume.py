@@ -100,6 +100,7 @@ def test_a_signal_finishes_the_step_and_writes_a_checkpoint(synthetic, tmp_path,
     assert load_checkpoint(result.checkpoint, with_train_state=True).train_state["step"] == 2
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_cli_run_exits_cleanly_with_a_checkpoint(synthetic, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ftadapt.cli", "train", "source-only", "--source", f"gta5:{synthetic.gta5_root}",

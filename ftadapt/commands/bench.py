@@ -214,7 +214,7 @@ def latency(models, random_models, precisions, out, json_out, overwrite, **optio
               help="Folder for gpu_bench.json [$OUT or ./gpu-results].")
 @click.option("--budget-s", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Wall-clock budget of the whole run.")
-@click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N, or cpu (a structural dry run).")
+@device_option("; auto needs a GPU here, cpu is a structural dry run that measures nothing of a GPU")
 @click.option("--tiny", is_flag=True, help="The tiny model at tiny sizes (a quick check).")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Also time torch.compile with and without CUDA graphs (minutes of compilation).")
@@ -222,14 +222,16 @@ def latency(models, random_models, precisions, out, json_out, overwrite, **optio
 @click.option("--skip", multiple=True, metavar="ITEM[,ITEM]", help="Items to leave out (repeatable).")
 @overwrite_option("OUT/gpu_bench.json of an earlier run")
 def gpu(out, budget_s, device, tiny, compile_model, only, skip, overwrite) -> None:
-    """The GPU check: every item that fits in the budget, one JSON file (see ftadapt.bench.gpu)."""
+    """The GPU check: every item that fits in the budget, one JSON file (see ftadapt.bench.gpu). Exit 1 when it
+    measured nothing (no GPU)."""
     from ftadapt.bench.gpu import RESULT_FILE, run_all
+    from ftadapt.errors import FtadaptError
 
     out = out or Path(os.environ.get("OUT") or "gpu-results")
     only, skip = ([item for words in given for item in words.split(",") if item] for given in (only, skip))
     report = run_all(out, budget_s=budget_s, device=device, tiny=tiny, compile_model=compile_model, skip=tuple(skip),
                      only=tuple(only), overwrite=overwrite)
     emit(report.get("summary", report), None, always=True)
-    if "error" in report:
-        click.echo(f"[gpu-bench] {report['error']}", err=True)
     click.echo(f"[gpu-bench] wrote {out / RESULT_FILE}", err=True)
+    if "error" in report:
+        raise FtadaptError(f"the GPU check did not run: {report['error']}")

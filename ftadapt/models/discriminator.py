@@ -9,7 +9,9 @@ class FCDiscriminator(nn.Module):
 
     Reads the softmax of full-resolution segmentation logits and returns raw domain logits (no sigmoid) at 1/32 of the
     input size: 512×1024 → 16×32, 720×1280 → 22×40. Key names ``conv1``…``conv4``, ``classifier`` are the official
-    ones; default PyTorch init, as in the reference.
+    ones; default PyTorch init, as in the reference. The trainer makes it as wide as G (``ndf`` = G's ``width``): the
+    reference's 64 for the real ResNets, 8 for the tiny test and demo model, whose D would otherwise cost several
+    times its G.
     """
 
     def __init__(self, num_classes: int = 19, ndf: int = 64) -> None:

@@ -37,7 +37,8 @@ def build_train_step(cfg: TrainConfig, *, dist_env: DistEnv = SINGLE, load_init:
 
     Refuses speed options the device and process group cannot run, before any work. Then seeds every RNG with
     ``cfg.seed`` (the same config builds the same initial weights) and creates the method, G (``cfg.model`` from the
-    registry), D when the method uses one (with G's number of classes), loads ``cfg.init`` into G when it is given and
+    registry), D when the method uses one (G's number of classes; as wide as G: ``ndf`` = G's ``width``, 64 for the
+    real ResNets as in the reference, 8 for the tiny model), loads ``cfg.init`` into G when it is given and
     ``load_init`` is set (fresh runs: a resume restores its checkpoint instead), and returns the :class:`TrainStep`.
     """
     device = dist_env.device(cfg.device)
@@ -50,7 +51,7 @@ def build_train_step(cfg: TrainConfig, *, dist_env: DistEnv = SINGLE, load_init:
     seed_everything(cfg.seed)
     model = create_model(cfg.model, freeze_bn_affine=cfg.freeze_bn_affine)
     method.check_model(model.config.heads)
-    disc = FCDiscriminator(model.config.num_classes) if method.uses_discriminator else None
+    disc = FCDiscriminator(model.config.num_classes, ndf=model.config.width) if method.uses_discriminator else None
     init_report = load_init_weights(model, init) if init is not None else None
     return TrainStep(cfg, method, model, disc, device, dist_env=dist_env, init_report=init_report)
 
