@@ -116,7 +116,7 @@ def _cli_error(capsys, *argv) -> tuple[int, str]:
     return exc.value.code, capsys.readouterr().err
 
 
-def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, capsys):
+def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, capsys, monkeypatch):
     path, _ = checkpoint
     data = f"cityscapes:{synthetic.cityscapes_root}"
     not_ckpt = tmp_path / "not_a_checkpoint"
@@ -141,6 +141,13 @@ def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, c
     for args, code, message in cases:
         got, err = _cli_error(capsys, *args, "--device", "cpu", "--size", "64x32")
         assert (got, message in err, "Traceback" in err) == (code, True, False), (args, err)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a sound model.pt on a machine without CUDA
+    for device in ("cuda", "cuda:1", "1"):
+        got, err = _cli_error(capsys, "--checkpoint", str(path), "--data", data, "--device", device)
+        assert got == 2 and "asked for, but this machine has no CUDA device" in err and "--device cpu" in err, err
+        assert "corrupt" not in err and "Traceback" not in err
+    got, err = _cli_error(capsys, "--checkpoint", str(path), "--data", data, "--device", "gpu")
+    assert got == 2 and "device 'gpu': expected auto, cpu, cuda or cuda:N" in err
     with pytest.raises(CheckpointError, match="no checkpoint folder"):
         evaluate_checkpoint(tmp_path / "absent", synthetic.cityscapes_root)
     with pytest.raises(UsageError, match="protocol 'cityscapes'"):
