@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ftadapt.demo import DemoSettings, run_demo
+from ftadapt.demo.run import run_demo
+from ftadapt.demo.settings import DemoSettings
 from ftadapt.demo.state import DemoState, DemoStopped, stop_on_signals
 from ftadapt.errors import UsageError
 

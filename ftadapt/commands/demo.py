@@ -23,7 +23,8 @@ def demo(out_dir: Path, seed: int, steps: int, overwrite: bool) -> None:
 
     Ctrl-C or SIGTERM stops the whole demo; running it again reuses what finished and resumes the rest.
     """
-    from ftadapt.demo import DemoStopped, run_demo
+    from ftadapt.demo.run import run_demo
+    from ftadapt.demo.state import DemoStopped
 
     try:
         run_demo(out_dir, DemoSettings(seed=seed, steps=steps), overwrite=overwrite)

@@ -13,10 +13,6 @@ backends (the parity gate, per-class deltas, ``bench-accuracy/`` with its own re
 the paper's Table 1 (``ftadapt report``); (7) ``report.md`` with all of it.
 
 The package: ``settings`` (what runs), ``state`` (the resumable folder, stopping as a whole), ``stages`` (1–4, 6),
-``figures`` (5), ``report`` (7), ``run`` (``run_demo``, the stages in order).
+``figures`` (5), ``report`` (7), ``run`` (``run_demo``, the stages in order). Nothing is imported here, so that
+``ftadapt --help`` (which reads the demo's settings) loads no stage.
 """
-from ftadapt.demo.run import run_demo
-from ftadapt.demo.settings import DemoSettings
-from ftadapt.demo.state import DemoStopped
-
-__all__ = ["run_demo", "DemoSettings", "DemoStopped"]
