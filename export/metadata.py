@@ -20,7 +20,7 @@ from ftadapt.errors import UsageError
 from ftadapt.fsutil import atomic_path
 from ftadapt.labels import CLASS_NAMES, NUM_CLASSES, PALETTE
 from ftadapt.protocol import IMG_MEAN_BGR
-from ftadapt.runtime.onnx_file import TensorSpec, read_model_file
+from ftadapt.runtime.onnx_file import ModelFile, TensorSpec, not_onnx, read_model_file
 from ftadapt.version import __version__
 
 if TYPE_CHECKING:
@@ -55,12 +55,17 @@ def artifact_info(graph: SegmentationGraph, *, precision: str, opset: int) -> Ar
         ensemble={"fusion": ensemble.fusion, "flip": ensemble.flip})
 
 
-def _load_header(path: Path) -> onnx.ModelProto:
-    """The model without its external weight data (cheap even for GB-sized ensembles); the runtime's reader has
-    already told a missing or non-ONNX file apart."""
+def _load_header(model: ModelFile) -> onnx.ModelProto:
+    """The model without its external weight data (cheap even for GB-sized ensembles). It takes what the runtime's
+    reader returned, so a missing or non-ONNX file and external-data paths that leave the model's folder were refused
+    before ``onnx`` sees the file. The reader skips node bodies, so damage inside one is found here."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    return onnx.load(str(path), load_external_data=False)
+    try:
+        return onnx.load(str(model.path), load_external_data=False)
+    except DecodeError as exc:
+        raise not_onnx(model.path, f"onnx cannot parse it: {exc}") from None
 
 
 def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
@@ -71,8 +76,7 @@ def write_props(path: str | os.PathLike, info: ArtifactInfo) -> None:
     import onnx
 
     path = Path(path)
-    read_model_file(path)  # UsageError / ArtifactError for a missing or non-ONNX file
-    model = _load_header(path)
+    model = _load_header(read_model_file(path))
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith("ftadapt.")}
     props.update(info.to_props())
     onnx.helper.set_model_props(model, props)
@@ -117,23 +121,34 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.dims)}
 
 
+def _graph_types(model: ModelFile) -> tuple[dict[str, Any] | None, str]:
+    """``graph_types`` and ``graph_precision`` of the file, or (None, why they are unknown): ``onnx`` is not
+    installed, or its shape inference refuses the graph (the runtimes then say more when they load it)."""
+    try:
+        import onnx
+    except ImportError:
+        return None, NO_ONNX
+    try:
+        types = graph_types(_load_header(model))
+    except onnx.shape_inference.InferenceError as exc:
+        return None, f"unknown (onnx cannot infer the graph's types: {' '.join(str(exc).split())})"
+    return types, graph_precision(types)
+
+
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """What ``ftadapt inspect`` reports: files and sizes (missing data files named), opset, inputs, outputs, graph
     types and precision (``NO_ONNX`` without the ``onnx`` package), and the ftadapt metadata (``metadata_error``
     says why it could not be read, if so)."""
     path = Path(path)
     model = read_model_file(path)
-    try:
-        types: dict[str, Any] | None = graph_types(_load_header(path))
-    except ImportError:
-        types = None
+    types, precision = _graph_types(model)
     out: dict[str, Any] = {
         "path": str(path), "files": [str(path), *map(str, model.data_files)],
         "missing_files": [str(p) for p in model.missing_files], "size_bytes": model.size_bytes,
         "opset": model.opset, "ir_version": model.ir_version, "producer": model.producer,
         "inputs": [_tensor(t) for t in model.inputs], "outputs": [_tensor(t) for t in model.outputs],
-        "nodes": model.nodes, "graph_types": types, "graph_precision": NO_ONNX if types is None else
-        graph_precision(types), "metadata": None, "metadata_error": None,
+        "nodes": model.nodes, "graph_types": types, "graph_precision": precision, "metadata": None,
+        "metadata_error": None,
         "other_metadata": {k: v for k, v in model.metadata.items() if not k.startswith("ftadapt.")},
     }
     try:

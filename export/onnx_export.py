@@ -35,6 +35,11 @@ from ftadapt.protocol import CITYSCAPES_SIZE
 from ftadapt.runtime.onnx_file import read_model_file
 
 DEFAULT_OPSET = 20
+# The opsets torch's dynamo exporter really writes: its op library is opset 18 and onnxscript's version converter goes
+# from 18 up to 25 (SUPPORTED_MIN/MAX_ONNX_OPSET); TensorRT 11.5 parses up to 25 (docs/deploy.md §3). Outside the range
+# torch logs a traceback and quietly writes opset 18, while the metadata would claim the opset asked for.
+# `ftadapt export --opset` takes the same range.
+OPSETS = range(18, 26)
 EXTERNAL_DATA_BYTES = 1536 * 2**20
 MAX_DIM = 16384
 FLOAT32 = 1  # onnx.TensorProto.FLOAT
@@ -134,6 +139,9 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
     Raises VerificationError (after writing the marked file) when verification fails. An existing ``out`` is replaced
     only with ``overwrite`` (see the module docstring).
     """
+    if opset not in OPSETS:
+        raise UsageError(f"opset {opset} is not supported: the exporter writes ONNX opsets {OPSETS[0]} to "
+                         f"{OPSETS[-1]}; pass one of them (default {DEFAULT_OPSET})")
     out = Path(out)
     stale = _check_out(out, ensemble, overwrite)
     reference = build_graph(ensemble, working_size=working_size)
@@ -169,4 +177,4 @@ def export_onnx(ensemble: Ensemble, out: str | os.PathLike, *, precision: str = 
     return result
 
 
-__all__ = ["export_onnx", "cast_image_first", "ExportResult", "VerificationError", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "cast_image_first", "ExportResult", "VerificationError", "DEFAULT_OPSET", "OPSETS"]

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ftadapt.data.synthetic import synthesize
 from ftadapt.export.onnx_graph import SegmentationGraph
+from ftadapt.runtime.onnx_file import ModelFile, read_model_file
 from ftadapt.tolerances import tolerance_for
 
 TIE_EPS = 1e-6  # reference probabilities this close are a tie: either label is the argmax
@@ -109,8 +110,12 @@ def image_input_problems(model: onnx.ModelProto) -> list[str]:
     return [f"'image' is read by {shown}; TensorRT needs exactly one reader, a Cast to float32"]
 
 
-def _session(path: Path) -> tuple[Any, str, Path | None]:
-    """An ORT CPU session that outputs the fused probabilities, its probs output name, and any file to delete."""
+def _session(checked: ModelFile) -> tuple[Any, str, Path | None]:
+    """An ORT CPU session that outputs the fused probabilities, its probs output name, and any file to delete.
+
+    It takes what :func:`~ftadapt.runtime.onnx_file.read_model_file` returned: ONNX Runtime then opens only external
+    data that the reader checked to lie beside the file."""
+    path = checked.path
     model = onnx.load(str(path), load_external_data=False)
     outputs = [o.name for o in model.graph.output]
     if "probs" in outputs:
@@ -129,8 +134,12 @@ def _session(path: Path) -> tuple[Any, str, Path | None]:
 
 def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precision: str,
                 batches: list[np.ndarray], progress: bool = True) -> Verification:
-    """Check the ONNX file at ``path`` against ``reference`` (the FP32 module) on ``batches`` (uint8 N×H×W×3 each)."""
-    path, t0, tolerance = Path(path), time.perf_counter(), tolerance_for(precision)
+    """Check the ONNX file at ``path`` against ``reference`` (the FP32 module) on ``batches`` (uint8 N×H×W×3 each).
+
+    The file is read through :func:`~ftadapt.runtime.onnx_file.read_model_file` first (ArtifactError for a damaged
+    file or external data outside its folder), so neither the checker nor ONNX Runtime opens anything else."""
+    checked, t0, tolerance = read_model_file(path), time.perf_counter(), tolerance_for(precision)
+    path = checked.path
     sizes = [(b.shape[2], b.shape[1]) for b in batches]
     frames = sum(len(b) for b in batches)
 
@@ -143,7 +152,7 @@ def verify_onnx(path: str | os.PathLike, reference: SegmentationGraph, *, precis
     except Exception as exc:  # ValidationError, InferenceError
         return result("failed", f"{type(exc).__name__}: {exc}", ["onnx.checker rejected the file"])
     reasons = image_input_problems(onnx.load(str(path), load_external_data=False))
-    session, probs_name, extra = _session(path)
+    session, probs_name, extra = _session(checked)
     diffs, same, ties, total = [], 0, 0, 0
     try:
         for batch in tqdm(batches, desc=f"verify {precision}", unit="batch", disable=not progress):

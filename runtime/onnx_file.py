@@ -8,6 +8,12 @@ facts here. ONNX is protobuf, so this module walks the wire format directly: len
 numbers are those of ``onnx.proto`` (ModelProto, GraphProto, TensorProto, …).
 
 It imports only the artifact schema and the project errors, so the export (which ranks below the runtime) may use it.
+
+It is also the one gate on external data (:func:`external_data_path`): every tensor whose bytes live in another file
+must name a file inside the model's folder. ONNX Runtime, the TensorRT parser, ``onnx`` and the engine-cache hash all
+open those files by the ``location`` the .onnx file itself states, so a downloaded model could otherwise make them
+read (or hash) any file on the machine; everything in ftadapt that opens a model reads it through
+:func:`read_model_file` first and opens only the path it returns.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 from ftadapt.artifact import ArtifactError, ArtifactInfo
@@ -43,7 +49,8 @@ class ModelFile:
     """What an ONNX file holds, as far as ftadapt reads it.
 
     ``metadata`` is every ``metadata_props`` entry (``info`` parses ftadapt's); ``data_files`` are the external-data
-    files the graph references, present or not (``missing_files``; ``require_data_files`` before running it);
+    files the model references, present or not (``missing_files``; ``require_data_files`` before running it), each
+    checked by :func:`external_data_path` to lie inside the model's folder;
     ``opset`` is the default-domain opset, ``nodes`` the number of nodes of the main graph.
     """
 
@@ -80,8 +87,9 @@ class ModelFile:
                                 "copy the data file together with the .onnx file")
 
     def sha256(self) -> str:
-        """One digest of the bytes of the .onnx file and every external-data file (in name order; names and
-        locations are inside the .onnx bytes), for the engine-cache key. A renamed copy keeps its digest."""
+        """One digest of the bytes of the .onnx file and every external-data file (in path order; names and
+        locations are inside the .onnx bytes), for the engine-cache key. A renamed copy keeps its digest. The data
+        files are those :func:`read_model_file` checked: nothing outside the model's folder is read."""
         self.require_data_files()
         digest = hashlib.sha256()
         for path in (self.path, *self.data_files):
@@ -92,6 +100,13 @@ class ModelFile:
         return digest.hexdigest()
 
 
+def not_onnx(path: str | os.PathLike, why: str) -> ArtifactError:
+    """The error for a file that is not a valid ONNX model, ``why`` saying what is wrong with its bytes (this reader's
+    or ``onnx``'s finding: both see damaged, truncated and foreign files)."""
+    return ArtifactError(f"{path} is not a valid ONNX file ({why}): it is damaged, truncated or another kind of file; "
+                         "copy it again or re-export it with `ftadapt export`")
+
+
 class _Reader:
     """Protobuf fields of one message, read from a seekable file between two offsets."""
 
@@ -99,7 +114,7 @@ class _Reader:
         self.f, self.source = f, source
 
     def bad(self, why: str) -> ArtifactError:
-        return ArtifactError(f"{self.source} is not a valid ONNX file ({why}); re-export it with `ftadapt export`")
+        return not_onnx(self.source, why)
 
     def _varint(self) -> int:
         value, shift = 0, 0
@@ -167,15 +182,80 @@ def _tensor_spec(r: _Reader, start: int, end: int) -> TensorSpec:
     return TensorSpec(name, dtype, dims)
 
 
-def _external_locations(r: _Reader, initializers: list[tuple[int, int]]) -> list[str]:
-    """The ``location`` of every initializer (TensorProto) stored as external data."""
-    found = []
-    for t_start, t_end in initializers:
-        if r.varints(t_start, t_end).get(14) != _EXTERNAL:  # data_location
+# Where TensorProtos hide in a model, as (message kind → {field number: kind of the child message}) over onnx.proto:
+# graphs hold initializers, sparse initializers and nodes; node attributes hold tensors and subgraphs (If, Loop, Scan
+# bodies); sparse tensors hold two tensors; functions and training-info graphs hold nodes and graphs of their own.
+_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training_info", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse_tensor"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse_tensor", 23: "sparse_tensor"},
+    "sparse_tensor": {1: "tensor", 2: "tensor"},
+    "function": {7: "node"},
+    "training_info": {1: "graph", 2: "graph"},
+}
+
+
+def _external_tensors(r: _Reader, size: int) -> list[tuple[str, list[str]]]:
+    """(name, ``location`` values) of every TensorProto stored as external data anywhere in the model at [0, size):
+    initializers, sparse initializers, node-attribute tensors (Constant values), the same inside subgraphs, functions
+    and training graphs — every tensor a runtime may load from a file, not only the main graph's initializers.
+
+    A tensor counts as external when its ``data_location`` (14) is EXTERNAL, as ONNX, ONNX Runtime and TensorRT
+    decide; its ``external_data`` (13) entries are key (1) / value (2) pairs. Only the small messages are visited:
+    raw weights are skipped by offset.
+    """
+    found, stack = [], [("model", 0, size)]
+    while stack:
+        kind, start, end = stack.pop()
+        if kind == "tensor":
+            fields = list(r.fields(start, end))
+            if any(n == 14 and w == _VARINT and v == _EXTERNAL for n, w, v, _ in fields):
+                entries = [r.strings(v, v + s) for n, w, v, s in fields if n == 13 and w == _LEN]
+                name = next((r.text(v, s) for n, w, v, s in fields if n == 8 and w == _LEN), "")
+                found.append((name, [e.get(2, "") for e in entries if e.get(1) == "location"]))
             continue
-        entries = [r.strings(s, e) for s, e in r.children(t_start, t_end, 13)]  # external_data entries
-        found += [e.get(2, "") for e in entries if e.get(1) == "location"]
+        children = _CHILDREN[kind]
+        inner = [(children[n], v, v + s) for n, w, v, s in r.fields(start, end) if w == _LEN and n in children]
+        stack += reversed(inner)  # popped in file order, so an error names the first offending tensor
     return found
+
+
+def external_data_path(model_path: Path, tensor: str, locations: list[str]) -> Path:
+    """The file that holds the external data of ``tensor`` of the model at ``model_path`` (already resolved), given
+    the ``location`` entries the tensor states; ArtifactError naming the tensor, the location and the fix unless it is
+    exactly one relative location that resolves — after ``..`` and symbolic links — to a file inside the model's
+    folder.
+
+    This is the one check of external-data paths (see the module docstring): an absolute location, ``..`` out of the
+    folder or a link that leaves it would make ONNX Runtime, TensorRT or the engine-cache hash read a file the model
+    has no business with (``../../../../etc/passwd``). The file itself need not exist yet (``missing_files``).
+    """
+    folder = model_path.parent
+    where = f"{model_path}: tensor {tensor!r}"
+    fix = (f"re-export the model with `ftadapt export`, which writes its data file beside the .onnx file, or put "
+           f"the data file itself (not a link to it) into {folder} and set the tensor's location to its bare file name")
+    if len(locations) != 1:
+        stated = "no location" if not locations else f"{len(locations)} locations {locations}"
+        raise ArtifactError(f"{where} is stored as external data but states {stated}; {fix}")
+    location = locations[0]
+    if not location.strip() or "\x00" in location:
+        raise ArtifactError(f"{where} is stored as external data at the empty or invalid location {location!r}; {fix}")
+    if PurePosixPath(location).is_absolute() or PureWindowsPath(location).anchor:
+        raise ArtifactError(f"{where} keeps its data at the absolute path {location!r}; ftadapt reads external data "
+                            f"only from files inside the model's folder; {fix}")
+    try:
+        target = (folder / location).resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        raise ArtifactError(f"{where} keeps its data at {location!r}, which cannot be resolved ({exc}); "
+                            f"{fix}") from None
+    if target == folder or not target.is_relative_to(folder):
+        lexical = Path(os.path.normpath(folder / location))
+        how = " through a symbolic link" if lexical != folder and lexical.is_relative_to(folder) else ""
+        raise ArtifactError(f"{where} keeps its data at {location!r}, which resolves{how} to {target}, outside the "
+                            f"model's folder {folder}; ftadapt reads external data only from files inside that folder; "
+                            f"{fix}")
+    return target
 
 
 def _by_field(r: _Reader, start: int, end: int) -> dict[int, list[tuple[int, int]]]:
@@ -220,16 +300,21 @@ def input_readers(path: str | os.PathLike, name: str) -> list[tuple[str, str]]:
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Metadata, graph inputs/outputs, external-data files and header facts of the ONNX model at ``path``.
 
-    Raises UsageError when the path is not a file and ArtifactError when it is not ONNX. Missing external-data files
-    are listed, not refused (``ModelFile.require_data_files``), so that ``ftadapt inspect`` can name them.
+    Raises UsageError when the path is not a file and ArtifactError when it is not ONNX (empty, damaged, truncated or
+    another kind of file) or when an external-data location leaves the model's folder (:func:`external_data_path`):
+    then no data file has been opened. Missing external-data files are listed, not refused
+    (``ModelFile.require_data_files``), so that ``ftadapt inspect`` can name them.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no ONNX model at {path}" + (" (it is a folder; give the .onnx file)" if path.is_dir()
                                                        else "; give the .onnx file `ftadapt export` wrote"))
+    size = path.stat().st_size
+    if size == 0:
+        raise ArtifactError(f"{path} is empty (0 bytes): not an ONNX file; copy it again or re-export it with "
+                            "`ftadapt export`")
     with open(path, "rb") as f:
         r = _Reader(f, str(path))
-        size = path.stat().st_size
         top = _by_field(r, 0, size)
         if not top.get(7):
             raise r.bad("it has no graph")
@@ -239,11 +324,14 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         graph = _by_field(r, *top[7][0])
         inputs = tuple(_tensor_spec(r, s, e) for s, e in graph.get(11, []))
         outputs = tuple(_tensor_spec(r, s, e) for s, e in graph.get(12, []))
-        locations = sorted(set(_external_locations(r, graph.get(5, []))))
         opset = _opset(r, top.get(8, []))
-    return ModelFile(path=path.resolve(), metadata=metadata, inputs=inputs, outputs=outputs,
-                     data_files=tuple((path.parent / location).resolve() for location in locations), opset=opset,
-                     ir_version=header.get(1), producer=producer, nodes=len(graph.get(1, [])))
+        if header.get(1) is None or opset is None:  # every ONNX model states both; a cut file or other bytes may not
+            raise r.bad("it states no IR version or no ONNX opset: truncated, or another kind of file")
+        external = _external_tensors(r, size)
+    resolved = path.resolve()  # what the runtimes open, so data paths are checked against the folder they will use
+    data_files = sorted({external_data_path(resolved, name, locations) for name, locations in external})
+    return ModelFile(path=resolved, metadata=metadata, inputs=inputs, outputs=outputs, data_files=tuple(data_files),
+                     opset=opset, ir_version=header.get(1), producer=producer, nodes=len(graph.get(1, [])))
 
 
-__all__ = ["ModelFile", "TensorSpec", "input_readers", "read_model_file"]
+__all__ = ["ModelFile", "TensorSpec", "external_data_path", "input_readers", "not_onnx", "read_model_file"]

@@ -20,6 +20,7 @@ from ftadapt.config.presets import PRESETS
 from ftadapt.config.schema import TrainConfig
 from ftadapt.config.upgrade import CONFIG_VERSION, hashed_form, upgrade
 from ftadapt.errors import UsageError
+from ftadapt.textfile import read_text_file
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
-    text = path.read_text()
+    text = read_text_file(path, what="config file", fix="give a JSON or TOML file of config keys, such as the "
+                          "config.json that `ftadapt train` writes into its run folder")
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

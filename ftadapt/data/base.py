@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from ftadapt.data import transforms as T
 from ftadapt.errors import DatasetError, UsageError
 from ftadapt.imageio import read_rgb_pil
+from ftadapt.textfile import read_text_file
 
 SampleKey = int | tuple[int, int] | tuple[int, int, float]
 
@@ -99,10 +100,8 @@ def check_root(root: str | os.PathLike, marker: str, dataset: str, layout: str) 
 def read_list_file(path: str | os.PathLike) -> list[str]:
     """Entries of a list file: one relative path per line, blank lines skipped."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the list file ({exc.strerror or exc})") from None
+    lines = read_text_file(path, what="list file", fix="give a plain-text list file that names one image per line",
+                           error=DatasetError).splitlines()
     entries = [line.strip() for line in lines if line.strip()]
     if not entries:
         raise DatasetError(f"{path}: the list file is empty; it should name one image per line")

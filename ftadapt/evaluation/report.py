@@ -20,6 +20,7 @@ from typing import Any
 from ftadapt.errors import UsageError
 from ftadapt.evaluation.tables import Series, difference, per_class_table
 from ftadapt.labels import CLASS_NAMES
+from ftadapt.textfile import read_text_file
 
 # The paper's Table 1 (GTA5 → Cityscapes, DeepLab-v2 R101; AdaptSegNet's evaluation code except where noted), for
 # reference rows next to one's own: 19 IoUs then mIoU, in percent.
@@ -92,12 +93,14 @@ def read_results(path: str | Path, *, label: str | None = None) -> tuple[list[Se
     """The rows and notes of one results file; ``label`` names a file holding one result, or prefixes the names of
     a file holding several (without it: the file's stem, or the results' own names)."""
     path = Path(path)
+    if not path.exists():
+        raise UsageError(f"no results file {path}")
+    fix = "give the JSON file `ftadapt eval ... --json FILE` wrote"
+    text = read_text_file(path, what="JSON results file", fix=fix)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"no results file {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a JSON results file ({exc})") from None
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a JSON results file ({exc}); {fix}") from None
     found = list(_find(data, _is_result))
     if not found:
         raise UsageError(f"{path} holds no evaluation result (an object with miou and per_class_iou); write one "
