@@ -26,3 +26,29 @@ class CheckpointError(FtadaptError):
 class OutputError(UsageError):
     """An output a command may not write: it exists (and replacing was not asked for), it is a symbolic link, it lies
     inside an input, or inside a folder ftadapt writes only whole (see ``ftadapt.fsutil.check_target``)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned by the CLI into the same orderly unwinding as Ctrl-C (``ftadapt.cli.run_group``): a
+    ``KeyboardInterrupt`` subclass, so every cleanup that an interruption runs (atomic outputs, loader workers, a
+    training start removing what it wrote) runs for it too. CLI exit code 143 (128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+def portable(exc: FtadaptError) -> FtadaptError:
+    """``exc`` in a form that crosses a process boundary (pickle), for a loader worker handing it to the main process:
+    ``exc`` itself when it comes back as the same class with the same message, else a plain ``FtadaptError`` (a
+    ``UsageError`` for usage errors) with its message and exit code — a subclass whose ``__init__`` takes other
+    arguments, or that holds what cannot be pickled, would otherwise fail to arrive at all."""
+    import pickle
+
+    try:
+        back = pickle.loads(pickle.dumps(exc))
+        if type(back) is type(exc) and str(back) == str(exc):
+            return exc
+    except Exception:  # whatever pickling raises, the message still crosses
+        pass
+    carried = (UsageError if isinstance(exc, UsageError) else FtadaptError)(str(exc))
+    carried.exit_code = exc.exit_code
+    return carried

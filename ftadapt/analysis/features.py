@@ -151,9 +151,12 @@ def extract(models: Sequence[nn.Module], dataset, indices: Sequence[int], *, dom
             progress: bool = True) -> list[DomainFeatures]:
     """Read images ``indices`` of ``dataset`` (a labelled ``ftadapt.data`` dataset, no augmentation) once and reduce
     each model's layer4 features of them; one ``DomainFeatures`` per model, in order. Models run in eval mode on
-    their own device; ``workers`` decode images in background processes."""
-    from torch.utils.data import DataLoader, Subset
+    their own device; ``workers`` decode images in background processes (a corrupt image is one clean project error
+    from them too, and they stop however the reading ends: ``ftadapt.data.loader.loader_batches``)."""
+    from torch.utils.data import Subset
     from tqdm import tqdm
+
+    from ftadapt.data.loader import loader_batches, project_loader
 
     if not dataset.has_labels:
         raise DatasetError(f"{dataset!r} has no labels; the feature analysis needs labelled images")
@@ -161,12 +164,13 @@ def extract(models: Sequence[nn.Module], dataset, indices: Sequence[int], *, dom
         model.eval()
     out = [DomainFeatures.empty(m.config.feature_channels, classes, points=points, norms=norms, seed=seed,
                                 domain=domain) for m in models]
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=1, num_workers=workers)
-    for batch in tqdm(loader, desc=f"features ({domain})", unit="img", disable=not progress):
-        for model, reduced in zip(models, out):
-            device = next(model.parameters()).device
-            features = model(batch["image"].to(device)).features[0]
-            reduced.add(features, label_on_grid(batch["label"][0].to(device), tuple(features.shape[-2:])))
+    loader = project_loader(Subset(dataset, list(indices)), batch_size=1, num_workers=workers)
+    with loader_batches(loader) as batches:
+        for batch in tqdm(batches, total=len(loader), desc=f"features ({domain})", unit="img", disable=not progress):
+            for model, reduced in zip(models, out):
+                device = next(model.parameters()).device
+                features = model(batch["image"].to(device)).features[0]
+                reduced.add(features, label_on_grid(batch["label"][0].to(device), tuple(features.shape[-2:])))
     return out
 
 

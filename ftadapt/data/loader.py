@@ -9,19 +9,27 @@ mirror seed ``(seed, t, j)``. The dataset receives the keys ``(index, sample_see
 Data-parallel training (``ftadapt.training.distributed``): rank ``r`` of ``world_size`` processes takes the batches of
 stream positions ``t·world_size + r`` at step ``t``. The ranks split one process's batch stream round-robin —
 different batches on every rank, no repeats within an epoch across ranks — and a resume continues it.
+
+Loader workers (``project_loader``, ``loader_batches``, ``EndlessBatches``) hand a project error back as it was raised —
+torch would rebuild it around the worker's whole traceback — and are stopped explicitly when iteration ends, whatever
+ends it: they ignore SIGINT and SIGTERM (``_seed_worker``), so a worker left to the interpreter's exit would never end.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import default_collate as torch_collate
 
 from ftadapt.data.transforms import draw_scale
-from ftadapt.errors import UsageError
+from ftadapt.errors import FtadaptError, UsageError, portable
 
 # Domain tags that keep the seed streams of permutations, batch scales and sample mirrors apart.
 _PERMUTATION, _BATCH, _SAMPLE = 0, 1, 2
@@ -113,10 +121,103 @@ def _seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Carried:
+    """A project error raised in a loader worker, returned as a batch so that the main process re-raises it as it was.
+
+    Torch's own route (``ExceptionWrapper.reraise``) builds a new exception of the same class from a message holding
+    the worker's whole traceback, so the CLI's one-line ``error:`` became a traceback; and a class whose ``__init__``
+    takes other arguments becomes a RuntimeError. The worker's traceback is kept as a note (shown only in a traceback).
+    """
+
+    def __init__(self, exc: FtadaptError) -> None:
+        self.error = portable(exc)
+        self.trace = "".join(traceback.format_exception(exc)).rstrip()
+
+    def reraise(self) -> None:
+        error = self.error
+        error.add_note(f"raised in a data loader worker process:\n{self.trace}")
+        raise error
+
+
+class _CarryErrors(Dataset):
+    """``dataset`` whose items are a :class:`_Carried` instead of a raised project error (in a worker process)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except FtadaptError as exc:
+            return _Carried(exc)
+
+
+class _CollateCarrying:
+    """``collate`` that passes a sample's :class:`_Carried` on as the batch, and carries its own project errors."""
+
+    def __init__(self, collate: Callable[[list], Any]) -> None:
+        self.collate = collate
+
+    def __call__(self, samples: list) -> Any:
+        carried = next((s for s in samples if isinstance(s, _Carried)), None)
+        if carried is not None:
+            return carried
+        try:
+            return self.collate(samples)
+        except FtadaptError as exc:
+            return _Carried(exc)
+
+
+def unwrap_batch(batch: Any) -> Any:
+    """``batch`` as a loader of :func:`project_loader` delivered it; the project error a worker carried is raised."""
+    if isinstance(batch, _Carried):
+        batch.reraise()
+    return batch
+
+
+def stop_workers(iterator: Iterator | None) -> None:
+    """Stop the worker processes of a DataLoader iterator now and wait for them (a no-op without workers).
+
+    Dropping a reference is not enough: a loader with persistent workers keeps its iterator, and while an exception
+    propagates its traceback keeps the loader alive; at interpreter exit ``multiprocessing`` would then SIGTERM the
+    workers — which ignore it (``_seed_worker``) — and wait for them forever. Torch's shutdown tells each worker to
+    exit and joins it."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def project_loader(dataset: Dataset, *, num_workers: int, collate_fn: Callable[[list], Any] | None = None,
+                   **options: Any) -> DataLoader:
+    """A DataLoader over ``dataset`` whose ``num_workers`` worker processes ignore SIGINT and SIGTERM
+    (``_seed_worker``) and hand project errors back intact; iterate it with :func:`loader_batches`, which raises
+    those errors and stops the workers. ``options`` go to ``DataLoader``; with 0 workers it is a plain DataLoader."""
+    collate = collate_fn or torch_collate
+    if num_workers > 0:
+        dataset, collate = _CarryErrors(dataset), _CollateCarrying(collate)
+    return DataLoader(dataset, num_workers=num_workers, collate_fn=collate,
+                      worker_init_fn=_seed_worker if num_workers > 0 else None, **options)
+
+
+@contextlib.contextmanager
+def loader_batches(loader: Iterable) -> Iterator[Iterator]:
+    """Iterate ``loader`` (from :func:`project_loader`): yields an iterator of its batches that raises a worker's
+    project error as it was raised, and stops the workers when the block ends, however it ends."""
+    iterator = iter(loader)
+    try:
+        yield (unwrap_batch(batch) for batch in iterator)
+    finally:
+        stop_workers(iterator)
+
+
 class EndlessBatches:
     """An endless iterator of collated batches; ``step`` is the global step of the batch ``next()`` returns next.
 
     Workers are persistent and started on the first ``next()``; ``close()`` (or leaving a ``with`` block) stops them.
+    A project error raised in a worker (a corrupt image) is raised by ``next()`` as it was raised there.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, start_step: int = 0,
@@ -124,14 +225,13 @@ class EndlessBatches:
         self.sampler = EndlessBatchSampler(len(dataset), batch_size=batch_size, seed=seed, start_step=start_step,
                                            drop_last=drop_last, rank=rank, world_size=world_size)
         self.step = start_step
-        self.loader = DataLoader(
+        self.loader = project_loader(
             dataset,
             batch_sampler=self.sampler,
             num_workers=num_workers,
             collate_fn=collate_samples,
             pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
             persistent_workers=num_workers > 0,
-            worker_init_fn=_seed_worker if num_workers > 0 else None,
             generator=torch.Generator().manual_seed(derive_seed(seed, start_step * world_size + rank)),
         )
         self._iterator: Iterator[dict] | None = None
@@ -142,13 +242,16 @@ class EndlessBatches:
     def __next__(self) -> dict:
         if self._iterator is None:
             self._iterator = iter(self.loader)
-        batch = next(self._iterator)
+        batch = unwrap_batch(next(self._iterator))
         self.step += 1
         return batch
 
     def close(self) -> None:
-        """Stop the worker processes (dropping the only reference to the loader's iterator shuts them down)."""
-        self._iterator = None
+        """Stop the worker processes now (``stop_workers``). Dropping references is not enough: with persistent
+        workers the DataLoader keeps its iterator itself, and an exception's traceback keeps this object alive."""
+        iterator, self._iterator = self._iterator, None
+        stop_workers(iterator)
+        self.loader._iterator = None  # the stopped iterator must not be reused by a later iter(self.loader)
 
     def __enter__(self) -> EndlessBatches:
         return self
