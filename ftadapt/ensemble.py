@@ -56,8 +56,27 @@ class MemberSpec:
 
 def _check_weight(weight: float, what: str) -> float:
     if not (math.isfinite(weight) and weight > 0):
-        raise UsageError(f"ensemble member {what}: weight {weight!r} must be a positive number")
+        raise UsageError(f"ensemble member {what}: weight {weight!r} must be a positive number (finite, above 0), "
+                         "e.g. DIR:0.7; weights are relative: they are normalised to sum to 1")
     return float(weight)
+
+
+def normalise_weights(weights: Sequence[float], names: Sequence[str] | None = None) -> list[float]:
+    """The members' weights (each finite and > 0, else a UsageError naming the member) scaled to sum to 1 — the one
+    normalisation of ensemble weights. Each is divided by the largest first, so weights near the float limit (1e308)
+    cannot overflow the sum to inf (which would make every weight 0). A weight so much smaller than another that it
+    would become 0 in the float32 the fusion computes in is refused: the member would not count at all."""
+    names = list(names) if names is not None else [f"#{i + 1}" for i in range(len(weights))]
+    checked = [_check_weight(float(w), name) for w, name in zip(weights, names)]
+    largest = max(checked)
+    scaled = [w / largest for w in checked]
+    total = sum(scaled)
+    out = [w / total for w in scaled]
+    for w, share, name in zip(checked, torch.tensor(out, dtype=torch.float32).tolist(), names):
+        if share == 0.0:
+            raise UsageError(f"ensemble member {name}: weight {w!r} is negligible beside the largest, {largest!r} (it "
+                             "would count 0); give weights of comparable size, e.g. 0.7 and 0.3")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +126,8 @@ class Ensemble(nn.Module):
             raise UsageError("an ensemble needs at least one member")
         if len(weights) != len(models):
             raise UsageError(f"{len(models)} members but {len(weights)} weights")
-        weights = [_check_weight(float(w), f"#{i + 1}") for i, w in enumerate(weights)]
+        names = [i.name for i in infos] if infos else None
+        weights = normalise_weights(weights, names)
         rules = list(rules) if rules is not None else [m.config.head_rule for m in models]
         for rule in rules:
             if rule not in HEAD_RULES:
@@ -119,10 +139,9 @@ class Ensemble(nn.Module):
             found = ", ".join(f"{n}: {m.config.num_classes}" for n, m in zip(names, models))
             raise UsageError(f"ensemble members predict different label spaces ({found} classes); every member must "
                              "predict the same classes in the same order")
-        total = sum(weights)
         self.members = nn.ModuleList(models)
         self.rules = tuple(rules)
-        self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
         self.infos = tuple(infos) if infos is not None else ()
         self.num_classes = classes.pop()
         self.fusion, self.flip = fusion, bool(flip)
@@ -191,9 +210,9 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     specs = [MemberSpec.parse(s) if isinstance(s, str) else s for s in specs]
     if not specs:
         raise UsageError("name at least one member: ftadapt export DIR, or --ensemble DIR:WEIGHT (repeatable)")
-    total = sum(_check_weight(s.weight, str(s.path)) for s in specs)
+    weights = normalise_weights([s.weight for s in specs], [str(s.path) for s in specs])
     models, infos, names = [], [], set()
-    for spec in specs:
+    for spec, weight in zip(specs, weights):
         path = resolve_checkpoint(spec.path)
         model, meta = load_model_and_meta(path, device=device)  # verifies the weights' sha256 against meta.json
         models.append(model)
@@ -202,9 +221,10 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
         names.add(name)
         miou, miou_source = recorded_miou(meta)
         infos.append(MemberInfo(name=name, path=path, method=meta.get("method"), head_rule=model.config.head_rule,
-                                weight=spec.weight / total, sha256=str(meta.get("sha256")), miou=miou,
+                                weight=weight, sha256=str(meta.get("sha256")), miou=miou,
                                 miou_source=miou_source))
     return Ensemble(models, [s.weight for s in specs], infos=infos, fusion=fusion, flip=flip).eval()
 
 
-__all__ = ["Ensemble", "FUSIONS", "check_mode", "MemberInfo", "MemberSpec", "load_ensemble", "recorded_miou"]
+__all__ = ["Ensemble", "FUSIONS", "check_mode", "MemberInfo", "MemberSpec", "load_ensemble", "normalise_weights",
+           "recorded_miou"]

@@ -1,14 +1,21 @@
-"""PNG/JPEG decoding, encoding and the protocol resizes, shared by the datasets, the doctor and the evaluator (numpy +
-Pillow).
+"""PNG/JPEG decoding, encoding and the protocol resizes, shared by the datasets, the doctor, the evaluator and the
+runtime's ``predict`` (numpy + Pillow).
 
 Decoding uses Pillow: it releases the GIL while inflating, so a thread pool scales across cores, and it is the
 decoder the reference code used (so BICUBIC resizes match). Every failure becomes a ``DatasetError`` naming the file —
 an image above Pillow's decompression-bomb limit too (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 Mpx, refused beyond
 twice that); the environment variable ``FTADAPT_MAX_IMAGE_PIXELS`` sets that limit for every command.
+
+Images of more than 8 bits per sample are scaled to 8 bits, never clipped: 16-bit samples (PNG, PGM/PPM, TIFF; Pillow
+modes ``I;16*`` and ``I`` within 0–65535) become round(v · 255 / 65535), floating-point ones (mode ``F``) in 0–1
+round(v · 255); other ranges are refused. Pillow keeps only the high byte of 16-bit colour PNGs, so those are decoded
+here exactly (:func:`png16_colour_samples`, also what SYNTHIA's 16-bit labels need).
 """
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,9 @@ from ftadapt.fsutil import atomic_path
 
 _LABEL_MODES = ("L", "P")
 PIXELS_ENV = "FTADAPT_MAX_IMAGE_PIXELS"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_RGB16_MODES = {2: "RGB", 6: "RGBA"}  # PNG colour type → Pillow mode, for 16-bit RGB and RGBA
+_GRAY_ALPHA16 = 4  # PNG colour type of gray + alpha
 
 
 def _apply_pixel_limit() -> None:
@@ -77,18 +87,109 @@ def verify_image(path: str | os.PathLike) -> tuple[int, int]:
         raise DatasetError(f"{path}: corrupt or unreadable image ({exc})") from None
 
 
+def png_chunks(data: bytes, path: Path) -> tuple[bytes, bytes]:
+    """The IHDR payload and the concatenated IDAT payloads of PNG file contents, with every chunk's CRC checked; a
+    DatasetError naming ``path`` for anything that is not a whole PNG."""
+    if not data.startswith(_PNG_SIGNATURE):
+        raise DatasetError(f"{path}: not a PNG file (bad signature); re-extract or re-download this file")
+    pos, header, idat = len(_PNG_SIGNATURE), None, []
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4:pos + 8]
+        payload = data[pos + 8:pos + 8 + length]
+        if len(payload) != length or pos + 12 + length > len(data):
+            break
+        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+        if zlib.crc32(kind + payload) != crc:
+            raise DatasetError(f"{path}: corrupt PNG (CRC mismatch in a {kind.decode('latin-1')} chunk); "
+                               "re-extract or re-download this file")
+        if kind == b"IHDR":
+            header = payload
+        elif kind == b"IDAT":
+            idat.append(payload)
+        elif kind == b"IEND":
+            if header is None or not idat:
+                break
+            return header, b"".join(idat)
+        pos += 12 + length
+    raise DatasetError(f"{path}: truncated or corrupt PNG (no complete IHDR/IDAT/IEND); re-extract or "
+                       "re-download this file")
+
+
+def png16_colour_samples(header: bytes, idat: bytes) -> np.ndarray | None:
+    """Every sample of a 16-bit RGB, RGBA or gray+alpha PNG exactly (from :func:`png_chunks`), or None for any
+    other PNG (8-bit, 16-bit gray: Pillow reads those exactly).
+
+    Pillow keeps only the high byte of these. Rather than unfiltering rows in Python (the Average and Paeth filters
+    are sequential along a row), Pillow's own zip decoder runs on the pixel stream with raw modes of the same pixel
+    size: ``RGB;16B`` / ``RGB;16L`` give the high / low byte of every RGB(A) sample, 8-bit ``RGBA`` the four bytes of a
+    gray+alpha pixel; the decoder's interlace flag undoes Adam7 as Pillow's PNG reader does. Shape: (H, W, C) uint16,
+    C = 3, 4 or 2.
+    """
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    if depth != 16 or colour not in (*_RGB16_MODES, _GRAY_ALPHA16):
+        return None
+    size, adam7 = (width, height), int(interlace == 1)
+    if colour == _GRAY_ALPHA16:
+        raw = np.asarray(Image.frombytes("RGBA", size, idat, "zip", "RGBA", adam7))  # gray high, low, alpha high, low
+        high, low = raw[..., 0::2], raw[..., 1::2]
+    else:
+        mode = _RGB16_MODES[colour]
+        high = np.asarray(Image.frombytes(mode, size, idat, "zip", f"{mode};16B", adam7))
+        low = np.asarray(Image.frombytes(mode, size, idat, "zip", f"{mode};16L", adam7))
+    return (high.astype(np.uint16) << 8) | low
+
+
+def _png16_colour(path: Path) -> np.ndarray | None:
+    """:func:`png16_colour_samples` of the file ``path`` (None unless it is a 16-bit colour PNG)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)  # signature, IHDR length and type, width, height, bit depth, colour type
+        if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[24] != 16:
+            return None
+        return png16_colour_samples(*png_chunks(path.read_bytes(), path))
+    except (OSError, ValueError, zlib.error) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt PNG ({exc}); re-extract or re-download this file") from None
+
+
+def _to_8_bit(samples: np.ndarray, path: Path, scale: int) -> np.ndarray:
+    """Samples of 0..``scale`` as uint8 round(v · 255 / scale); a DatasetError for samples outside that range."""
+    low, high = (samples.min(), samples.max()) if samples.size else (0, 0)
+    if not (low >= 0 and high <= scale):  # NaN fails too
+        kind = "floating-point" if samples.dtype.kind == "f" else f"{8 * samples.dtype.itemsize}-bit integer"
+        raise DatasetError(f"{path}: {kind} samples from {low} to {high}, outside 0–{scale} (how to show them as "
+                           "colours is not known); convert it to an 8-bit RGB image (PNG or JPEG)")
+    if samples.dtype.kind == "f":
+        return np.rint(samples.astype(np.float64) * 255 / scale).astype(np.uint8)
+    return ((samples.astype(np.uint32) * 255 + scale // 2) // scale).astype(np.uint8)  # v · 255 / scale, rounded
+
+
+def _rgb8(path: Path) -> Image.Image:
+    """Decode an image as 8-bit RGB, samples of more than 8 bits scaled (module docstring), alpha dropped."""
+    img = _open(path)
+    if img.format == "PNG" and img.mode in ("RGB", "RGBA"):  # a 16-bit colour PNG opens as one of these
+        samples = _png16_colour(path)
+        if samples is not None:
+            gray = samples.shape[-1] == 2
+            rgb = _to_8_bit(np.repeat(samples[..., :1], 3, axis=-1) if gray else samples[..., :3], path, 65535)
+            return Image.fromarray(np.ascontiguousarray(rgb))
+    if img.mode.startswith("I") or img.mode == "F":  # 16-bit ("I;16*", "I"), 32-bit or floating-point samples
+        samples = np.asarray(img)
+        gray = _to_8_bit(samples, path, 1) if img.mode == "F" else _to_8_bit(samples, path, 65535)
+        return Image.fromarray(np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=-1)))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image as RGB. Shape: (H, W, 3) uint8."""
-    img = _open(Path(path))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img)
+    """Decode an image as 8-bit RGB (deeper samples scaled, never clipped: module docstring). Shape: (H, W, 3)
+    uint8."""
+    return np.asarray(_rgb8(Path(path)))
 
 
 def read_rgb_pil(path: str | os.PathLike) -> Image.Image:
-    """Decode an image as an RGB ``PIL.Image`` (for PIL resizes with the reference filters)."""
-    img = _open(Path(path))
-    return img if img.mode == "RGB" else img.convert("RGB")
+    """Decode an image as an 8-bit RGB ``PIL.Image`` (for PIL resizes with the reference filters), as
+    :func:`read_rgb`."""
+    return _rgb8(Path(path))
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:

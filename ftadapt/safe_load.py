@@ -8,6 +8,7 @@ import hashlib
 import io
 import pickle
 import pickletools
+import warnings
 import zipfile
 from collections import OrderedDict
 from typing import Any
@@ -23,6 +24,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# torch.load's warnings about the pickle of a file (regular expressions matched at the start of the message).
+_TORCH_PICKLE_WARNINGS = (r".*pickle protocol", r".*weights_only", r".*unpickl")
+
+
 def torch_load_bytes(data: bytes, *, name: str, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` of file contents, with project errors for unsafe or corrupt files.
 
@@ -33,7 +38,13 @@ def torch_load_bytes(data: bytes, *, name: str, map_location: Any = "cpu") -> An
         raise CheckpointError(f"{name} is an ONNX graph (what `ftadapt export` writes), not torch weights: pass the "
                               "checkpoint folder or official .pth it was made from")
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle itself (a protocol its weights_only unpickler was not written for, the
+            # weights_only default) before it refuses or loads: this function says what matters in one line.
+            for message in _TORCH_PICKLE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         foreign = [g for g in pickle_globals(data) if g.split(".")[0] not in ("torch", "collections", "builtins")]
         if foreign:

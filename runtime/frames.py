@@ -57,6 +57,8 @@ def check_frame(frame: object, *, max_frame: Size | None = None, min_frame: Size
         raise UsageError(f"{what} is a {type(frame).__name__}; expected {expected} (e.g. np.asarray(pil_image))")
     if frame.dtype != np.uint8:
         hint = " (scale 0–1 floats with (frame * 255).round().astype(np.uint8))" if frame.dtype.kind == "f" else ""
+        if frame.dtype == np.uint16:  # clipping 16-bit samples to 255 would leave a white picture
+            hint = " (scale 16-bit samples with ((frame.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))"
         raise UsageError(f"{what} has dtype {frame.dtype}; expected {expected}{hint}")
     if frame.ndim == 4:
         raise UsageError(f"{what} is {_describe(frame)}, a batch; pass one (H, W, 3) frame, or use predict_batch")

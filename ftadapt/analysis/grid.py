@@ -222,14 +222,16 @@ def grid_payload(rows: Sequence[GridRow], predictors: Sequence[str]) -> dict:
 def write_grid(predictors: Sequence[Predictor], split: LabelledSplit, protocol: Protocol, path: str | os.PathLike, *,
                errors: bool = False, tile_width: int = DEFAULT_TILE_WIDTH, title: str = "",
                progress: bool = True, overwrite: bool = False) -> dict:
-    """Predict every frame of ``split`` with every predictor, draw the grid to the PNG ``path`` (atomically; an
-    existing file only with ``overwrite``) and return its numbers (``grid_payload`` plus the figure's path)."""
-    from ftadapt.analysis.plotting import save_png
+    """Predict every frame of ``split`` with every predictor, draw the grid to ``path`` in the format its suffix names
+    (``ftadapt.analysis.plotting.FIGURE_FORMATS``, refused before any prediction; written atomically, an existing file
+    only with ``overwrite``) and return its numbers (``grid_payload`` plus the figure's path)."""
+    from ftadapt.analysis.plotting import figure_format, save_figure
 
+    figure_format(path)
     names = [p.name for p in predictors]
     check_grid_size(split, len(columns_of(names, errors)), tile_width)
     rows = predict_rows(predictors, split, protocol, progress=progress)
-    save_png(grid_figure(rows, names, errors=errors, tile_width=tile_width, title=title), path, overwrite=overwrite)
+    save_figure(grid_figure(rows, names, errors=errors, tile_width=tile_width, title=title), path, overwrite=overwrite)
     return {**grid_payload(rows, names), "figure": str(path), "errors": errors}
 
 

@@ -1,5 +1,5 @@
 """What every figure shares: a matplotlib Figure without pyplot (no global state, no GUI backend), class colours
-from the Cityscapes palette, a class legend, and PNGs written atomically."""
+from the Cityscapes palette, a class legend, and figures written atomically in the format their suffix names."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ftadapt.errors import UsageError
 from ftadapt.fsutil import atomic_path
 from ftadapt.labels import CLASS_NAMES, PALETTE
 
 DPI = 100
+# The suffixes a figure may have → the format written. Raster formats without a small size limit (WebP stops at
+# 16383 pixels a side, GIF keeps 256 colours) and matplotlib's own vector formats.
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".pdf": "pdf",
+                  ".svg": "svg"}
+JPEG_QUALITY = 92  # Pillow's default, 75, smears the thin class boundaries of a prediction grid
 
 
 def new_figure(nrows: int, ncols: int, *, panel: tuple[float, float], **options: Any):
@@ -34,13 +40,32 @@ def class_handles(classes: Sequence[int]) -> list:
     return [Patch(facecolor=class_colour(c), edgecolor="0.3", label=CLASS_NAMES[c]) for c in classes]
 
 
-def save_png(fig, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``fig`` to ``path`` as PNG, atomically (a whole file or none; an existing file only with
-    ``overwrite``)."""
+def figure_format(path: str | os.PathLike, *, what: str = "figure") -> str:
+    """The format a figure at ``path`` is written in, named by its suffix (case aside); a UsageError listing the
+    supported suffixes for any other, so a command refuses it before any work rather than write PNG bytes into a
+    ``.jpg``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        named = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise UsageError(f"{what} {path}: {named}; a figure is written in the format its suffix names, one of "
+                         f"{', '.join(FIGURE_FORMATS)}")
+    return FIGURE_FORMATS[suffix]
+
+
+def save_figure(fig, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``fig`` to ``path`` in the format its suffix names (:func:`figure_format`), atomically (a whole file or
+    none; an existing file only with ``overwrite``)."""
     path = Path(path)
-    with atomic_path(path, suffix=".png", overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    fmt = figure_format(path)
+    options = {"pil_kwargs": {"quality": JPEG_QUALITY}} if fmt == "jpeg" else {}
+    with atomic_path(path, suffix=path.suffix, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=DPI, **options)
     return path
 
 
-__all__ = ["new_figure", "class_colour", "class_handles", "save_png", "DPI"]
+# The figures of fixed ``.png`` names (feature plots, training curves) call it by this name.
+save_png = save_figure
+
+
+__all__ = ["new_figure", "class_colour", "class_handles", "figure_format", "save_figure", "save_png", "DPI",
+           "FIGURE_FORMATS"]

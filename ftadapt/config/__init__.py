@@ -26,6 +26,7 @@ from ftadapt.config.resolve import (
 )
 from ftadapt.config.schema import (
     DATASET_KINDS,
+    SEED_MAX,
     DataConfig,
     EvalConfig,
     LossConfig,
@@ -38,4 +39,4 @@ from ftadapt.config.schema import (
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "LossConfig", "EvalConfig", "SpeedConfig", "METHODS",
            "DATASET_KINDS", "PRESETS", "RESUMABLE_KEYS", "build_config", "config_from_dict", "config_to_dict",
            "config_hash", "config_diff", "parse_set", "read_config_file", "parse_dataset_spec", "flatten",
-           "typed_value"]
+           "typed_value", "SEED_MAX"]

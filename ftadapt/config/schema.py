@@ -48,6 +48,9 @@ POSITIVE = Rule("a positive number", lambda v: v > 0)
 NON_NEGATIVE = Rule("≥ 0", lambda v: v >= 0)
 FRACTION = Rule("a number in [0, 1)", lambda v: 0 <= v < 1)
 SIZE = Rule("W×H with both at least 1, e.g. 1024x512", lambda v: min(v) >= 1)
+# numpy seeds its generators with 32-bit words: a seed is a whole number in [0, SEED_MAX] (every --seed option too).
+SEED_MAX = 2**32 - 1
+SEED = Rule(f"a whole number from 0 to {SEED_MAX} (2**32 - 1)", lambda v: 0 <= v <= SEED_MAX)
 DEVICE = Rule(f"{SPELLINGS} (e.g. cuda:1)", normalise=lambda v: str(parse_device(v)))
 
 
@@ -197,7 +200,7 @@ class TrainConfig(Section):
     # "paper" (the text), "paper-code", "clan-code", "maxsquare-code" (ftadapt.config.presets)
     preset: str = key("paper", one_of(*PRESETS))
     steps: int = key(100_000, POSITIVE)  # poly horizon and number of steps
-    seed: int = key(1234)
+    seed: int = key(1234, SEED)
     device: str = key("auto", DEVICE, resumable=True)  # ftadapt.devices: "auto", "cpu", "cuda", "cuda:1" …
     # Fresh runs start from these weights: a checkpoint folder or an official .pth ("" or "none": random init).
     init: str = key("", resumable=True)
@@ -233,4 +236,4 @@ class TrainConfig(Section):
 
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "LossConfig", "EvalConfig", "SpeedConfig", "Section", "Rule",
-           "key", "DATASET_KINDS", "INIT_NONE", "parse_dataset_spec"]
+           "key", "DATASET_KINDS", "INIT_NONE", "SEED_MAX", "parse_dataset_spec"]

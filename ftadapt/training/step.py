@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from ftadapt.config import TrainConfig
 from ftadapt.errors import FtadaptError, UsageError
+from ftadapt.machine import check_memory
 from ftadapt.methods import DomainOutput, Method, StepContext, create_method
 from ftadapt.models.convert import load_init_weights
 from ftadapt.models.deeplab import DeepLabV2, optim_param_groups, upsample_logits
 from ftadapt.models.discriminator import FCDiscriminator
-from ftadapt.models.registry import create_model
+from ftadapt.models.registry import create_model, model_config
 from ftadapt.training.distributed import SINGLE, DistEnv
 from ftadapt.training.schedules import warmup_poly_lr
 from ftadapt.training.state import seed_everything
@@ -167,7 +168,15 @@ class TrainStep:
 
 
 def check_step_options(cfg: TrainConfig, device: torch.device, dist_env: DistEnv) -> None:
-    """UsageError for execution options this device and process group cannot run (before any work is done)."""
+    """UsageError for execution options this device and process group cannot run (before any work is done), sizes
+    among them: a step holds a batch of each domain at once (``ftadapt.machine.check_memory``, with G's widest feature
+    map, layer4: ``width / 2`` floats per pixel), a periodic evaluation one target image."""
+    features = model_config(cfg.model).width / 2
+    data = cfg.data
+    check_memory({"data.source_size": data.source_size, "data.target_size": data.target_size if data.target else None},
+                 batch=data.batch_size, feature_floats=features)
+    if cfg.eval_every:
+        check_memory({"eval.size": cfg.eval.size}, feature_floats=features)
     speed = cfg.speed
     if cfg.sync_bn and dist_env.enabled and device.type != "cuda":
         raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
