@@ -123,11 +123,12 @@ def export_parity(work: Path, device: torch.device, *, model: str, working_size:
     from ftadapt.ensemble import load_ensemble
     from ftadapt.export.onnx_graph import build_graph
     from ftadapt.export.verify import verification_frames
+    from ftadapt.runtime.onnx_file import read_model_file
 
     t0 = time.perf_counter()
     path = export_random_model(work, model, working_size)  # shared with the runtime item (reused when present)
     graph = build_graph(load_ensemble([str(random_checkpoints(work, model)[0])]), working_size=working_size).to(device)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(read_model_file(path).path), providers=["CPUExecutionProvider"])
     batch = verification_frames([frame_size], per_size=frames)[0]
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -201,6 +202,7 @@ def run_all(out: Path, *, budget_s: float = 300.0, device: DeviceLike = "auto", 
     "auto" means the GPU: without one the report is an error (nothing measured), never a CPU run that looks like a
     GPU check; "cpu" is the structural dry run."""
     started = time.monotonic()
+    check_target(out, overwrite=overwrite, what="--out", kind="merge")
     check_target(out / RESULT_FILE, overwrite=overwrite, what="--out")
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,8 +1,9 @@
 """A bench's ``--out DIR``: ``results.json`` (every number), ``report.md`` (the tables people read) and the PNG
 figures, written into a temporary folder beside ``DIR`` and renamed into place at the end, so the folder appears whole
 or not at all — an error or Ctrl-C while measuring or drawing leaves nothing behind. An existing ``DIR`` is
-refused before any measuring starts (the output rule, ``ftadapt.fsutil.check_target``), unless ``--overwrite`` (it is
-then replaced only once the new one is complete).
+refused before any measuring starts (the output rule, ``ftadapt.fsutil.check_target``), unless ``--overwrite`` and the
+folder is an earlier bench's (it carries ftadapt's mark): it is then replaced only once the new one is complete. A
+folder of other files is never replaced.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftadapt.fsutil import atomic_path
+from ftadapt.layout import mark_output
 
 RESULTS_FILE, REPORT_FILE = "results.json", "report.md"
 
@@ -25,6 +27,7 @@ def write_out_dir(out: str | os.PathLike, results: dict[str, Any], *, overwrite:
     out = Path(out)
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
+        mark_output(tmp, f"ftadapt bench {results['benchmark']}")
         figures = draw_figures(results, tmp)
         pictures = [name for name, panels in figures.items() if isinstance(panels, list)]
         results = {**results, "figures": figures}

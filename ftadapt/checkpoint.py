@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 
 from ftadapt.errors import CheckpointError, UsageError
-from ftadapt.fsutil import atomic_path, refuse_existing
+from ftadapt.fsutil import atomic_path, check_replaceable
+from ftadapt.layout import CONFIG_FILE, META_FILE, MODEL_FILE, TRAIN_STATE_FILE
 from ftadapt.models.deeplab import DeepLabV2, ModelConfig, is_head_key
 from ftadapt.safe_load import check_weights_only, sha256_bytes, torch_load_bytes
 from ftadapt.version import __version__
 
-MODEL_FILE, CONFIG_FILE, META_FILE, TRAIN_STATE_FILE = "model.pt", "config.json", "meta.json", "train_state.pt"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, META_FILE)
 FORMAT_VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel and torch.compile wrappers
@@ -148,7 +148,7 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
     """
     path = Path(path)
     config = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
-    refuse_existing(path, overwrite=overwrite)
+    check_replaceable(path, overwrite=overwrite, kind="folder")
     if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / MODEL_FILE).is_file()):
         raise CheckpointError(f"{path} exists and is not a checkpoint folder; choose another output path")
     state = plain_state_dict(model_state)
@@ -187,10 +187,46 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# The meta.json fields ftadapt reads (``metrics.*``: the recorded mIoU, ``ftadapt.ensemble.recorded_miou``), each
+# with the JSON types it may have (None: null), what that is in words and an example for the fix. Absent is allowed.
+_META_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "sha256": ((str,), "a string: the hex sha256 of model.pt"),
+    "train_state_sha256": ((str,), "a string: the hex sha256 of train_state.pt"),
+    "method": ((str, type(None)), 'a string or null, e.g. "clan-norm"'),
+    "step": ((int, type(None)), "a whole number ≥ 0 or null, e.g. 2000"),
+    "metrics": ((dict, type(None)), 'an object or null, e.g. {"miou": 45.2}'),
+    "metrics.miou": ((int, float, type(None)), "a number or null, e.g. 45.2 (percent)"),
+    "metrics.eval/miou_oracle": ((int, float, type(None)), "a number or null, e.g. 45.2 (percent)"),
+}
+_JSON_TYPES = ((bool, "true/false"), (str, "a string"), (int, "a whole number"), (float, "a number"),
+               (dict, "an object"), (list, "an array"), (type(None), "null"))
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``meta`` (read from ``path``) when every field of ``_META_FIELDS`` it holds has its type, else a
+    CheckpointError naming the file, the field, what it holds and what it must hold: a hand-edited ``"step": "x"``
+    must not reach the code that reads it."""
+    for name, (types, expected) in _META_FIELDS.items():
+        holder, _, key = name.rpartition(".")
+        fields = meta.get(holder) if holder else meta
+        if not isinstance(fields, dict) or key not in fields:
+            continue
+        value = fields[key]
+        ok = isinstance(value, types) and not isinstance(value, bool) and not (key == "step" and value is not None
+                                                                               and value < 0)
+        if not ok:
+            shown, found = json.dumps(value)[:40], next(words for kind, words in _JSON_TYPES if isinstance(value, kind))
+            shown += "" if value is None or isinstance(value, bool) else f" ({found})"
+            raise CheckpointError(f"{path}: field {name!r} holds {shown} but must be {expected}; correct it (or "
+                                  f"restore the {META_FILE} the checkpoint was written with)")
+    return meta
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The ``meta.json`` of the checkpoint folder ``path`` (method, step, metrics, sha256 of the weights …), read
-    without loading any weights; a CheckpointError when it is unreadable."""
-    return _read_json(Path(path) / META_FILE)
+    without loading any weights; a CheckpointError when it is unreadable or a field ftadapt reads has the wrong type."""
+    meta_path = Path(path) / META_FILE
+    return _check_meta(_read_json(meta_path), meta_path)
 
 
 def _read_verified(path: Path, expected_sha: Any, *, map_location: Any) -> Any:

@@ -1,70 +1,128 @@
 """Atomic writes and the one rule for every output ftadapt writes (DESIGN.md §9), numpy-free.
 
 Outputs appear whole or not at all (:func:`atomic_path`: a temporary beside the target, renamed onto it at the end).
-Before any work a command checks its targets with :func:`check_target` (and the files it will add to an output folder
-with :func:`check_new_files`):
+Before any work a command checks each of its targets with :func:`check_target`, the files it will add to an output
+folder with :func:`check_new_files`, and its targets against each other with :func:`refuse_overlap`:
 
 - an existing target is refused unless replacing it was asked for (``overwrite=True``; the CLI's ``--overwrite``);
-- a symbolic link is never written through or replaced, even with ``overwrite``: a run's ``checkpoints/last`` and
-  ``oracle_best`` are links, and replacing one would point the run at other weights;
+- ``--overwrite`` replaces only what ftadapt wrote: a regular file, or a folder ftadapt wrote whole (a checkpoint
+  folder, or one it marked as its own: ``ftadapt.layout.OUTPUT_MARK``). Never a folder of other files, nor the folder
+  the command runs in (or one holding it), nor a named pipe, a device or a socket;
+- a symbolic link is never written through or replaced: a run's ``checkpoints/last`` and ``oracle_best`` are links,
+  and replacing one would point the run at other weights. A link in the folder part of a path is followed, and the
+  rule applies to where the target really lies;
 - a target that is an input, lies inside one, or would replace a folder holding one is refused even with
   ``overwrite``: a command never writes into what it reads;
-- a target inside a folder ftadapt writes only whole is refused even with ``overwrite``: a checkpoint folder (its
-  weights are hashed in its ``meta.json``) and a run's ``checkpoints/`` folder (only training adds to it).
+- a target inside a run folder or a checkpoint folder is refused even with ``overwrite``: only training writes
+  there (a checkpoint's weights are hashed in its ``meta.json``; a run's config decides whether it can resume);
+- the outputs of one command are separate: never the same path twice (relative or absolute) or one inside another.
 
-:func:`atomic_path` enforces the first two again at the moment of writing, so no caller can skip them.
+:func:`atomic_path` applies the rule for the target itself (kind, link, existence) again at the moment of writing, so
+no caller can skip it and nothing that appeared meanwhile is replaced.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 from ftadapt.errors import OutputError
+from ftadapt.layout import OUTPUT_MARK, is_checkpoint_folder, is_marked_output, is_run_folder
 
 OVERWRITE_FLAG = "--overwrite"
-# How ftadapt.checkpoint names a checkpoint folder's files and ftadapt.run_folder a run's checkpoint folder
-# (tests/test_outputs.py checks that the names agree); folders recognised by them are written only whole.
-CHECKPOINT_MARKERS = ("model.pt", "meta.json")
-RUN_CHECKPOINTS, RUN_CONFIG = "checkpoints", "config.json"
+Kind = Literal["file", "folder", "merge", "run", "any"]
+_SPECIAL = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+            (stat.S_ISSOCK, "socket"))
+_STDOUT_HINT = " (for standard output give '-')"
 
 
 def _label(what: str, path: Path) -> str:
     return f"{what} {path}".strip()
 
 
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-
-
-def refuse_existing(path: str | os.PathLike, *, overwrite: bool, what: str = "") -> None:
-    """OutputError when ``path`` is a symbolic link (always) or exists while ``overwrite`` is off (an empty folder
-    counts as absent: it holds nothing to lose)."""
-    path = Path(path)
-    if path.is_symlink():
-        raise OutputError(f"{_label(what, path)} is a symbolic link (to {os.readlink(path)}); outputs never replace or "
-                          "write through links (a run's checkpoints/last is one): give the real path instead")
-    if not overwrite and os.path.lexists(path) and not _is_empty_dir(path):
-        raise OutputError(f"{_label(what, path)} already exists; pass {OVERWRITE_FLAG} to replace it, or choose "
-                          "another path")
-
-
-def _real(path: Path) -> Path:
-    """Where writing ``path`` lands: its folder resolved (links, ``..``), its last component kept as it is."""
+def _real(path: str | os.PathLike) -> Path:
+    """Where writing ``path`` lands: its folder resolved (links, ``..``), its last component kept as it is (``.``
+    and ``..`` get their real names)."""
     absolute = Path(os.path.abspath(Path(path).expanduser()))
+    if absolute.name in ("", ".", ".."):
+        return absolute.resolve()
     return absolute.parent.resolve() / absolute.name
 
 
-def whole_folder(folder: Path) -> str | None:
-    """What ``folder`` is if ftadapt writes it only whole (a checkpoint folder, a run's checkpoints folder), else
-    None."""
-    if all((folder / name).is_file() for name in CHECKPOINT_MARKERS):
+def _special(path: Path) -> str | None:
+    """What ``path`` (or what a link there leads to) is when it is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), None)
+
+
+def _holds_cwd(real: Path) -> bool:
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the working folder was deleted
+        return False
+    return real == cwd or real in cwd.parents
+
+
+def check_replaceable(path: str | os.PathLike, *, overwrite: bool, what: str = "", kind: Kind = "any") -> None:
+    """OutputError unless ``path`` itself may be written (module docstring): it is absent, an empty folder, or — with
+    ``overwrite`` — a regular file or a folder ftadapt wrote whole; never a link or anything but a file or folder.
+
+    ``kind``: what the command writes there — a ``file``, a ``folder`` written whole, a folder that outputs are added
+    to (``merge``, ``run``: it may exist; its files are checked one by one), or ``any`` (:func:`atomic_path`, before
+    it knows).
+    """
+    path = Path(path)
+    label = _label(what, path)
+    special = _special(path)
+    hint = _STDOUT_HINT if special or str(path).startswith(("/dev/", "/proc/")) else ""
+    if path.is_symlink() and special:
+        raise OutputError(f"{label} is a link to a {special} ({os.readlink(path)}); ftadapt writes only regular files "
+                          f"and folders{hint}")
+    if path.is_symlink():
+        raise OutputError(f"{label} is a symbolic link (to {os.readlink(path)}); outputs never replace or write "
+                          f"through links (a run's checkpoints/last is one): give the real path instead{hint}")
+    if not os.path.lexists(path):
+        return
+    if special:
+        raise OutputError(f"{label} is a {special}, not a regular file or folder; ftadapt never replaces one, even "
+                          f"with {OVERWRITE_FLAG}: give the path of a new file{hint}")
+    if not path.is_dir():
+        if kind in ("folder", "merge", "run"):
+            raise OutputError(f"{label} is a file; give a folder")
+        if not overwrite:
+            raise OutputError(f"{label} already exists; pass {OVERWRITE_FLAG} to replace it, or choose another path")
+        return
+    if kind in ("merge", "run"):
+        return
+    if kind == "file":
+        raise OutputError(f"{label} is a folder; give the path of a file")
+    if _holds_cwd(_real(path)):
+        raise OutputError(f"{label} is the folder this command runs in, or holds it; a command never replaces its own "
+                          "working folder: choose another path")
+    if not any(path.iterdir()):
+        return  # an empty folder holds nothing to lose
+    if not (is_checkpoint_folder(path) or is_marked_output(path)):
+        raise OutputError(f"{label} is a folder that ftadapt did not write (it has no {OUTPUT_MARK} mark), so it is "
+                          f"never replaced, even with {OVERWRITE_FLAG}: choose another path, or move its files away "
+                          "yourself")
+    if not overwrite:
+        raise OutputError(f"{label} already exists; pass {OVERWRITE_FLAG} to replace it, or choose another path")
+
+
+def _written_whole(folder: Path) -> str | None:
+    """What ``folder`` is if only training writes it, and only whole (a checkpoint folder, a run folder), else None."""
+    if is_checkpoint_folder(folder):
         return f"the checkpoint folder {folder}"
-    if folder.name == RUN_CHECKPOINTS and (folder.parent / RUN_CONFIG).is_file():
-        return f"{folder}, the checkpoints of the run in {folder.parent} (only `ftadapt train` writes there)"
+    if is_run_folder(folder):
+        return f"the run folder {folder}"
     return None
 
 
@@ -84,32 +142,51 @@ def _refuse_inputs(real: Path, inputs: Iterable[str | os.PathLike], label: str, 
 
 
 def check_target(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable[str | os.PathLike] = (),
-                 what: str = "", merge: bool = False) -> Path:
+                 what: str = "", kind: Kind = "file") -> Path:
     """Apply the output rule (module docstring) to ``path`` before any work; return where it lands.
 
-    ``what`` names the option in messages (``--out``). ``merge``: ``path`` is a folder that outputs are added to
-    (``predict --out``, a run folder): it may exist, but not be, contain or lie inside an input folder, nor lie
-    inside or be a folder written only whole; the files planned in it go through :func:`check_new_files`.
+    ``what`` names the option in messages (``--out``). ``kind`` (:func:`check_replaceable`): a ``merge`` folder
+    (``predict --out``) may exist, but not be, contain or lie inside an input folder, nor be or lie inside a run or
+    checkpoint folder — the files planned in it go through :func:`check_new_files`; a ``run`` folder is a merge folder
+    that may be a run's (``train --out``, which resumes it); a ``folder`` written whole may replace a whole checkpoint
+    folder (``convert --out``) but nothing inside one or inside a run.
     """
     path = Path(path)
     label = _label(what, path)
-    refuse_existing(path, overwrite=overwrite or merge, what=what)
     real = _real(path)
-    _refuse_inputs(real, inputs, label, merge=merge)
-    for folder in ([real] if merge else []) + list(real.parents):
-        whole = whole_folder(folder)
-        if whole is not None:
-            where = "is" if folder == real else "lies inside"
-            raise OutputError(f"{label} {where} {whole}, which is written only whole; choose a path outside it")
-    if merge and path.exists() and not path.is_dir():
-        raise OutputError(f"{label} is a file; give a folder")
+    _refuse_inputs(real, inputs, label, merge=kind in ("merge", "run"))
+    check_replaceable(path, overwrite=overwrite, what=what, kind=kind)
+    for folder in [real, *real.parents]:
+        whole = _written_whole(folder)
+        if whole is None or (folder == real and (kind == "run" or (kind == "folder" and is_checkpoint_folder(real)))):
+            continue
+        where = "is" if folder == real else "lies inside"
+        raise OutputError(f"{label} {where} {whole}, which only `ftadapt train` writes, and only whole, even with "
+                          f"{OVERWRITE_FLAG}: choose a path outside it")
     return real
+
+
+def refuse_overlap(*targets: tuple[str, str | os.PathLike | None]) -> None:
+    """The outputs of one command, ``(option, path)`` pairs (None and '-' skipped), must be separate: no two the same
+    path (relative or absolute, through links) and none inside another."""
+    given = [(what, Path(p), _real(p)) for what, p in targets if p is not None and str(p) != "-"]
+    for i, (a, path_a, real_a) in enumerate(given):
+        for b, path_b, real_b in given[i + 1:]:
+            if real_a == real_b:
+                why, fix = "are the same path", "another path"
+            elif real_a in real_b.parents or real_b in real_a.parents:
+                why, fix = "overlap (one lies inside the other)", f"a path outside {path_a}"
+            else:
+                continue
+            raise OutputError(f"{a} {path_a} and {b} {path_b} {why}; the outputs of one command must be separate: "
+                              f"give {b} {fix}")
 
 
 def check_new_files(paths: Iterable[str | os.PathLike], *, overwrite: bool, inputs: Iterable[str | os.PathLike] = (),
                     what: str = "") -> None:
-    """The files a command will add to an output folder: none may be a link or an input (even with ``overwrite``),
-    and none may exist unless ``overwrite``; the message names the first offender and how many there are."""
+    """The files a command will add to an output folder: none may be an input, a link, a folder or anything but a
+    regular file (even with ``overwrite``), and none may exist unless ``overwrite``; the message names the first
+    offender and how many there are."""
     paths = [Path(p) for p in paths]
     sources = {Path(p).expanduser().resolve() for p in inputs}
     clashes = [p for p in paths if _real(p) in sources]
@@ -117,7 +194,7 @@ def check_new_files(paths: Iterable[str | os.PathLike], *, overwrite: bool, inpu
         raise OutputError(f"{_label(what, clashes[0])} would replace an input ({len(clashes)} output(s) would); a "
                           "command never writes into what it reads: choose another output folder")
     for path in paths:
-        refuse_existing(path, overwrite=True, what=what)  # links only
+        check_replaceable(path, overwrite=True, what=what, kind="file")
     existing = [p for p in paths if os.path.lexists(p)]
     if existing and not overwrite:
         raise OutputError(f"{_label(what, existing[0])} already exists ({len(existing)} of the {len(paths)} outputs "
@@ -137,11 +214,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", overwrite: bool = 
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it.
 
     Works for files and folders (the caller creates whichever it needs at the yielded path). An existing target is
-    replaced only with ``overwrite`` (a folder only once the new one is complete) and a link never (checked before and
-    again after the work); anything else raises :class:`~ftadapt.errors.OutputError` and writes nothing.
+    replaced only as :func:`check_replaceable` allows (a folder only once the new one is complete), checked before and
+    again after the work; anything else raises :class:`~ftadapt.errors.OutputError` and writes nothing.
     """
-    path = Path(path)
-    refuse_existing(path, overwrite=overwrite)
+    path = _real(path)
+    check_replaceable(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
@@ -149,7 +226,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", overwrite: bool = 
     tmp.unlink()
     try:
         yield tmp
-        refuse_existing(path, overwrite=overwrite)
+        check_replaceable(path, overwrite=overwrite, kind="folder" if tmp.is_dir() else "file")
         if tmp.is_dir() and path.is_dir():
             old = path.with_name(f".{path.name}.old")
             remove_entry(old)

@@ -12,15 +12,14 @@ Links are relative, so a run folder can move. What a killed process leaves in ``
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-from ftadapt.checkpoint import MODEL_FILE
 from ftadapt.errors import CheckpointError
 from ftadapt.fsutil import remove_entry, remove_stale_temporaries
-
-CHECKPOINTS, LAST, ORACLE_BEST = "checkpoints", "last", "oracle_best"
-CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+from ftadapt.layout import CHECKPOINTS, CONFIG_FILE, LAST, METRICS_FILE, MODEL_FILE, ORACLE_BEST, is_run_folder
+from ftadapt.textfile import read_text_file
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -34,8 +33,16 @@ def checkpoint_folders(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.is_symlink())
 
 
+def deleted_last(run_dir: str | Path) -> str | None:
+    """The name of the checkpoint folder the run's ``last`` link points to when that folder was deleted (by hand:
+    training never deletes what ``last`` points to), else None."""
+    last = Path(run_dir) / CHECKPOINTS / LAST
+    return os.readlink(last) if last.is_symlink() and not last.exists() else None
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's newest checkpoint folder (the ``last`` link, else the highest ``step_*``), or None."""
+    """The run's newest checkpoint folder (the ``last`` link, else — no link, or one whose folder was deleted — the
+    highest ``step_*``), or None."""
     last = Path(run_dir) / CHECKPOINTS / LAST
     if last.is_dir():
         return last.resolve()
@@ -83,12 +90,6 @@ def clean_stale(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a training run's folder (``checkpoints/``, or the log of a run that saved none yet)."""
-    path = Path(path)
-    return not (path / MODEL_FILE).exists() and ((path / CHECKPOINTS).is_dir() or (path / METRICS_FILE).exists())
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder a user means by ``path``: a checkpoint folder as it is, a run folder its newest
     checkpoint. A run folder without any checkpoint is a CheckpointError; anything else is left to
@@ -99,6 +100,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     newest = latest_checkpoint(path)
     if newest is not None:
         return newest
+    gone = deleted_last(path)
+    if gone is not None:
+        raise CheckpointError(f"run folder {path} has no checkpoint left: its newest, {CHECKPOINTS}/{gone} (which "
+                              f"{CHECKPOINTS}/{LAST} points to), was deleted, and no other remains; pass another run "
+                              "or a checkpoint folder (RUN/checkpoints/step_NNNNNN)")
     if is_run_folder(path):
         raise CheckpointError(f"run folder {path} has no checkpoint yet (it stopped before the first one); pass a "
                               "run that saved one, or a checkpoint folder (RUN/checkpoints/step_NNNNNN)")
@@ -115,13 +121,25 @@ def checkpoint_name(path: str | Path) -> str:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of ``metrics.jsonl`` (an empty list when there is none)."""
+    """The records of ``metrics.jsonl`` (an empty list when there is none); a damaged log is a CheckpointError naming
+    its first bad line."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fix = ("the run's log is damaged: restore it from a backup, or move it away (the run keeps its checkpoints; the "
+           "steps it logged lose their log)")
+    records = []
+    for number, line in enumerate(read_text_file(path, what="training log", fix=fix, error=CheckpointError)
+                                  .splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise CheckpointError(f"{path}, line {number}, is not a JSON record; {fix}") from None
+    return records
 
 
 __all__ = ["CHECKPOINTS", "LAST", "ORACLE_BEST", "CONFIG_FILE", "METRICS_FILE", "checkpoint_path",
-           "checkpoint_folders", "latest_checkpoint", "link_checkpoint", "prune_checkpoints", "clean_stale",
-           "is_run_folder", "resolve_checkpoint", "checkpoint_name", "read_metrics"]
+           "checkpoint_folders", "deleted_last", "latest_checkpoint", "link_checkpoint", "prune_checkpoints",
+           "clean_stale", "is_run_folder", "resolve_checkpoint", "checkpoint_name", "read_metrics"]

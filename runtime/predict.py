@@ -139,7 +139,7 @@ def check_outputs(sources: Sequence[Source], out_dir: str | os.PathLike, *, over
     """The output rule for a prediction run (module docstring), checked before the first frame: an OutputError
     otherwise."""
     out_dir = Path(out_dir)
-    check_target(out_dir, overwrite=overwrite, inputs={s.given or s.path for s in sources}, what="--out", merge=True)
+    check_target(out_dir, overwrite=overwrite, inputs={s.given or s.path for s in sources}, what="--out", kind="merge")
     check_new_files([out_dir / o for s in sources for o in s.outputs()], overwrite=overwrite,
                     inputs=[s.path for s in sources], what="--out")
 

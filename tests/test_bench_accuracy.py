@@ -24,6 +24,7 @@ from ftadapt.errors import CheckpointError
 from ftadapt.evaluation.predictors import Unavailable
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.export.rebuild import index_checkpoints, rebuild_graph
+from ftadapt.layout import OUTPUT_MARK, mark_output
 from ftadapt.runtime.onnx_file import read_model_file
 
 WORKING = TINY_WORKING
@@ -93,6 +94,7 @@ def test_the_pytorch_backend_is_the_exported_module_rebuilt_from_the_checkpoints
     run = bench.root / "run" / "checkpoints"
     make_member(run / "step_000001", 0, method="clan")  # the same weights as member a, in a run's older step
     make_member(run / "step_000002", 5, method="clan")
+    (bench.root / "run" / "config.json").write_text("{}\n")  # what makes it a run folder
     assert index_checkpoints([bench.root / "run"])[info.members[0].sha256] == run / "step_000001"
     for precision in ("fp32", "fp16"):
         rebuilt = rebuild_graph(info, [bench.root / "run", bench.b], precision=precision).state_dict()
@@ -170,7 +172,8 @@ def test_a_member_without_its_checkpoint_is_named(bench, tmp_path, capsys):
 
 def test_the_output_folder_holds_results_report_and_figures(bench):
     out = bench.root / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "per_class_iou.png", "report.md", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARK, "latency.png", "per_class_iou.png", "report.md",
+                                                     "results.json"]  # the mark: a later --overwrite may replace it
     saved = json.loads((out / "results.json").read_text())
     assert {k: v for k, v in saved.items() if k != "figures"} == bench.results
     report = (out / "report.md").read_text()
@@ -191,12 +194,19 @@ def test_the_output_folder_holds_results_report_and_figures(bench):
 def test_outputs_are_never_overwritten_nor_half_written(bench, tmp_path, monkeypatch, capsys):
     base = ["bench", "accuracy", "--model", bench.fp16, "--data", bench.data, "--device", "cpu", "--backends",
             "onnxruntime"]
-    existing = tmp_path / "existing"
+    existing = tmp_path / "existing"  # an earlier bench's folder (its mark), with a file the new one lacks
     existing.mkdir()
-    (existing / "keep.txt").write_text("mine")
+    mark_output(existing, "an earlier bench")
+    (existing / "keep.txt").write_text("earlier")
     (tmp_path / "taken.json").write_text("{}")
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: pytest.fail("must refuse before measuring"))
     assert _run([*base, "--out", existing]) == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "user").mkdir()  # issue 23, case 5: a folder of someone else's files was deleted whole
+    (tmp_path / "user" / "thesis.tex").write_text("mine")
+    assert _run([*base, "--out", tmp_path / "user", "--overwrite"]) == 2
+    assert "ftadapt did not write" in capsys.readouterr().err and (tmp_path / "user" / "thesis.tex").is_file()
+    (tmp_path / "user" / "thesis.tex").unlink()
+    (tmp_path / "user").rmdir()
     assert _run([*base, "--json", tmp_path / "taken.json"]) == 2
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: bench.results)
 
@@ -207,15 +217,15 @@ def test_outputs_are_never_overwritten_nor_half_written(bench, tmp_path, monkeyp
     assert _run([*base, "--out", tmp_path / "new"]) == 130
     assert _run([*base, "--out", existing, "--overwrite"]) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "taken.json"]  # no new or temporary folder
-    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in existing.iterdir()) == [OUTPUT_MARK, "keep.txt"]
     monkeypatch.undo()
     monkeypatch.setattr(ftadapt.evaluation, "evaluate", interrupted)  # Ctrl-C during the pass
     assert _run([*base, "--out", tmp_path / "new"]) == 130 and not (tmp_path / "new").exists()
     monkeypatch.undo()
     monkeypatch.setattr(accuracy, "measure_accuracy", lambda *a, **k: bench.results)
     assert _run([*base, "--out", existing, "--overwrite"]) == 0
-    assert sorted(p.name for p in existing.iterdir()) == ["latency.png", "per_class_iou.png", "report.md",
-                                                          "results.json"]
+    assert sorted(p.name for p in existing.iterdir()) == [OUTPUT_MARK, "latency.png", "per_class_iou.png",
+                                                          "report.md", "results.json"]
 
 
 def test_report_renders_an_eval_result_and_a_bench_result_as_table_1(bench, tmp_path):

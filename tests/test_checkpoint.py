@@ -11,7 +11,8 @@ import torch
 
 import ftadapt
 from ftadapt.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from ftadapt.errors import CheckpointError, OutputError
+from ftadapt.errors import CheckpointError, OutputError, UsageError
+from ftadapt.layout import mark_output
 from ftadapt.models.deeplab import is_head_key
 from ftadapt.models.discriminator import FCDiscriminator
 from ftadapt.models.registry import create_model
@@ -128,6 +129,9 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path, tiny):
 def test_save_refuses_foreign_folders_and_mismatched_weights(tmp_path, tiny):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="run is a folder that ftadapt did not write"):
+        save(tmp_path / "run", tiny, overwrite=True)
+    mark_output(tmp_path / "run", "a test")  # another output of ftadapt's, but not a checkpoint folder
     with pytest.raises(CheckpointError, match="exists and is not a checkpoint folder"):
         save(tmp_path / "run", tiny, overwrite=True)
     state = {k: v for k, v in tiny.state_dict().items() if k != "layer1.0.conv2.weight"}

@@ -156,6 +156,7 @@ def test_bad_inputs_fail_with_a_clear_message(synthetic, checkpoint, tmp_path, c
         evaluate_checkpoint(path, synthetic.cityscapes_root, rule="both")
     run = tmp_path / "run"  # a run folder that stopped before its first checkpoint
     (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}\n")  # the first thing a run writes
     with pytest.raises(CheckpointError, match="has no checkpoint yet"):
         evaluate_checkpoint(run, synthetic.cityscapes_root)
 

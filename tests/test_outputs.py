@@ -20,15 +20,14 @@ from ftadapt.cli import main
 from ftadapt.commands import investigate
 from ftadapt.errors import OutputError
 from ftadapt.fsutil import (
-    CHECKPOINT_MARKERS,
-    RUN_CHECKPOINTS,
-    RUN_CONFIG,
     atomic_path,
     check_new_files,
     check_target,
+    refuse_overlap,
     remove_stale_temporaries,
     write_text_atomic,
 )
+from ftadapt.layout import CHECKPOINTS, CONFIG_FILE, META_FILE, MODEL_FILE, mark_output
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +73,16 @@ def _snapshot(root: Path) -> dict[str, str]:
                 out[rel] = "-> " + os.readlink(path)
             elif path.is_dir():
                 out[rel] = "dir"
+            elif not path.is_file():
+                out[rel] = "special"  # a named pipe: reading it would wait for a writer
             else:
                 out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
-def _existing(w: Path, kind: str) -> Path:
+def _existing(w: Path, kind: str, suffix: str = "") -> Path:
     """An existing target of the given kind inside the sandbox: a file, or a folder with a file."""
-    target = w / f"existing-{kind}"
+    target = w / f"existing-{kind}{suffix}"
     if kind == "file":
         target.write_text("mine\n")
     else:
@@ -90,8 +91,8 @@ def _existing(w: Path, kind: str) -> Path:
     return target
 
 
-def _link(w: Path, to: Path) -> Path:
-    link = w / "a-link"
+def _link(w: Path, to: Path, suffix: str = "") -> Path:
+    link = w / f"a-link{suffix}"
     link.symlink_to(to, target_is_directory=to.is_dir())
     return link
 
@@ -99,86 +100,124 @@ def _link(w: Path, to: Path) -> Path:
 CS = ["--data", "cityscapes:{w}/cs", "--size", "32x16"]
 ANALYZE = ["--checkpoint", "{w}/ckpt", "--source", "gta5:{w}/gta", "--target", "cityscapes:{w}/cs", "--images", "1",
            "--method", "pca", "--source-size", "32x16", "--target-size", "32x16", "--workers", "0"]
+# Targets every output may be pointed at, with --overwrite: a named pipe, and a path inside the run folder of the
+# world (``run/config.json`` is a file there; ``run/new`` a new path) — issue 23's cases 3 and 7.
+FILE_TARGETS = {"fifo": "fifo", "in-run": "run/config.json"}
+FOLDER_TARGETS = {"fifo": "fifo", "in-run": "run/new"}
 # (command, its argv with {w} the sandbox and {t} the target, and how each target kind is made: "existing" → the
-# target, "link" → what a link at the target points to, "inside" → a path inside (or equal to) an input.
-# Link and inside-input cases run with --overwrite: even then nothing is written.
+# target, "link" → what a link at the target points to, "inside" → a path inside (or equal to) an input, "overlap" →
+# a path the same as or inside the command's other output, "foreign" → a folder of someone else's files there.
+# Every case but "existing" runs with --overwrite: even then nothing is written.
 FAMILY = {
     "data synth --out": (["data", "synth", "--out", "{t}", "--n-source", "1", "--n-train", "1", "--n-val", "1"],
-                         {"existing": "folder", "link": "cs"}),
-    "data synth --json": (["data", "synth", "--out", "{w}/new-synth", "--json", "{t}"], {"existing": "file",
-                                                                                          "link": "notes.txt"}),
+                         {"existing": "synth", "link": "cs", "foreign": "folder", **FOLDER_TARGETS}),
+    "data synth --json": (["data", "synth", "--out", "{w}/new-synth", "--json", "{t}"],
+                          {"existing": "file", "link": "notes.txt", "overlap": "new-synth/summary.json",
+                           **FILE_TARGETS}),
     "data check --json": (["data", "check", "--dataset", "gta5", "--root", "{w}/gta", "--json", "{t}"],
-                          {"existing": "file", "link": "notes.txt", "inside": "gta/report.json"}),
+                          {"existing": "file", "link": "notes.txt", "inside": "gta/report.json", **FILE_TARGETS}),
     "convert --out": (["convert", "--from", "clan", "{w}/pth/other.pth", "--out", "{t}"],
-                      {"existing": "ckpt", "link": "run/checkpoints/step_000002", "inside": "pth"}),
-    "convert --json": (["convert", "--from", "clan", "{w}/pth/other.pth", "--out", "{w}/new-ckpt", "--json", "{t}"],
-                       {"existing": "file", "link": "notes.txt", "inside": "pth/other.pth"}),
+                      {"existing": "ckpt", "link": "run/checkpoints/step_000002", "inside": "pth",
+                       "foreign": "folder", **FOLDER_TARGETS}),
+    "convert --json": (["convert", "--from", "clan", "{w}/pth/other.pth", "--out", "{w}/cv14", "--json", "{t}"],
+                       {"existing": "file", "link": "notes.txt", "inside": "pth/other.pth",
+                        "overlap": "cv14/meta.json", **FILE_TARGETS}),
     "train --out": (["train", "source-only", "--source", "gta5:{w}/gta", "--model", "tiny", "--set",
-                     "data.num_workers=0", "--out", "{t}"], {"existing": "run", "link": "empty", "inside": "gta/run"}),
+                     "data.num_workers=0", "--out", "{t}"],
+                    {"existing": "run", "link": "empty", "inside": "gta/run", **FOLDER_TARGETS}),
     "train --json": (["train", "source-only", "--source", "gta5:{w}/gta", "--model", "tiny", "--set",
-                      "data.num_workers=0", "--out", "{w}/new-run", "--json", "{t}"],
-                     {"existing": "file", "link": "notes.txt", "inside": "gta/summary.json"}),
+                      "data.num_workers=0", "--out", "{w}/runC", "--json", "{t}"],
+                     {"existing": "file", "link": "notes.txt", "inside": "gta/summary.json",
+                      "overlap": "runC/config.json", **FILE_TARGETS}),
     "eval --save-pred": (["eval", "--checkpoint", "{w}/ckpt", *CS, "--save-pred", "{t}"],
-                         {"existing": "preds", "link": "empty", "inside": "cs/preds"}),
-    "eval --json": (["eval", "--checkpoint", "{w}/ckpt", *CS, "--json", "{t}"],
-                    {"existing": "file", "link": "notes.txt", "inside": "ckpt/result.json"}),
+                         {"existing": "preds", "link": "empty", "inside": "cs/preds", **FOLDER_TARGETS}),
+    "eval --json": (["eval", "--checkpoint", "{w}/ckpt", *CS, "--save-pred", "{w}/new-preds", "--json", "{t}"],
+                    {"existing": "file", "link": "notes.txt", "inside": "ckpt/result.json",
+                     "overlap": "new-preds", "in-run": "run/metrics.jsonl", "fifo": "fifo"}),
     "export --out": (["export", "{w}/ckpt", "--out", "{t}", "--no-verify", "--working-size", "32x16"],
                      {"existing": "run/checkpoints/step_000002/model.pt", "link": "run/checkpoints/last/model.pt",
-                      "inside": "ckpt/model.onnx"}),
+                      "inside": "ckpt/model.onnx", "in-run": "run/x.onnx", "fifo": "fifo"}),
     "export --json": (["export", "{w}/ckpt", "--out", "{w}/new.onnx", "--no-verify", "--json", "{t}"],
-                      {"existing": "file", "link": "notes.txt", "inside": "ckpt/export.json"}),
+                      {"existing": "file", "link": "notes.txt", "inside": "ckpt/export.json",
+                       "overlap": "new.onnx.data", **FILE_TARGETS}),
     "inspect --json": (["inspect", "{w}/toy.onnx", "--json", "{t}"],
-                       {"existing": "file", "link": "notes.txt", "inside": "toy.onnx"}),
+                       {"existing": "file", "link": "notes.txt", "inside": "toy.onnx", **FILE_TARGETS}),
     "build-engine --json": (["build-engine", "{w}/toy.onnx", "--json", "{t}"],
-                            {"existing": "file", "link": "notes.txt", "inside": "toy.onnx"}),
+                            {"existing": "file", "link": "notes.txt", "inside": "toy.onnx", **FILE_TARGETS}),
     "predict --out": (["predict", "--model", "{w}/toy.onnx", "{w}/imgs", "--device", "cpu", "--out", "{t}"],
-                      {"existing": "predictions", "link": "empty", "inside": "imgs/out"}),
+                      {"existing": "predictions", "link": "empty", "inside": "imgs/out", **FOLDER_TARGETS}),
     "predict --json": (["predict", "--model", "{w}/toy.onnx", "{w}/imgs", "--device", "cpu", "--out",
                         "{w}/new-preds", "--json", "{t}"],
-                       {"existing": "file", "link": "notes.txt", "inside": "imgs/summary.json"}),
+                       {"existing": "file", "link": "notes.txt", "inside": "imgs/summary.json",
+                        "overlap": "new-preds/summary.json", **FILE_TARGETS}),
     "bench --json": (["bench", "train-step", "--steps", "1", "--warmup", "0", "--json", "{t}"],
-                     {"existing": "file", "link": "notes.txt"}),
+                     {"existing": "file", "link": "notes.txt", **FILE_TARGETS}),
     "investigate --json": (["investigate", "loader-speed", "--samples", "1", "--json", "{t}"],
-                           {"existing": "file", "link": "notes.txt"}),
+                           {"existing": "file", "link": "notes.txt", **FILE_TARGETS}),
     "bench gpu --out": (["bench", "gpu", "--device", "cpu", "--tiny", "--only", "train_fp32_channels_last", "--out",
                          "{t}"],
-                        {"existing": "gpu", "link": "gpu-link"}),
-    "demo --out": (["demo", "--out", "{t}"], {"existing": "folder", "link": "empty"}),
+                        {"existing": "gpu", "link": "gpu-link", **FOLDER_TARGETS}),
+    "demo --out": (["demo", "--out", "{t}"], {"existing": "folder", "link": "empty", "foreign": "demo-files",
+                                              **FOLDER_TARGETS}),
     "bench accuracy --out": (["bench", "accuracy", "--model", "{w}/toy.onnx", "--data", "cityscapes:{w}/cs",
                               "--backends", "onnxruntime", "--device", "cpu", "--out", "{t}"],
-                             {"existing": "folder", "link": "empty", "inside": "cs/parity"}),
+                             {"existing": "bench", "link": "empty", "inside": "cs/parity", "foreign": "folder",
+                              **FOLDER_TARGETS}),
+    "bench accuracy --json": (["bench", "accuracy", "--model", "{w}/toy.onnx", "--data", "cityscapes:{w}/cs",
+                               "--backends", "onnxruntime", "--device", "cpu", "--out", "{w}/acc", "--json", "{t}"],
+                              {"overlap": "acc/results.json"}),
     "bench latency --out": (["bench", "latency", "--model", "{w}/toy.onnx", "--checkpoints", "{w}/ckpt", "--backends",
                              "onnxruntime", "--device", "cpu", "--out", "{t}"],
-                            {"existing": "folder", "link": "empty", "inside": "ckpt/latency"}),
+                            {"existing": "bench", "link": "empty", "inside": "ckpt/latency", "foreign": "folder",
+                             **FOLDER_TARGETS}),
     "report --out": (["report", "{w}/result.json", "--out", "{t}"],
-                     {"existing": "file", "link": "notes.txt", "inside": "result.json"}),
+                     {"existing": "file", "link": "notes.txt", "inside": "result.json", "in-run": "run/table.md",
+                      "fifo": "fifo"}),
     "analyze features --out": (["analyze", "features", *ANALYZE, "--out", "{t}"],
-                               {"existing": "analysis", "link": "empty", "inside": "cs/analysis"}),
+                               {"existing": "analysis", "link": "empty", "inside": "cs/analysis", **FOLDER_TARGETS}),
     "analyze features --json": (["analyze", "features", *ANALYZE, "--out", "{w}/new-analysis", "--json", "{t}"],
-                                {"existing": "file", "link": "notes.txt", "inside": "ckpt/features.json"}),
+                                {"existing": "file", "link": "notes.txt", "inside": "ckpt/features.json",
+                                 "overlap": "new-analysis/features.json", **FILE_TARGETS}),
     "visualize --out": (["visualize", "--checkpoint", "{w}/ckpt", *CS, "--out", "{t}"],
-                        {"existing": "file", "link": "notes.txt", "inside": "cs/grid.png"}),
+                        {"existing": "file", "link": "notes.txt", "inside": "cs/grid.png", "in-run": "run/grid.png",
+                         "fifo": "fifo"}),
     "visualize --json": (["visualize", "--checkpoint", "{w}/ckpt", *CS, "--out", "{w}/new.png", "--json", "{t}"],
-                         {"existing": "file", "link": "notes.txt", "inside": "ckpt/grid.json"}),
+                         {"existing": "file", "link": "notes.txt", "inside": "ckpt/grid.json", "overlap": "new.png",
+                          **FILE_TARGETS}),
 }
 CASES = [(command, kind) for command, (_, kinds) in FAMILY.items() for kind in kinds]
+FIX = {"inside": "never writes into what it reads", "link": "symbolic link", "fifo": "is a named pipe",
+       "in-run": "the run folder", "overlap": "must be separate", "foreign": "did not write"}
 
 
 def _target(w: Path, command: str, kind: str) -> tuple[Path, str]:
-    """The target of one case (made in the sandbox) and the flag its message must name."""
+    """The target of one case (made in the sandbox) and what its message must say."""
     spec = FAMILY[command][1][kind]
-    if kind == "inside":
-        return w / spec, "never writes into what it reads"
+    suffix = ".png" if command == "visualize --out" else ""  # a figure's format is its suffix's
     if kind == "link":
         if spec == "gpu-link":  # bench gpu writes OUT/gpu_bench.json: that file is the link
             (w / "gpu-out").mkdir()
             (w / "gpu-out" / "gpu_bench.json").symlink_to(w / "notes.txt")
-            return w / "gpu-out", "symbolic link"
-        return _link(w, w / spec), "symbolic link"
-    if spec in ("file", "folder"):
-        return _existing(w, spec), "--overwrite"
+            return w / "gpu-out", FIX[kind]
+        return _link(w, w / spec, suffix), FIX[kind]
+    if kind == "fifo":
+        os.mkfifo(w / f"fifo{suffix}")
+        return w / f"fifo{suffix}", FIX[kind]
+    if spec == "demo-files":  # a user's folder holding files of the names the demo writes
+        (w / "user").mkdir()
+        for name in ("report.md", "results.json"):
+            (w / "user" / name).write_text("the user's own\n")
+        return w / "user", "not the demo's"
+    if kind == "foreign" or spec in ("file", "folder"):
+        return _existing(w, spec, suffix), FIX.get(kind, "--overwrite")
+    if kind in FIX:
+        return w / spec, FIX[kind]
     if spec == "run":
         return w / "run", "--resume"
+    if spec in ("synth", "bench"):  # an earlier output of the command itself, marked as ftadapt's
+        (w / "earlier").mkdir()
+        mark_output(w / "earlier", "an earlier run")
+        return w / "earlier", "--overwrite"
     if spec == "preds":  # an earlier prediction of one val frame
         (w / "preds").mkdir()
         (w / "preds" / "bremen_000000_000019.png").write_bytes(b"earlier")
@@ -279,35 +318,97 @@ def test_check_target_inputs_and_folders_written_whole(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.png").write_text("x")
     with pytest.raises(OutputError, match="is the input"):
-        check_target(tmp_path / "in", overwrite=True, inputs=[tmp_path / "in"], merge=True)
+        check_target(tmp_path / "in", overwrite=True, inputs=[tmp_path / "in"], kind="merge")
     with pytest.raises(OutputError, match="lies inside the input"):
-        check_target(tmp_path / "in" / "sub" / "out", overwrite=True, inputs=[tmp_path / "in"], merge=True)
+        check_target(tmp_path / "in" / "sub" / "out", overwrite=True, inputs=[tmp_path / "in"], kind="merge")
     with pytest.raises(OutputError, match="would replace or mix with the input"):
-        check_target(tmp_path, overwrite=True, inputs=[tmp_path / "in"], merge=True)
+        check_target(tmp_path, overwrite=True, inputs=[tmp_path / "in"], kind="merge")
     # a folder that merely holds an input file may receive outputs; the planned files are checked one by one
-    assert check_target(tmp_path / "in", overwrite=False, inputs=[tmp_path / "in" / "x.png"], merge=True)
+    assert check_target(tmp_path / "in", overwrite=False, inputs=[tmp_path / "in" / "x.png"], kind="merge")
     with pytest.raises(OutputError, match="x.png would replace an input"):
         check_new_files([tmp_path / "in" / "x.png"], overwrite=True, inputs=[tmp_path / "in" / "x.png"])
     with pytest.raises(OutputError, match=r"already exists \(1 of the 2 outputs do\); pass --overwrite"):
         check_new_files([tmp_path / "in" / "x.png", tmp_path / "in" / "y.png"], overwrite=False)
     (tmp_path / "ckpt").mkdir()
-    for name in CHECKPOINT_MARKERS:
+    for name in (MODEL_FILE, META_FILE):
         (tmp_path / "ckpt" / name).write_text("x")
-    with pytest.raises(OutputError, match="lies inside the checkpoint folder .*written only whole"):
+    with pytest.raises(OutputError, match="lies inside the checkpoint folder .*only whole, even with --overwrite"):
         check_target(tmp_path / "ckpt" / "model.pt", overwrite=True)
-    assert check_target(tmp_path / "ckpt", overwrite=True)  # replacing a whole checkpoint folder is allowed
-    (tmp_path / "run" / RUN_CHECKPOINTS).mkdir(parents=True)
-    (tmp_path / "run" / RUN_CONFIG).write_text("{}")
-    with pytest.raises(OutputError, match="the checkpoints of the run in .*only `ftadapt train` writes there"):
-        check_target(tmp_path / "run" / RUN_CHECKPOINTS / "step_000009", overwrite=True)
+    # replacing a whole checkpoint folder is allowed, filling it with anything else is not
+    assert check_target(tmp_path / "ckpt", overwrite=True, kind="folder")
+    with pytest.raises(OutputError, match="is the checkpoint folder"):
+        check_target(tmp_path / "ckpt", overwrite=True, kind="merge")
+    (tmp_path / "run" / CHECKPOINTS).mkdir(parents=True)
+    (tmp_path / "run" / CONFIG_FILE).write_text("{}")
+    for inside in (CHECKPOINTS + "/step_000009", CONFIG_FILE, "eval.json", "tb/x"):
+        with pytest.raises(OutputError, match="lies inside the run folder .*only `ftadapt train` writes"):
+            check_target(tmp_path / "run" / inside, overwrite=True)
+    assert check_target(tmp_path / "run", overwrite=False, kind="run")  # train --out: a resume continues it
 
 
-def test_the_rule_knows_the_checkpoint_layout_by_its_real_names():
-    from ftadapt.checkpoint import META_FILE, MODEL_FILE
-    from ftadapt.run_folder import CHECKPOINTS, CONFIG_FILE
+def test_overwrite_replaces_only_what_ftadapt_wrote(tmp_path, monkeypatch):
+    """Issue 23, cases 5 and 7: a folder of someone else's files, the folder the command runs in (or one holding
+    it), a named pipe and a device are never replaced, with or without --overwrite; an earlier output is."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="ftadapt did not write .*never replaced, even with --overwrite"):
+        check_target(tmp_path / "user", overwrite=True, kind="folder")
+    with pytest.raises(OutputError, match="ftadapt did not write"), atomic_path(tmp_path / "user",
+                                                                                overwrite=True) as tmp:
+        tmp.mkdir()  # the rule holds at the moment of writing too
+    assert [p.name for p in (tmp_path / "user").iterdir()] == ["thesis.tex"]
+    (tmp_path / "earlier").mkdir()
+    mark_output(tmp_path / "earlier", "a test")
+    assert check_target(tmp_path / "earlier", overwrite=True, kind="folder")
+    with pytest.raises(OutputError, match="earlier already exists; pass --overwrite"):
+        check_target(tmp_path / "earlier", overwrite=False, kind="folder")
+    monkeypatch.chdir(tmp_path / "earlier")
+    for given in (".", "..", "../earlier"):
+        with pytest.raises(OutputError, match="the folder this command runs in, or holds it"):
+            check_target(given, overwrite=True, kind="folder")
+    assert check_target(".", overwrite=False, kind="merge") == tmp_path / "earlier"  # adding files to it is fine
+    os.mkfifo(tmp_path / "pipe")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="pipe is a named pipe, not a regular file .*'-'"):
+            check_target(tmp_path / "pipe", overwrite=overwrite)
+    with pytest.raises(OutputError, match="/dev/null is a character device.*even with --overwrite.*'-'"):
+        check_target("/dev/null", overwrite=True)
+    (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")  # what /dev/stdout is when the output is piped
+    with pytest.raises(OutputError, match="to-pipe is a link to a named pipe .*for standard output give '-'"):
+        check_target(tmp_path / "to-pipe", overwrite=True)
+    with pytest.raises(OutputError, match="is a folder; give the path of a file"):
+        check_target(tmp_path / "user", overwrite=True)
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(OutputError, match="a.json is a file; give a folder"):
+        check_target(tmp_path / "a.json", overwrite=True, kind="folder")
 
-    assert set(CHECKPOINT_MARKERS) == {MODEL_FILE, META_FILE}
-    assert (RUN_CHECKPOINTS, RUN_CONFIG) == (CHECKPOINTS, CONFIG_FILE)
+
+def test_the_outputs_of_one_command_never_overlap(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refuse_overlap(("--out", "a"), ("--json", "b.json"), ("--json", None), ("--json", "-"))
+    with pytest.raises(OutputError, match="--out run and --json .*run/config.json overlap .*must be separate"):
+        refuse_overlap(("--out", "run"), ("--json", tmp_path / "run" / "config.json"))
+    with pytest.raises(OutputError, match="are the same path"):
+        refuse_overlap(("--out", "t.md"), ("--out", tmp_path / "sub" / ".." / "t.md"))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    with pytest.raises(OutputError, match="are the same path"):
+        refuse_overlap(("--save-pred", "real/p"), ("--json", "alias/p"))
+
+
+def test_a_json_is_checked_again_when_it_is_written(tmp_path):
+    """Issue 23, case 2: the target was checked before its folder existed and never again; what the work made of
+    its folder (here: a checkpoint) is seen at write time."""
+    from ftadapt.commands.common import check_json, emit
+
+    target = tmp_path / "later" / "meta.json"
+    check_json(str(target), True)
+    (tmp_path / "later").mkdir()
+    for name in (MODEL_FILE, META_FILE):
+        (tmp_path / "later" / name).write_text("the checkpoint's own")
+    with pytest.raises(OutputError, match="lies inside the checkpoint folder"):
+        emit({"x": 1}, str(target), overwrite=True)
+    assert (tmp_path / "later" / META_FILE).read_text() == "the checkpoint's own"
 
 
 def test_stale_temporaries_of_killed_writes_are_found_and_removed(tmp_path):
@@ -359,3 +460,62 @@ def test_export_cannot_overwrite_a_checkpoints_weights(world, tmp_path, capsys, 
     assert exit_code(["export", w / "ckpt", "--out", w / "fresh.onnx", "--no-verify", "--working-size", "32x16"]) == 0
     assert exit_code(["export", w / "ckpt", "--out", w / "fresh.onnx", "--no-verify", "--working-size", "32x16",
                       "--overwrite"]) == 0  # an earlier export is replaced when asked
+
+
+def test_a_run_folder_named_as_input_is_never_written(world, tmp_path, capsys):
+    """Issue 23, case 3: only the resolved checkpoint counted as the input, so the run folder the user named was
+    written into: its config.json (a resume then fails) and its metrics.jsonl replaced, an export put inside it."""
+    w = tmp_path / "w"
+    shutil.copytree(world, w, symlinks=True)
+    before = _snapshot(w)
+    for argv in (["eval", "--checkpoint", w / "run", *[a.format(w=w) for a in CS], "--json", w / "run" / "config.json"],
+                 ["eval", "--checkpoint", w / "run", *[a.format(w=w) for a in CS], "--json",
+                  w / "run" / "metrics.jsonl"],
+                 ["export", w / "run", "--out", w / "run" / "x.onnx", "--no-verify"]):
+        assert exit_code([*argv, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "never writes into what it reads" in err or "lies inside the run folder" in err, err
+    assert _snapshot(w) == before
+
+
+def test_a_bench_never_replaces_the_folder_it_runs_in(world, tmp_path, capsys, monkeypatch):
+    """Issue 23, case 5 and item 9: ``bench latency --out ../cwd --overwrite`` from inside cwd emptied it, and
+    ``--out .`` measured everything, then failed on an empty name. Both are refused before any measuring."""
+    w = tmp_path / "w"
+    shutil.copytree(world, w, symlinks=True)
+    (w / "cwd").mkdir()
+    mark_output(w / "cwd", "an earlier bench")  # even the bench's own earlier output, while the user works in it
+    (w / "cwd" / "notes.md").write_text("the user's notes\n")
+    monkeypatch.chdir(w / "cwd")
+    before = _snapshot(w)
+    for out in ("../cwd", "."):
+        argv = ["bench", "latency", "--model", w / "toy.onnx", "--backends", "onnxruntime", "--device", "cpu",
+                "--out", out, "--overwrite"]
+        assert exit_code(argv) == 2
+        err = capsys.readouterr().err
+        assert "the folder this command runs in, or holds it" in err and "latency" not in err.split("error:")[0]
+    assert _snapshot(w) == before
+
+
+def test_two_runs_into_one_folder_at_once_are_told_so(synthetic, tmp_path, capsys):
+    """Issue 23: the second of two runs started into one folder was offered --overwrite, which does not apply to run
+    folders. A run holds its folder while it writes; the second start names the other run."""
+    from ftadapt.errors import UsageError
+    from ftadapt.training.prepare import RunLock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    other = RunLock()
+    other.acquire(busy)  # another `ftadapt train` holds the folder
+    try:
+        with pytest.raises(UsageError, match="another `ftadapt train` is writing this run folder right now"):
+            RunLock().acquire(busy)
+        argv = ["train", "source-only", "--source", f"gta5:{synthetic.gta5_root}", "--model", "tiny", "--steps", "1",
+                "--set", "data.num_workers=0", "--set", "check_data=false", "--out", busy]
+        assert exit_code(argv) == 2
+        err = capsys.readouterr().err
+        assert "another `ftadapt train` is writing this run folder" in err and "--overwrite" not in err, err
+    finally:
+        other.release()
+    assert list(busy.iterdir()) == []
+    RunLock().acquire(busy)  # released: free again (the lock ends with its holder)

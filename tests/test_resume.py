@@ -261,8 +261,8 @@ def test_convert_cannot_replace_a_runs_checkpoint_or_its_last_link(synthetic, tm
     before = listing()
     for target, flags, why in [(folder / "step_000002", [], "already exists; pass --overwrite"),
                                (folder / "last", ["--overwrite"], "is a symbolic link (to step_000002)"),
-                               (folder / "step_000002", ["--overwrite"], "the checkpoints of the run in"),
-                               (folder / "step_000009", ["--overwrite"], "only `ftadapt train` writes there")]:
+                               (folder / "step_000002", ["--overwrite"], "lies inside the run folder"),
+                               (folder / "step_000009", ["--overwrite"], "only `ftadapt train` writes")]:
         with pytest.raises(SystemExit) as exc:
             main(["convert", "--from", "clan", str(tmp_path / "other.pth"), "--out", str(target), *flags])
         err = capsys.readouterr().err
@@ -270,3 +270,29 @@ def test_convert_cannot_replace_a_runs_checkpoint_or_its_last_link(synthetic, tm
     assert listing() == before and sorted(p.name for p in folder.iterdir()) == ["last", "step_000001", "step_000002"]
     assert resolve_checkpoint(out) == folder / "step_000002"  # eval of the run scores the run's own weights
     assert run(synthetic, out, "source-only", resume=True, stop_at=0).step == 3
+
+
+def test_a_damaged_training_log_is_named_not_a_traceback(tmp_path):
+    """A ``metrics.jsonl`` cut mid-line or overwritten by binary bytes: one error naming the file (and the line)."""
+    from ftadapt.errors import CheckpointError
+    from ftadapt.run_folder import METRICS_FILE, read_metrics
+
+    (tmp_path / METRICS_FILE).write_text('{"step": 1}\n\n{"step": 2}\n')
+    assert read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
+    (tmp_path / METRICS_FILE).write_text('{"step": 1}\n{"st')
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2, is not a JSON record; .*restore it"):
+        read_metrics(tmp_path)
+    (tmp_path / METRICS_FILE).write_bytes(b"\x80\x81 not text")
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl is not a text \(UTF-8\) training log"):
+        read_metrics(tmp_path)
+
+
+def test_a_run_whose_checkpoints_were_all_removed_is_not_called_unstarted(synthetic, tmp_path):
+    """Every entry of ``checkpoints/`` removed, link included: the run did save checkpoints (its log says how far it
+    got), so the message must not claim it stopped before its first one."""
+    out = tmp_path / "run"
+    run(synthetic, out, "source-only", steps=2, checkpoint_every=1)
+    for entry in (out / "checkpoints").iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    with pytest.raises(UsageError, match=r"logged up to step 2 but has no checkpoint left .*were they deleted"):
+        run(synthetic, out, "source-only", resume=True)

@@ -147,10 +147,9 @@ def test_refuses_to_overwrite(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(UsageError, match="already exists; pass --overwrite"):
-        write_synthetic(out, **TINY)
-    with pytest.raises(UsageError, match="not a synthetic dataset"):
-        write_synthetic(out, **TINY, overwrite=True)
+    for overwrite in (False, True):  # not a synthetic set: not even --overwrite replaces it
+        with pytest.raises(UsageError, match="ftadapt did not write .*never replaced, even with --overwrite"):
+            write_synthetic(out, **TINY, overwrite=overwrite)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # untouched, nothing half-written beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     first = write_synthetic(tmp_path / "set", **TINY, seed=1)

@@ -26,6 +26,7 @@ from ftadapt.evaluation.frames import default_workers, index_ground_truth
 from ftadapt.fsutil import atomic_path
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_LUT, NUM_CLASSES
+from ftadapt.layout import mark_output
 
 SIZE = (2048, 1024)  # W, H of Cityscapes frames
 _CACHE_VERSION = 1
@@ -75,6 +76,7 @@ def prepare(cache: Path, n: int, seed: int, workers: int) -> Path:
             for job in tqdm(jobs, desc="generate", unit="pair"):
                 job.result()
         (tmp / "done").write_text("ok\n")
+        mark_output(tmp, "the eval-speed investigation (a cache)")
     return folder
 
 

@@ -35,6 +35,7 @@ from ftadapt.export.onnx_export import export_onnx
 from ftadapt.export.onnx_graph import build_graph
 from ftadapt.labels import cityscapes_to_trainid
 from ftadapt.models.registry import create_model
+from ftadapt.runtime.onnx_file import read_model_file
 
 
 def _members(root: Path, model: str, n: int) -> list[str]:
@@ -91,7 +92,7 @@ def bench_latency(root: Path, model: str, working_size: tuple[int, int], frame_s
     if not path.is_file():
         export_onnx(ensemble, path, working_size=working_size, verify=False, progress=False)
     frames = [synthesize("target", "val", i, frame_size)[0][None] for i in range(n_frames)]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(read_model_file(path).path), providers=["CPUExecutionProvider"])
     graph = build_graph(ensemble, working_size=working_size)
 
     def torch_run(frame: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ def check_out(out: str | Path, methods: Sequence[str], *, inputs: Sequence[str |
     where it lands; checked before any work."""
     if not set(methods) <= {"pca", "tsne"}:
         raise UsageError(f"embedding methods {list(methods)}: expected pca and/or tsne")
-    out = check_target(out, overwrite=overwrite, inputs=inputs, what="--out", merge=True)
+    out = check_target(out, overwrite=overwrite, inputs=inputs, what="--out", kind="merge")
     check_new_files([out / FIGURES[key] for key in ("norms", *methods)] + [out / JSON_FILE, out / CSV_FILE],
                     overwrite=overwrite, inputs=inputs, what="--out")
     return out
@@ -149,11 +149,30 @@ def analyze_features(models: Sequence[Model], source: DomainSpec, target: Domain
         rows += method_rows
     payload["figures"] = {k: FIGURES[k] for k in figures}
     payload["embedding_csv"] = CSV_FILE
-    for key, fig in figures.items():
-        save_png(fig, out / FIGURES[key], overwrite=overwrite)
-    write_text_atomic(out / CSV_FILE, _csv(rows), overwrite=overwrite)
-    write_text_atomic(out / JSON_FILE, json.dumps(payload, indent=2) + "\n", overwrite=overwrite)
+    files = {FIGURES[key]: (lambda path, fig=fig: save_png(fig, path, overwrite=overwrite))
+             for key, fig in figures.items()}
+    files[CSV_FILE] = lambda path: write_text_atomic(path, _csv(rows), overwrite=overwrite)
+    files[JSON_FILE] = lambda path: write_text_atomic(path, json.dumps(payload, indent=2) + "\n", overwrite=overwrite)
+    _write_all(out, files)
     return payload
+
+
+def _write_all(out: Path, files: dict[str, Callable[[Path], None]]) -> None:
+    """Write each file of ``out`` (name → an atomic write to the path given); when one fails or a signal interrupts
+    them, remove the files added so far, so that an interrupted analysis adds none of its files (earlier ones it
+    replaced under ``overwrite`` stay replaced)."""
+    added = []
+    try:
+        for name, write in files.items():
+            path = out / name
+            new = not path.exists()
+            write(path)
+            if new:
+                added.append(path)
+    except BaseException:
+        for path in added:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _number(value: float) -> float | None:

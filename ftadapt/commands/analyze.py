@@ -19,6 +19,7 @@ from ftadapt.commands.common import (
     overwrite_option,
 )
 from ftadapt.commands.predictors import predictor_options, predictor_request
+from ftadapt.config import SEED_MAX
 
 
 @click.group()
@@ -47,7 +48,8 @@ def analyze() -> None:
               help="Embedding of the scatter plots.")
 @click.option("--source-size", type=SIZE, default=None, help="Source input size W×H [the dataset's protocol size].")
 @click.option("--target-size", type=SIZE, default="1024x512", show_default=True, help="Target input size W×H.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Image choice, point sampling and embeddings.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help="Image choice, point sampling and embeddings.")
 @device_option()
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Threads of the embeddings [every core]; on a busy machine 1 can be several times faster.")
@@ -75,15 +77,17 @@ def features(**opts: Any) -> None:
         load_models,
     )
     from ftadapt.labels import class_ids
+    from ftadapt.machine import check_memory
     from ftadapt.run_folder import resolve_checkpoint
 
+    check_memory({"--source-size": opts["source_size"], "--target-size": opts["target_size"]})
     classes = class_ids(opts["classes"]) if opts["classes"] else None
     plot_classes = class_ids(opts["plot_classes"]) if opts["plot_classes"] else None
     methods = ("pca", "tsne") if opts["method"] == "both" else (opts["method"],)
     specs = [labelled_path(spec) for spec in opts["checkpoints"]]
     inputs = [opts["source"][1], opts["target"][1], *(resolve_checkpoint(path) for _, path in specs)]
     check_out(opts["out_dir"], methods, inputs=inputs, overwrite=opts["overwrite"])  # before anything is loaded
-    check_json(opts["json_out"], opts["overwrite"], inputs)
+    check_json(opts["json_out"], opts["overwrite"], inputs, beside=[("--out", opts["out_dir"])])
     models = load_models(specs, opts["device"])
     source = DomainSpec(*opts["source"], size=opts["source_size"])
     target = DomainSpec(*opts["target"], split=opts["target_split"], size=opts["target_size"])
@@ -111,9 +115,10 @@ def features(**opts: Any) -> None:
 @click.option("--tile-width", type=click.IntRange(64, 4096), default=480, show_default=True,
               help="Width of each picture in the grid, in pixels.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The PNG to write.")
+              help="The picture to write, in the format its suffix names: .png, .jpg/.jpeg, .tif/.tiff, .pdf or "
+                   ".svg.")
 @json_option("the per-frame numbers")
-@overwrite_option("the PNG and the JSON file")
+@overwrite_option("the picture and the JSON file")
 def visualize(**opts: Any) -> None:
     """A grid of image, ground truth and each predictor's colourised prediction for chosen target frames, each with
     its per-frame mIoU.
@@ -125,18 +130,22 @@ def visualize(**opts: Any) -> None:
         --frame frankfurt_000000_000294 --out grid.png
     """
     from ftadapt.analysis.grid import pick_frames, write_grid
+    from ftadapt.analysis.plotting import figure_format
     from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit
     from ftadapt.evaluation.predictors import build, close_all
     from ftadapt.fsutil import check_target
+    from ftadapt.machine import check_memory
 
     request = predictor_request(opts)
     if not request.names_any:
         raise click.UsageError("say what to show: --checkpoint DIR, --ensemble DIR:WEIGHT (repeatable), --onnx FILE "
                                "or --pred-dir DIR")
+    figure_format(opts["out_file"], what="--out")
+    check_memory({"--size": opts["size"]})
     out = opts["out_file"]
     inputs = [opts["data"][1], *request.inputs()]
     check_target(out, overwrite=opts["overwrite"], inputs=inputs, what="--out")
-    check_json(opts["json_out"], opts["overwrite"], inputs)
+    check_json(opts["json_out"], opts["overwrite"], inputs, beside=[("--out", out)])
     whole = LabelledSplit.from_root(opts["data"][1], opts["split"])
     split = pick_frames(whole, opts["frames"], opts["count"])
     if not opts["frames"] and opts["count"] > len(split.frames):

@@ -105,8 +105,8 @@ def _check_outputs(out: Path | None, json_out: str | None, overwrite: bool, inpu
     from ftadapt.fsutil import check_target
 
     if out is not None:
-        check_target(out, overwrite=overwrite, inputs=inputs, what="--out")
-    check_json(json_out, overwrite, inputs)
+        check_target(out, overwrite=overwrite, inputs=inputs, what="--out", kind="folder")
+    check_json(json_out, overwrite, inputs, beside=[("--out", out)])
 
 
 def _finish(results: dict, out: Path | None, json_out: str | None, overwrite: bool) -> None:
@@ -202,7 +202,11 @@ def latency(models, random_models, precisions, out, json_out, overwrite, **optio
     ftadapt bench latency --random deeplabv2-r101 --members 3 --precision fp16 --device cuda:0
     """
     from ftadapt.bench.latency import measure_latency
+    from ftadapt.machine import check_memory
 
+    batch = max(options["batches"] or (1,))
+    check_memory({"--working-size": options["working_size"]}, batch=batch * options["members"])
+    check_memory({"--frame-size": options["frame_size"]}, batch=batch)
     _check_outputs(out, json_out, overwrite, [*models, *options["checkpoints"]])
     random_models = random_models or (() if models else ("tiny", "deeplabv2-r101"))
     results = measure_latency(models=models, random=random_models, precisions=precisions or ("fp32",), **options)

@@ -1,9 +1,10 @@
 """What every command shares: the option types (sizes are W×H everywhere), ``--json``, ``--overwrite`` and one way to
 emit results.
 
-Every command that writes takes ``--overwrite`` and applies the one output rule (``ftadapt.fsutil.check_target``) to
-each of its targets before any work: an existing target is refused unless ``--overwrite`` is given, a link is never
-followed, and nothing is written into the command's own inputs.
+Every command that writes takes ``--overwrite`` and applies the one output rule (``ftadapt.fsutil``) to each of its
+targets before any work: an existing target is refused unless ``--overwrite`` is given (which replaces only what
+ftadapt wrote), a link is never followed, nothing is written into the command's own inputs or into a run or checkpoint
+folder, and the outputs of one command never overlap.
 
 Torch-free and cheap to import: ``ftadapt --help`` imports every command module.
 """
@@ -130,11 +131,14 @@ def labelled_path(spec: str) -> tuple[str | None, Path]:
     return None, Path(spec)
 
 
-def check_json(json_out: str | None, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
-    """The ``--json`` file under the output rule, checked before the command does any work."""
+def check_json(json_out: str | None, overwrite: bool, inputs: Iterable[str | Path] = (),
+               beside: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """The ``--json`` file under the output rule, checked before the command does any work: ``beside`` are the
+    command's other outputs (``("--out", path)``), which it must not be, lie in or hold."""
     if json_out not in (None, "-"):
-        from ftadapt.fsutil import check_target
+        from ftadapt.fsutil import check_target, refuse_overlap
 
+        refuse_overlap(*beside, ("--json", json_out))
         check_target(json_out, overwrite=overwrite, inputs=inputs, what="--json")
 
 
@@ -152,8 +156,9 @@ def emit(payload: dict[str, Any], json_out: str | None, *, always: bool = False,
     if always or json_out == "-":
         click.echo(text, nl=False)
     if json_out not in (None, "-"):
-        from ftadapt.fsutil import write_text_atomic
+        from ftadapt.fsutil import check_target, write_text_atomic
 
+        check_target(json_out, overwrite=overwrite, what="--json")  # again: the work may have changed its folder
         write_text_atomic(json_out, text, overwrite=overwrite)
         click.echo(f"wrote {json_out}", err=True)
 

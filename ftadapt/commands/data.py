@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ftadapt.commands.common import DATASET_KINDS, SIZE, check_json, echo, emit, json_option, overwrite_option
+from ftadapt.config import SEED_MAX
 
 
 @click.group()
@@ -22,7 +23,8 @@ def data() -> None:
 @click.option("--n-val", type=click.IntRange(1), default=16, show_default=True, help="Target val images.")
 @click.option("--source-size", type=SIZE, default="320x180", show_default=True, help="Source image size W×H.")
 @click.option("--target-size", type=SIZE, default="256x128", show_default=True, help="Target image size W×H.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same dataset.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help="Same seed, same dataset.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a synthetic dataset written to OUT before (never another folder), and the JSON file.")
 @json_option("the summary")
@@ -30,8 +32,10 @@ def synth(out_dir: Path, n_source: int, n_train: int, n_val: int, source_size: t
           target_size: tuple[int, int], seed: int, overwrite: bool, json_out: str | None) -> None:
     """Write the synthetic two-domain street-scene dataset (rendered source → photographed target)."""
     from ftadapt.data.synthetic import write_synthetic
+    from ftadapt.machine import check_memory
 
-    check_json(json_out, overwrite)
+    check_memory({"--source-size": source_size, "--target-size": target_size})
+    check_json(json_out, overwrite, beside=[("--out", out_dir)])
     start = time.perf_counter()
     layout = write_synthetic(out_dir, n_source=n_source, n_target_train=n_train, n_target_val=n_val,
                              source_size=source_size, target_size=target_size, seed=seed, overwrite=overwrite,

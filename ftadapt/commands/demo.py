@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
+from ftadapt.config import SEED_MAX
 from ftadapt.demo.settings import DEMO_STEPS, DemoSettings
 
 
 @click.command("demo")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="ftadapt-demo",
               show_default=True, help="Folder for the synthetic data and every artefact the demo produces.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=DEMO_STEPS, show_default=True,
               help="Training steps of each method.")
 @click.option("--overwrite", is_flag=True,

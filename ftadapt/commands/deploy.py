@@ -71,8 +71,11 @@ def build_engine(model: Path, cache: Path | None, max_batch: int, max_frame, min
     Needs the `trt` extra (TensorRT ≥ 10.12, pycuda) and an NVIDIA GPU. The Segmenter then loads the cached engine
     when created with the same max_batch, max_frame, min_frame, with_probs and TensorRTOptions(opt_batch, opt_frame).
     """
+    from ftadapt.machine import check_memory
     from ftadapt.runtime import Segmenter, TensorRTOptions
 
+    check_memory({"--max-frame": _frame(max_frame, legacy_max)}, batch=max_batch)
+    check_memory({"--opt-frame": opt_frame}, batch=opt_batch)
     check_json(json_out, overwrite, [model])
     options = TensorRTOptions(engine_cache=cache, workspace_mb=workspace_mb, opt_batch=opt_batch, opt_frame=opt_frame)
     with Segmenter(model, backend="tensorrt", device=device, max_batch=max_batch,
@@ -124,11 +127,13 @@ def predict(model: Path, inputs: tuple[Path, ...], out: Path, backend: str, devi
     \b
     ftadapt predict --model ens.onnx frames/ drive.mp4 --out preds/ [--backend onnxruntime --device cpu]
     """
+    from ftadapt.machine import check_memory
     from ftadapt.runtime import OnnxRuntimeOptions, Segmenter, TensorRTOptions
     from ftadapt.runtime.predict import check_outputs, collect_sources, predict_files
 
+    check_memory({"--max-frame": _frame(max_frame, legacy_max)})
     sources = collect_sources(inputs)  # bad inputs and outputs fail before an engine is built
-    check_json(json_out, overwrite, [model, *inputs])
+    check_json(json_out, overwrite, [model, *inputs], beside=[("--out", out)])
     check_outputs(sources, out, overwrite=overwrite)
     with Segmenter(model, backend=backend, device=device, max_frame=_frame(max_frame, legacy_max),
                    tensorrt=TensorRTOptions(engine_cache=engine_cache),

@@ -53,12 +53,14 @@ def evaluate_cmd(**opts: Any) -> None:
     from ftadapt.evaluation import evaluate, get_protocol
     from ftadapt.evaluation.evaluate import problem_report
     from ftadapt.evaluation.predictors import build, close_all
+    from ftadapt.machine import check_memory
 
     request = predictor_request(opts)
     if not request.names_any:
         raise click.UsageError(_WHAT)
+    check_memory({"--size": opts["size"]})
     inputs = _inputs(opts, request)
-    check_json(opts["json_out"], opts["overwrite"], inputs)
+    check_json(opts["json_out"], opts["overwrite"], inputs, beside=[("--save-pred", opts["save_pred"])])
     split = _split(opts)  # usage errors first, then the data, before any model is loaded
     predictors, kinds = build(request)
     try:
@@ -93,7 +95,7 @@ def _saving(predictors: list, kinds: dict[str, str], opts: dict[str, Any], input
     from ftadapt.evaluation.folder import SavingPredictions
     from ftadapt.fsutil import check_target
 
-    check_target(folder, overwrite=opts["overwrite"], inputs=inputs, what="--save-pred", merge=True)
+    check_target(folder, overwrite=opts["overwrite"], inputs=inputs, what="--save-pred", kind="merge")
     return [SavingPredictions(p, folder, overwrite=opts["overwrite"]) if p is models[0] else p for p in predictors]
 
 

@@ -25,7 +25,8 @@ from ftadapt.commands.common import SizeType, check_json, echo, emit, fusion_opt
 @click.option("--no-verify", is_flag=True, help="Skip the checker + ONNX Runtime parity verification.")
 @click.option("--verify-frames", type=click.IntRange(min=1), default=2, show_default=True,
               help="Synthetic frames per verification size (two sizes).")
-@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True)
+@click.option("--opset", type=click.IntRange(18, 25), default=20, show_default=True,  # = onnx_export.OPSETS
+              help="ONNX opset of the graph, 18 to 25: the exporter writes opset 18 and converts it up to 25 at most.")
 @json_option()
 @overwrite_option("the .onnx file (and its .data file) and the JSON file")
 def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precision: str,
@@ -41,13 +42,16 @@ def export(checkpoint: Path | None, members: tuple[str, ...], out: Path, precisi
     """
     from ftadapt.ensemble import MemberSpec, load_ensemble
     from ftadapt.export.onnx_export import VerificationError, export_onnx
+    from ftadapt.machine import check_memory
     from ftadapt.run_folder import resolve_checkpoint
 
     if (checkpoint is None) == (not members):
         raise click.UsageError("give either one checkpoint folder (ftadapt export DIR --out F) or --ensemble "
                                "DIR:WEIGHT (repeatable), not both")
     specs = [MemberSpec(checkpoint)] if checkpoint else [MemberSpec.parse(m) for m in members]
-    check_json(json_out, overwrite, [resolve_checkpoint(s.path) for s in specs])
+    check_memory({"--working-size": working_size}, batch=len(specs) * (2 if flip else 1))  # every member's scores
+    check_json(json_out, overwrite, [p for s in specs for p in (s.path, resolve_checkpoint(s.path))],
+               beside=[("--out", out), ("--out's data file", out.with_name(out.name + ".data"))])
     ensemble = load_ensemble(specs, fusion=fusion, flip=flip)
     try:
         result = export_onnx(ensemble, out, precision=precision, working_size=working_size, with_probs=with_probs,

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ftadapt.commands.common import SIZE, SizeType, prints_report
+from ftadapt.config import SEED_MAX
 
 
 @click.group("investigate", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -26,7 +27,7 @@ def investigations() -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs (best reported).")
 @click.option("--naive-n", type=click.IntRange(min=0), default=None,
               help="Pairs for the naive loop [default: all n; 0 skips it].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Folder for the generated pairs [default: $XDG_CACHE_HOME/ftadapt/eval_speed].")
 @prints_report
@@ -59,7 +60,10 @@ def eval_speed(n, workers, repeat, naive_n, seed, cache) -> dict:
 def export_speed(**options) -> dict:
     """Export time and size, ONNX Runtime vs PyTorch latency, in-graph vs PIL pre-processing."""
     from ftadapt.bench.investigations.export_speed import measure_export
+    from ftadapt.machine import check_memory
 
+    check_memory({"--working-size": options["working_size"]}, batch=max(options["members"]))
+    check_memory({"--frame-size": options["frame_size"]})
     return measure_export(**options)
 
 

@@ -27,9 +27,10 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
         --out table1.md --out table1.csv
     """
     from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_all
-    from ftadapt.fsutil import check_target, write_text_atomic
+    from ftadapt.fsutil import check_target, refuse_overlap, write_text_atomic
 
     files = [labelled_path(spec) for spec in results]
+    refuse_overlap(*(("--out", out) for out in outs))
     for out in outs:
         check_target(out, overwrite=overwrite, inputs=[path for _, path in files], what="--out")
         if out.suffix not in (".md", ".csv"):

@@ -87,7 +87,7 @@ def train(method: str, source: str, target: str | None, model: str | None, init:
                                  **{"data.source": source, "data.target": target,
                                     "init": str(init) if init is not None else None})
     cfg = resolve_config(overrides, out=out, resume=resume)
-    check_json(json_out, overwrite, run_inputs(cfg, resume=resume))
+    check_json(json_out, overwrite, run_inputs(cfg, resume=resume), beside=[("--out", out)])
     if not resume and "data.num_workers" not in overrides:
         from ftadapt.machine import cpu_cores
 
@@ -120,7 +120,7 @@ def convert(kind: str, src: Path, out: Path, aspp: str | None, json_out: str | N
     """Import an officially released .pth (read with weights_only=True) into a checkpoint folder."""
     from ftadapt.models.convert import convert_checkpoint
 
-    check_json(json_out, overwrite, [src])
+    check_json(json_out, overwrite, [src], beside=[("--out", out)])
     summary = convert_checkpoint(src, kind, out, aspp=aspp, overwrite=overwrite)
     for key, value in summary.items():
         echo(f"{key:>14}  {value}", json_out)

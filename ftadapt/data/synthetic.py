@@ -64,6 +64,7 @@ from ftadapt.errors import UsageError
 from ftadapt.fsutil import atomic_path, check_target
 from ftadapt.imageio import write_png
 from ftadapt.labels import CITYSCAPES_ID_TO_TRAINID, PALETTE
+from ftadapt.layout import mark_output
 from ftadapt.version import __version__
 
 # Defaults: small enough that a tiny model trains on the CPU in minutes, yet with the real aspect ratios
@@ -74,7 +75,7 @@ DEFAULT_TARGET_SIZE: tuple[int, int] = (256, 128)
 MIN_SIZE: tuple[int, int] = (64, 32)
 MAX_SIDE = 4096
 TARGET_CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau")}
-MARKER = "synthetic.json"  # written at the root; marks a folder ``overwrite=True`` may replace
+MARKER = "synthetic.json"  # written at the root: how the set was made
 
 SOURCE_STATS = SceneStats(
     focal=0.8, horizon=(0.4, 0.5), camera_height=(1.6, 2.2), road_half=(4.0, 8.0), sidewalk=(2.5, 5.0),
@@ -152,12 +153,7 @@ def _check_args(root: Path, counts: dict[str, int], sizes: dict[str, tuple[int, 
         if not ok or not (MIN_SIZE[0] <= size[0] <= MAX_SIDE and MIN_SIZE[1] <= size[1] <= MAX_SIDE):
             raise UsageError(f"{name} must be (W, H) with {MIN_SIZE[0]} <= W <= {MAX_SIDE} and {MIN_SIZE[1]} <= H <= "
                              f"{MAX_SIDE}, got {size!r}")
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"{root}: exists and is a file; choose a folder for the synthetic dataset")
-    check_target(root, overwrite=overwrite, what="--out")
-    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
-        raise UsageError(f"{root}: not a synthetic dataset (no {MARKER}), so it is not replaced even with "
-                         "overwrite; empty or remove it yourself, or choose another folder")
+    check_target(root, overwrite=overwrite, what="--out", kind="folder")
 
 
 def write_synthetic(root: str | os.PathLike, *, n_source: int = DEFAULT_N_SOURCE,
@@ -169,7 +165,7 @@ def write_synthetic(root: str | os.PathLike, *, n_source: int = DEFAULT_N_SOURCE
 
     The set is built in a temporary folder beside ``root`` and renamed onto it at the end, so ``root`` holds either
     the complete set or what it held before. An existing non-empty ``root`` is refused unless ``overwrite`` is set
-    and it holds an earlier synthetic set (``synthetic.json``).
+    and it holds an earlier set (ftadapt's mark, ``ftadapt.layout.OUTPUT_MARK``).
 
     Args:
         root: output folder (absent or empty, or an earlier synthetic set with ``overwrite``).
@@ -203,6 +199,7 @@ def write_synthetic(root: str | os.PathLike, *, n_source: int = DEFAULT_N_SOURCE
                 write_png(tmp / "cityscapes" / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png", image)
                 write_png(tmp / "cityscapes" / "gtFine" / split / city / f"{frame}_gtFine_labelIds.png", label)
         meta = {k: v for k, v in asdict(layout).items() if not isinstance(v, Path)}
+        mark_output(tmp, "ftadapt data synth")
         (tmp / MARKER).write_text(json.dumps({"generator": "ftadapt.data.synthetic", "ftadapt_version": __version__,
                                               **meta}, indent=2) + "\n")
     return layout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -50,11 +51,16 @@ class DemoState:
     def open(cls, out: Path, settings: dict[str, Any], *, entries: Sequence[str], overwrite: bool) -> DemoState:
         """The state of the demo in ``out``: a new one for an absent or empty folder, the recorded one for an earlier
         demo with the same settings, a fresh start with ``overwrite`` (which first removes the demo's own
-        ``entries`` there and nothing else); never a link or a folder written only whole (the output rule of
+        ``entries`` there and nothing else: in a folder that holds no demo, an entry of the same name is someone
+        else's and is refused); never a link or a folder written only whole (the output rule of
         ``ftadapt.fsutil.check_target``); anything else is a UsageError naming the fix. Writes ``demo.json``."""
         out = Path(out)
-        check_target(out, overwrite=overwrite, what="--out", merge=True)
+        check_target(out, overwrite=overwrite, what="--out", kind="merge")
         path = out / STATE_FILE
+        theirs = [name for name in entries if not path.is_file() and os.path.lexists(out / name)]
+        if overwrite and theirs:
+            raise OutputError(f"--out {out} holds {', '.join(theirs)}, but no demo ({STATE_FILE}), so they are not the "
+                              "demo's to replace, even with --overwrite: choose another folder, or move them away")
         if overwrite:
             for name in (STATE_FILE, *entries):
                 remove_entry(out / name)

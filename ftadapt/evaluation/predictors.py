@@ -158,8 +158,8 @@ class PredictorRequest:
             from ftadapt.ensemble import MemberSpec
             from ftadapt.run_folder import resolve_checkpoint
 
-            given += [resolve_checkpoint(p) for p in [*self.checkpoints,
-                                                      *(MemberSpec.parse(m).path for m in self.members)]]
+            named = [*self.checkpoints, *(MemberSpec.parse(m).path for m in self.members)]
+            given += [p for path in named for p in (Path(path), resolve_checkpoint(path))]  # a run and its newest
         return given
 
 

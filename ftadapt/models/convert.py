@@ -175,7 +175,7 @@ def convert_checkpoint(src: str | Path, kind: str, out: str | Path, *, aspp: str
     ``checkpoints/`` or one holding ``src`` never.
     """
     src = _weights_file(src)
-    check_target(out, overwrite=overwrite, inputs=[src], what="--out")
+    check_target(out, overwrite=overwrite, inputs=[src], what="--out", kind="folder")
     obj, sha = read_weights(src)
     config, state = convert_state(obj, kind, aspp=aspp, source=str(src))
     backbone_only = LAYOUTS[kind].backbone_only

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ from ftadapt.models.registry import model_config
 from ftadapt.run_folder import LAST, ORACLE_BEST, checkpoint_path, link_checkpoint, prune_checkpoints
 from ftadapt.training.datasets import Datasets, open_datasets, training_batches
 from ftadapt.training.distributed import DistEnv, distributed
-from ftadapt.training.prepare import discard_unstarted, prepare_run_dir, write_run_config
-from ftadapt.training.resume import damaged_checkpoint, restore, train_state
+from ftadapt.training.prepare import RunLock, discard_unstarted, prepare_run_dir, write_run_config
+from ftadapt.training.resume import check_deleted_last, damaged_checkpoint, relink_last, restore, train_state
 from ftadapt.training.run_log import RunLog, SilentLog
 from ftadapt.training.step import Readback, StepResult, TrainStep, build_train_step
 
@@ -112,14 +113,17 @@ def _train(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_en
     wrote (``discard_unstarted``); a second signal ends the run with :class:`TrainingInterrupted`."""
     created = not out.exists()
     run = None
+    lock = RunLock()
     try:
-        run = _prepare(cfg, out, resume=resume, progress=progress, dist_env=dist_env)  # the last thing it does: write
+        run = _prepare(cfg, out, resume=resume, progress=progress, dist_env=dist_env, lock=lock)  # last: it writes
         return _run(run, progress)
     except BaseException as exc:
         discarded = run is not None and not resume and dist_env.is_main and discard_unstarted(out, created=created)
         if isinstance(exc, KeyboardInterrupt):
             raise _interrupted(run, out, discarded) from None
         raise
+    finally:
+        lock.release()
 
 
 def _interrupted(run: _Run | None, out: Path, discarded: bool) -> TrainingInterrupted:
@@ -160,11 +164,12 @@ def _run(run: _Run, progress: bool) -> TrainResult:
     return result
 
 
-def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_env: DistEnv) -> _Run:
+def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_env: DistEnv, lock: RunLock) -> _Run:
     """Check the run folder, build the step (``cfg.init`` only for a fresh run), open the datasets (the dataset doctor
     only before a fresh run), restore a resumed run's state, and write ``config.json`` of a fresh run — nothing is
     written before every check has passed."""
-    previous = prepare_run_dir(out, cfg, resume=resume)
+    gone = check_deleted_last(out) if resume else None  # the newest checkpoint, deleted by the user
+    previous = prepare_run_dir(out, cfg, resume=resume, lock=lock if dist_env.is_main else None)
     if previous is None:
         _check_init(cfg)
     step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None)
@@ -176,9 +181,11 @@ def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_
             start, oracle = restore(previous, step_fn, dist_env)
         except CheckpointError as exc:
             raise damaged_checkpoint(out, previous, exc) from None
+        if gone is not None and dist_env.is_main:
+            print(relink_last(out, previous, start, gone), file=sys.stderr)
     dist_env.barrier()  # every rank has checked the run folder before rank 0 writes into it
     if previous is None and dist_env.is_main:
-        write_run_config(out, cfg)
+        write_run_config(out, cfg, lock)
     return _Run(cfg, out, dist_env, step_fn, data, start=start, stop=cfg.stop_at or cfg.steps,
                 provenance=_provenance(cfg, step_fn, dist_env), saved=previous, oracle=oracle, done=start,
                 saved_step=start)

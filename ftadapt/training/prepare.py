@@ -4,11 +4,13 @@ anything is written, and removing what a start that failed wrote.
 A run folder is never replaced: a fresh run needs an absent or empty folder, outside its inputs
 (``ftadapt.fsutil.check_target``); a resume must repeat the run's config in every key that decides what it learns. A
 start that fails before its first log line or checkpoint removes what it wrote (``discard_unstarted``), so the same
-command can simply run again.
+command can simply run again. One ``ftadapt train`` writes a run folder at a time (:class:`RunLock`).
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 from ftadapt.config import (
@@ -23,7 +25,7 @@ from ftadapt.config import (
 )
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.fsutil import check_target, remove_entry, write_text_atomic
-from ftadapt.run_folder import CONFIG_FILE, clean_stale, latest_checkpoint, read_metrics
+from ftadapt.run_folder import CHECKPOINTS, CONFIG_FILE, clean_stale, latest_checkpoint, read_metrics
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
@@ -35,10 +37,42 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise CheckpointError(f"{path} cannot be read as a training config: {exc}") from None
 
 
-def write_run_config(run_dir: str | Path, cfg: TrainConfig) -> None:
-    """Create the run folder with its ``config.json``."""
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2) + "\n")
+class RunLock:
+    """Only one ``ftadapt train`` writes a run folder at a time: an exclusive advisory lock (``flock``) on the folder
+    itself — nothing is written for it — taken before a resume cleans the folder or a fresh run writes its config, and
+    held until :meth:`release` (the lock also ends with the process, however it ends)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def acquire(self, run_dir: Path) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"--out {run_dir}: another `ftadapt train` is writing this run folder right now; wait "
+                             "until it stops (then --resume continues the run), or choose another --out") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_run_config(run_dir: str | Path, cfg: TrainConfig, lock: RunLock) -> None:
+    """Create the run folder, take its ``lock`` and write its ``config.json`` — refused if another run started
+    there since ``prepare_run_dir`` found the folder free."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock.acquire(run_dir)
+    if any(run_dir.iterdir()):
+        raise UsageError(f"--out {run_dir}: another `ftadapt train` started a run there while this one was "
+                         "preparing; choose another --out (or continue that run with --resume once it stops)")
+    write_text_atomic(run_dir / CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
 
 def resolve_config(overrides: dict, *, out: str | Path, resume: bool) -> TrainConfig:
@@ -56,15 +90,21 @@ def run_inputs(cfg: TrainConfig, *, resume: bool) -> list[Path]:
 
 
 def _unstartable(out: Path) -> str:
+    logged = read_metrics(out)
+    if logged and (out / CHECKPOINTS).is_dir():
+        return (f"--out {out} holds a run that logged up to step {logged[-1].get('step', '?')} but has no checkpoint "
+                f"left in {out / CHECKPOINTS} (were they deleted?), so there is nothing to resume; restore one, or "
+                "start the run again in a new folder")
     return (f"--out {out} holds a run that stopped before its first checkpoint, so there is nothing to resume; delete "
             "it (its config.json and logs are all it holds) and start again, or choose a new folder")
 
 
-def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool) -> Path | None:
-    """Refuse to clobber a run, a link or an input; for ``resume`` check that ``cfg`` matches the run, remove what
-    interrupted checkpoint writes left, and return the checkpoint to continue from. Writes nothing else."""
+def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, lock: RunLock | None = None) -> Path | None:
+    """Refuse to clobber a run, a link or an input; for ``resume`` check that ``cfg`` matches the run, take its
+    ``lock`` (the main process; None elsewhere), remove what interrupted checkpoint writes left, and return the
+    checkpoint to continue from. Writes nothing else."""
     out = Path(out)
-    check_target(out, overwrite=False, inputs=run_inputs(cfg, resume=resume), what="--out", merge=True)
+    check_target(out, overwrite=False, inputs=run_inputs(cfg, resume=resume), what="--out", kind="run")
     if not resume:
         if out.exists() and any(out.iterdir()):
             if not (out / CONFIG_FILE).exists():
@@ -84,6 +124,8 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool) -> Path 
     path = latest_checkpoint(out)
     if path is None:
         raise UsageError(_unstartable(out))
+    if lock is not None:
+        lock.acquire(out)
     clean_stale(out)
     return path
 
@@ -99,5 +141,5 @@ def discard_unstarted(out: Path, *, created: bool) -> bool:
     return True
 
 
-__all__ = ["read_run_config", "write_run_config", "resolve_config", "run_inputs", "prepare_run_dir",
+__all__ = ["RunLock", "read_run_config", "write_run_config", "resolve_config", "run_inputs", "prepare_run_dir",
            "discard_unstarted"]
