@@ -82,7 +82,7 @@ def check_replaceable(path: str | os.PathLike, *, overwrite: bool, what: str = "
     path = Path(path)
     label = _label(what, path)
     special = _special(path)
-    hint = _STDOUT_HINT if special or str(path).startswith(("/dev/", "/proc/")) else ""
+    hint = _STDOUT_HINT if what == "--json" and (special or str(path).startswith(("/dev/", "/proc/"))) else ""
     if path.is_symlink() and special:
         raise OutputError(f"{label} is a link to a {special} ({os.readlink(path)}); ftadapt writes only regular files "
                           f"and folders{hint}")
@@ -92,8 +92,9 @@ def check_replaceable(path: str | os.PathLike, *, overwrite: bool, what: str = "
     if not os.path.lexists(path):
         return
     if special:
+        noun = "file" if kind in ("file", "any") else "folder"
         raise OutputError(f"{label} is a {special}, not a regular file or folder; ftadapt never replaces one, even "
-                          f"with {OVERWRITE_FLAG}: give the path of a new file{hint}")
+                          f"with {OVERWRITE_FLAG}: give the path of a new {noun}{hint}")
     if not path.is_dir():
         if kind in ("folder", "merge", "run"):
             raise OutputError(f"{label} is a file; give a folder")
@@ -151,6 +152,9 @@ def check_target(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable[s
     that may be a run's (``train --out``, which resumes it); a ``folder`` written whole may replace a whole checkpoint
     folder (``convert --out``) but nothing inside one or inside a run.
     """
+    if not str(path).strip():
+        raise OutputError(f"{what} '{path}' is an empty path; give a file or folder name (for --json, '-' is standard "
+                          "output)".strip())
     path = Path(path)
     label = _label(what, path)
     real = _real(path)

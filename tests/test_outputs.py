@@ -370,12 +370,16 @@ def test_overwrite_replaces_only_what_ftadapt_wrote(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "pipe")
     for overwrite in (False, True):
         with pytest.raises(OutputError, match="pipe is a named pipe, not a regular file .*'-'"):
-            check_target(tmp_path / "pipe", overwrite=overwrite)
+            check_target(tmp_path / "pipe", overwrite=overwrite, what="--json")
     with pytest.raises(OutputError, match="/dev/null is a character device.*even with --overwrite.*'-'"):
-        check_target("/dev/null", overwrite=True)
+        check_target("/dev/null", overwrite=True, what="--json")
     (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")  # what /dev/stdout is when the output is piped
     with pytest.raises(OutputError, match="to-pipe is a link to a named pipe .*for standard output give '-'"):
-        check_target(tmp_path / "to-pipe", overwrite=True)
+        check_target(tmp_path / "to-pipe", overwrite=True, what="--json")
+    with pytest.raises(OutputError, match="/dev/null is a character device.*a new folder$"):
+        check_target("/dev/null", overwrite=True, kind="merge")
+    with pytest.raises(OutputError, match="--json '' is an empty path; .*'-' is standard output"):
+        check_target("", overwrite=True, what="--json")
     with pytest.raises(OutputError, match="is a folder; give the path of a file"):
         check_target(tmp_path / "user", overwrite=True)
     (tmp_path / "a.json").write_text("{}")
