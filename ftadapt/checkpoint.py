@@ -148,8 +148,8 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, Tensor], mode
     """
     path = Path(path)
     config = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
-    check_replaceable(path, overwrite=overwrite, kind="folder")
-    if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / MODEL_FILE).is_file()):
+    check_replaceable(path, overwrite=overwrite, kind="folder")  # refuses files, links and foreign folders
+    if path.is_dir() and any(path.iterdir()) and not (path / MODEL_FILE).is_file():  # a marked non-checkpoint
         raise CheckpointError(f"{path} exists and is not a checkpoint folder; choose another output path")
     state = plain_state_dict(model_state)
     backbone_only = not any(is_head_key(k) for k in state)

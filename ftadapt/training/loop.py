@@ -26,11 +26,11 @@ from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.evaluation import ADAPTSEGNET, LabelledSplit, evaluate
 from ftadapt.evaluation.pytorch import ModelPredictor
 from ftadapt.models.registry import model_config
-from ftadapt.run_folder import LAST, ORACLE_BEST, checkpoint_path, link_checkpoint, prune_checkpoints
+from ftadapt.run_folder import LAST, ORACLE_BEST, checkpoint_path, deleted_last, link_checkpoint, prune_checkpoints
 from ftadapt.training.datasets import Datasets, open_datasets, training_batches
 from ftadapt.training.distributed import DistEnv, distributed
 from ftadapt.training.prepare import RunLock, discard_unstarted, prepare_run_dir, write_run_config
-from ftadapt.training.resume import check_deleted_last, damaged_checkpoint, relink_last, restore, train_state
+from ftadapt.training.resume import damaged_checkpoint, relink_last, restore, train_state
 from ftadapt.training.run_log import RunLog, SilentLog
 from ftadapt.training.step import Readback, StepResult, TrainStep, build_train_step
 
@@ -168,8 +168,8 @@ def _prepare(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, dist_
     """Check the run folder, build the step (``cfg.init`` only for a fresh run), open the datasets (the dataset doctor
     only before a fresh run), restore a resumed run's state, and write ``config.json`` of a fresh run — nothing is
     written before every check has passed."""
-    gone = check_deleted_last(out) if resume else None  # the newest checkpoint, deleted by the user
     previous = prepare_run_dir(out, cfg, resume=resume, lock=lock if dist_env.is_main else None)
+    gone = deleted_last(out) if resume else None  # the newest checkpoint, deleted by the user (an older one resumes)
     if previous is None:
         _check_init(cfg)
     step_fn = build_train_step(cfg, dist_env=dist_env, load_init=previous is None)

@@ -25,7 +25,15 @@ from ftadapt.config import (
 )
 from ftadapt.errors import CheckpointError, FtadaptError, UsageError
 from ftadapt.fsutil import check_target, remove_entry, write_text_atomic
-from ftadapt.run_folder import CHECKPOINTS, CONFIG_FILE, clean_stale, latest_checkpoint, read_metrics
+from ftadapt.run_folder import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    LAST,
+    clean_stale,
+    deleted_last,
+    latest_checkpoint,
+    read_metrics,
+)
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
@@ -89,6 +97,14 @@ def run_inputs(cfg: TrainConfig, *, resume: bool) -> list[Path]:
     return roots + ([cfg.init_weights] if cfg.init_weights is not None and not resume else [])
 
 
+def _nothing_to_resume(out: Path, gone: str) -> CheckpointError:
+    """A resume of a run with no checkpoint left whose newest one, ``gone``, the user deleted (``checkpoints/last``
+    dangles)."""
+    return CheckpointError(f"--resume: the newest checkpoint of {out}, checkpoints/{gone} (which "
+                           f"checkpoints/{LAST} points to), was deleted and no other checkpoint remains, so the run "
+                           "cannot be continued: start it again in a new folder")
+
+
 def _unstartable(out: Path) -> str:
     logged = read_metrics(out)
     if logged and (out / CHECKPOINTS).is_dir():
@@ -123,7 +139,8 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, lock: Ru
                          "\nrepeat the original options (see its config.json) or start a new run")
     path = latest_checkpoint(out)
     if path is None:
-        raise UsageError(_unstartable(out))
+        gone = deleted_last(out)
+        raise _nothing_to_resume(out, gone) if gone else UsageError(_unstartable(out))
     if lock is not None:
         lock.acquire(out)
     clean_stale(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ftadapt.checkpoint import load_checkpoint
 from ftadapt.errors import CheckpointError, UsageError
-from ftadapt.run_folder import LAST, checkpoint_folders, deleted_last, link_checkpoint
+from ftadapt.run_folder import LAST, checkpoint_folders, link_checkpoint
 from ftadapt.training.distributed import DistEnv
 from ftadapt.training.state import rng_state, set_rng_state
 from ftadapt.training.step import TrainStep
@@ -43,18 +43,6 @@ def restore(path: Path, step_fn: TrainStep, dist_env: DistEnv) -> tuple[int, dic
     return int(state["step"]), state["oracle"] or None
 
 
-def check_deleted_last(out: Path) -> str | None:
-    """Before a resume: the name of the newest checkpoint when the user deleted it (``checkpoints/last`` dangles; the
-    resume then continues from the newest ``step_*`` that remains, as it chooses any time), else None. A
-    CheckpointError saying so when no checkpoint remains — not "stopped before its first checkpoint": it saved some."""
-    gone = deleted_last(out)
-    if gone is not None and not checkpoint_folders(out):
-        raise CheckpointError(f"--resume: the newest checkpoint of {out}, checkpoints/{gone} (which checkpoints/{LAST} "
-                              "points to), was deleted and no other checkpoint remains, so the run cannot be "
-                              "continued: start it again in a new folder")
-    return gone
-
-
 def relink_last(out: Path, path: Path, step: int, gone: str) -> str:
     """After a resume restored ``path`` (step ``step``) because the newest checkpoint ``gone`` was deleted: point
     ``checkpoints/last`` at ``path`` again, and return the note that says so."""
@@ -79,4 +67,4 @@ def damaged_checkpoint(out: Path, path: Path, error: CheckpointError) -> Checkpo
                            "is complete, so the run cannot be continued: start it again in a new folder")
 
 
-__all__ = ["train_state", "restore", "check_deleted_last", "relink_last", "damaged_checkpoint"]
+__all__ = ["train_state", "restore", "relink_last", "damaged_checkpoint"]
