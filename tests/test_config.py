@@ -48,10 +48,12 @@ def test_defaults_are_the_papers_text():
 def test_paper_code_preset_switches_every_deviation_and_explicit_keys_win():
     cfg = build_config({"preset": "paper-code"})
     assert cfg.loss.seg == "focal" and cfg.optim.d_lr == 1e-4 and cfg.loss.lambda_weight == 0.009
-    assert cfg.optim.warmup_steps == 5000 and cfg.loss.adv_damping and cfg.loss.norm_damping == 1.5
+    assert cfg.loss.adv_damping and cfg.loss.norm_damping == 1.5
     assert cfg.optim.d_weight_decay == 0.0
-    # the paper's code weights G's adversarial term from the first step but D's target term only after the warm-up
-    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (0, 5000)
+    # FTA train.py's horizons are constants (NUM_STEPS = 150,000, PREHEAT_STEPS = 7,500) whatever the run's steps:
+    # it weights G's adversarial term from the first step but D's target term only after PREHEAT_STEPS
+    assert (cfg.steps, cfg.loss.damping_steps, cfg.optim.warmup_steps) == (100_000, 150_000, 7500)
+    assert (cfg.loss.adv_preheat_steps, cfg.loss.d_preheat_steps) == (0, 7500)
     # an explicit key beats the preset wherever it comes in the overrides
     cfg = build_config({"loss.lambda_weight": "0.01", "preset": "paper-code"})
     assert cfg.loss.lambda_weight == 0.01 and cfg.loss.seg == "focal"

@@ -57,7 +57,8 @@ def _setup(method: str, preset: str, **keys):
 
 def _expected(name: str, cfg, ctx, src: DomainOutput, tgt: DomainOutput) -> torch.Tensor:
     """Each term's value from the primitives and the config, independently of the method code."""
-    loss, i, n = cfg.loss, ctx.step, ctx.steps
+    loss, i = cfg.loss, ctx.step
+    n = loss.damping_steps or ctx.steps  # the damping horizon: the run's steps unless the config fixes it
     seg = (lambda x, y: focal_loss(x, y, gamma=loss.focal_gamma)) if loss.seg == "focal" else cross_entropy
     adv_damp = linear_damping(i, n) if loss.adv_damping else 1.0
     norm_weight = loss.lambda_norm * norm_damping(i, n, factor=loss.norm_damping)
@@ -187,6 +188,20 @@ def test_damping_follows_the_step():
     for name in ("seg", "d_src"):  # never damped
         torch.testing.assert_close(late[name], early[name])
     assert F.mse_loss(late["seg"], early["seg"]) == 0
+
+
+def test_damping_runs_over_its_own_horizon():
+    """loss.damping_steps fixes the damping horizon apart from the run's steps (FTA's code: 150,000 whatever the
+    run's length): at step 3 of 10 with a horizon of 20 the norm term is damped by 1 − 1.5·3/20 and the adversarial
+    and weight terms by 1 − 3/20, and the method's coefficients say exactly that."""
+    _cfg, ctx, spec, model, disc = _setup("clan-norm", "paper-code", **{"loss.damping_steps": 20})
+    src, tgt = _domain(1, labelled=True), _domain(2, labelled=False)
+    early = _losses(spec, StepContext(0, STEPS, model, "clan", "sum", disc), src, tgt)
+    late = _losses(spec, ctx, src, tgt)
+    for names, ratio in ((("norm_src", "norm_tgt"), 1 - 1.5 * STEP / 20), (("adv", "weight"), 1 - STEP / 20)):
+        for name in names:
+            torch.testing.assert_close(late[name], ratio * early[name], rtol=1e-5, atol=0)
+            assert spec.coefficients(STEP, STEPS)[name] == pytest.approx(ratio * spec.coefficients(0, STEPS)[name])
 
 
 @pytest.mark.parametrize("method, target, disc", [

@@ -4,6 +4,7 @@ follows the protocol. Stopping and resuming: ``test_resume.py``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -141,26 +142,60 @@ def test_the_builder_seeds_sizes_d_from_the_model_and_loads_init_only_for_a_fres
 
 def test_train_refuses_bad_dataset_roots_before_writing_anything(synthetic, tmp_path):
     src, tgt = roots(synthetic)["data.source"], roots(synthetic)["data.target"]
-    cases = [({"data.source": ""}, "no labelled source: give --source gta5:ROOT or synthia:ROOT"),
+    cases = [({"data.source": ""}, "no labelled source (config key data.source): give --source gta5:ROOT, "
+                                   "synthia:ROOT, or cityscapes:ROOT (source-only)"),
              ({"data.source": "gta5"}, "'gta5': expected KIND:ROOT with KIND one of gta5, cityscapes, synthia"),
-             ({"data.source": tgt}, "the labelled source must be one of gta5, synthia"),
+             ({"data.source": tgt}, "with method clan-norm: adaptation needs a synthetic source (gta5 or synthia); a "
+                                    "cityscapes source is the oracle (source-only)"),
              ({"data.target": src}, "the unlabelled target must be cityscapes:ROOT"),
              ({"data.target": ""}, "method clan-norm needs the target: --target cityscapes:ROOT"),
              ({"data.target": "", "eval_every": 1, "method": "source-only"}, "eval_every needs the target")]
     for overrides, message in cases:
-        with pytest.raises(UsageError, match=message):
+        with pytest.raises(UsageError, match=re.escape(message)):
             run(synthetic, tmp_path / "run", **overrides)
         assert not (tmp_path / "run").exists(), overrides
 
 
+def test_the_oracle_trains_source_only_on_cityscapes_train_with_its_labels(synthetic, tmp_path, capsys):
+    """The paper's Oracle row: ``--source cityscapes:ROOT`` is Cityscapes train with its labels, for source-only
+    only (through the dataset doctor); an adapting method with it is refused in one line before anything is
+    written."""
+    from ftadapt.training.datasets import open_datasets
+
+    source = f"cityscapes:{synthetic.cityscapes_root}"
+    sets = [a for s in SMALL_SET if not s.startswith("data.source_size=") for a in ("--set", s)]
+    out = tmp_path / "oracle"
+    main(["train", "source-only", "--source", source, "--model", "tiny", "--steps", "2", "--out", str(out),
+          "--set", "data.source_size=128x64", *sets])
+    ckpt = load_checkpoint(out / "checkpoints" / "last")
+    assert ckpt.meta["step"] == 2 and ckpt.meta["source"] == source and ckpt.meta["target"] is None
+    assert ckpt.config["train"]["data"]["source"] == source
+    cfg = build_config({"method": "source-only", "data.source": source, "data.source_size": "128x64"})
+    data = open_datasets(cfg, needs_target=False, doctor=True, progress=False)
+    sample = data.source[0]
+    assert len(data.source) == synthetic.n_target_train and data.target is None
+    assert tuple(sample["image"].shape[-2:]) == tuple(sample["label"].shape[-2:]) == (64, 128)
+    assert (sample["label"] != 255).any()  # the train labels are read
+    code, err = _cli_error(capsys, "train", "clan", "--source", source, "--target", source, "--model", "tiny",
+                           "--out", str(tmp_path / "clan"))
+    line = (f"--source {source} with method clan: adaptation needs a synthetic source (gta5 or synthia); a "
+            "cityscapes source is the oracle (source-only)")
+    assert code == 2 and f"{line}\n" in err and "Traceback" not in err and not (tmp_path / "clan").exists()
+    assert "stretches" not in err  # the oracle run above trained at a 2:1 size
+    code, err = _cli_error(capsys, "train", "source-only", "--source", f"cityscapes:{tmp_path / 'missing'}",
+                           "--model", "tiny", "--init", "none", "--out", str(tmp_path / "stretched"))
+    assert ("note: data.source_size=1280x720 stretches Cityscapes' 2:1 frames; the oracle is usually trained at the "
+            "protocol size: --set data.source_size=1024x512\n") in err and code != 0
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
-    original = FeatureNorm._loss
+    original = FeatureNorm.source
 
     def nan_at_step_3(self, ctx, out):
-        loss = original(self, ctx, out)
-        return loss * float("nan") if ctx.step == 2 else loss
+        losses = original(self, ctx, out)
+        return {name: loss * float("nan") for name, loss in losses.items()} if ctx.step == 2 else losses
 
-    monkeypatch.setattr(FeatureNorm, "_loss", nan_at_step_3)
+    monkeypatch.setattr(FeatureNorm, "source", nan_at_step_3)
     with pytest.raises(TrainingDiverged, match=r"step 3: non-finite norm_src=nan.*last good checkpoint is .*_000002"):
         run(synthetic, tmp_path / "run", "norm-only", steps=5, checkpoint_every=1)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [

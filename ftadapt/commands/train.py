@@ -52,7 +52,9 @@ def config_options(func):
 
 @click.command("train")
 @click.argument("method", type=click.Choice(METHODS))
-@click.option("--source", required=True, metavar="KIND:ROOT", help="Labelled source, KIND gta5 or synthia.")
+@click.option("--source", default=None, metavar="KIND:ROOT",
+              help="Labelled source: gta5:ROOT or synthia:ROOT; cityscapes:ROOT (its labelled train split) trains the "
+                   "oracle, with source-only. Required, but with --plan.")
 @click.option("--target", default=None, metavar="cityscapes:ROOT",
               help="Unlabelled target (its train split; every method but source-only needs it).")
 @click.option("--model", default=None, help="Registered model: deeplabv2-r101 (default; maxsquare*: "
@@ -63,31 +65,52 @@ def config_options(func):
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Number of steps (poly horizon) [100000].")
 @device_option(" (config key device)")
 @config_options
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder. Required, but with --plan.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@json_option("the outcome")
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Train nothing: print the resolved config and, at chosen steps, the learning rates and every "
+                   "loss's coefficient (λ × damping), to check a run's schedule before it starts.")
+@click.option("--plan-steps", default=None, metavar="I,J,...",
+              help="The steps --plan shows [0, the end of each warm-up and preheat, 25/50/75/100 %, every zero "
+                   "crossing].")
+@json_option("the outcome (with --plan: the config and the schedule)")
 @overwrite_option("the JSON file (a run folder is never replaced: --resume continues it)")
-def train(method: str, source: str, target: str | None, model: str | None, init: Path | None, steps: int | None,
-          device: Device, config_file: Path | None, sets: tuple[str, ...], out: Path, resume: bool,
-          json_out: str | None, overwrite: bool) -> None:
+def train(method: str, source: str | None, target: str | None, model: str | None, init: Path | None,
+          steps: int | None, device: Device, config_file: Path | None, sets: tuple[str, ...], out: Path | None,
+          resume: bool, show_plan: bool, plan_steps: str | None, json_out: str | None, overwrite: bool) -> None:
     """Train METHOD (one of the choices above) into a run folder.
 
     \b
     ftadapt train clan-norm --source gta5:data/GTA5 --target cityscapes:data/Cityscapes \\
         --init DeepLab_resnet_pretrained_init-f81d91e8.pth --out runs/clan-norm [--set preset=paper-code]
     SIGINT/SIGTERM stop after the current step with a checkpoint; --resume continues bit-for-bit. A run folder is
-    never replaced: a new run needs a new (or empty) --out.
+    never replaced: a new run needs a new (or empty) --out. --plan shows the schedule first, training nothing.
     """
     from ftadapt.training import resolve_config
     from ftadapt.training import train as run_training
     from ftadapt.training.prepare import run_inputs
 
+    if plan_steps is not None and not show_plan:
+        raise click.UsageError("--plan-steps chooses the steps --plan shows: add --plan")
+    if out is None and (resume or not show_plan):
+        raise click.UsageError("Missing option '--out': the run folder to train into (or continue, with --resume)")
+    if source is None and not (resume or show_plan):
+        raise click.UsageError("Missing option '--source': the labelled source, e.g. --source gta5:data/GTA5")
     overrides = config_overrides(config_file, sets, method=method, model=model, steps=steps,
                                  device=explicit("device", device),
                                  **{"data.source": source, "data.target": target,
                                     "init": str(init) if init is not None else None})
-    cfg = resolve_config(overrides, out=out, resume=resume)
+    cfg = resolve_config(overrides, out=out or Path(), resume=resume)
+    if show_plan:
+        _print_plan(cfg, plan_steps, json_out, overwrite)
+        return
     check_json(json_out, overwrite, run_inputs(cfg, resume=resume), beside=[("--out", out)])
+    width, height = cfg.data.source_size
+    oracle = cfg.method == "source-only" and cfg.data.source.startswith("cityscapes:")
+    if oracle and not resume and width != 2 * height:
+        click.echo(f"note: data.source_size={width}x{height} stretches Cityscapes' 2:1 frames; the oracle is usually "
+                   "trained at the protocol size: --set data.source_size=1024x512", err=True)
     if not resume and "data.num_workers" not in overrides:
         from ftadapt.machine import cpu_cores
 
@@ -102,6 +125,22 @@ def train(method: str, source: str, target: str | None, model: str | None, init:
     emit(summary, json_out, overwrite=overwrite)
     if result.stopped_by:
         sys.exit(128 + signal.Signals[result.stopped_by].value)
+
+
+def _print_plan(cfg, plan_steps: str | None, json_out: str | None, overwrite: bool) -> None:
+    """``train --plan``: the resolved config and the schedule, printed and (``--json``) written; nothing else."""
+    from ftadapt.config import flatten
+    from ftadapt.training.plan import horizons, parse_plan_steps, plan, plan_table
+
+    check_json(json_out, overwrite, [])
+    result = plan(cfg, parse_plan_steps(plan_steps, cfg.steps) if plan_steps is not None else None)
+    for key, value in flatten(cfg).items():
+        echo(f"{key} = {value!r}", json_out)
+    echo("", json_out)
+    echo(horizons(cfg), json_out)
+    for line in plan_table(result):
+        echo(line, json_out)
+    emit(result, json_out, overwrite=overwrite)
 
 
 @click.command("convert")

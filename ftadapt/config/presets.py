@@ -18,25 +18,23 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    # FTA's train.py fixes its horizons as module constants, whatever --num-steps (only the poly lr follows it):
+    # NUM_STEPS = 150,000 damps the norm and adversarial terms, PREHEAT_STEPS = 150,000 / 20 = 7,500 warms up both
+    # optimizers and the D target term; G's adversarial term is weighted from the first step.
     "paper-code": {
         "loss.seg": "focal", "optim.d_lr": 1e-4, "optim.d_weight_decay": 0.0, "loss.lambda_weight": 0.009,
-        "optim.warmup_steps": 5000, "loss.norm_damping": 1.5, "loss.adv_preheat_steps": 0,
-        "loss.d_preheat_steps": 5000,
+        "optim.warmup_steps": 7500, "loss.norm_damping": 1.5, "loss.damping_steps": 150_000,
+        "loss.adv_preheat_steps": 0, "loss.d_preheat_steps": 7500,
     },
+    # CLAN's CLAN_train.py: PREHEAT_STEPS = 5,000 for both the G and the D term.
     "clan-code": {
         "loss.seg": "focal", "optim.d_lr": 1e-4, "optim.d_weight_decay": 0.0, "optim.warmup_steps": 5000,
         "loss.adv_preheat_steps": 5000, "loss.d_preheat_steps": 5000,
     },
+    # MaxSquare's tools/solve_gta5.py and graphs/models/deeplab_multi.py.
     "maxsquare-code": {
         "freeze_bn_affine": "stem", "data.augment": "maxsquare",
     },
-}
-
-# Where each preset's value comes from (methods.md §3, §4), for the table in docs/reproduce.md.
-SOURCES: dict[str, str] = {
-    "paper-code": "FTA train.py (HEAD); warm-up = steps/20 as in its code (7,500 at its 150k steps)",
-    "clan-code": "CLAN CLAN_train.py (PREHEAT_STEPS = 5,000 for both the G and the D term)",
-    "maxsquare-code": "MaxSquare tools/solve_gta5.py and graphs/models/deeplab_multi.py",
 }
 
 
@@ -53,4 +51,4 @@ def preset_table(defaults: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-__all__ = ["PRESETS", "SOURCES", "preset_table"]
+__all__ = ["PRESETS", "preset_table"]

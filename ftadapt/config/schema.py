@@ -108,8 +108,9 @@ class DataConfig(Section):
     """The datasets (``KIND:ROOT``), input sizes and loading. Sizes are (W, H) as in the paper."""
 
     SECTION: ClassVar[str] = "data"
-    # The labelled source, "gta5:ROOT" or "synthia:ROOT", and the unlabelled target, "cityscapes:ROOT" ("": none;
-    # methods using the target need it). A resume may point them elsewhere.
+    # The labelled source, "gta5:ROOT" or "synthia:ROOT" ("cityscapes:ROOT", its labelled train split, for the oracle:
+    # source-only), and the unlabelled target, "cityscapes:ROOT" ("": none; methods using the target need it). A
+    # resume may point them elsewhere.
     source: str = key("", resumable=True)
     target: str = key("", resumable=True)
     source_size: tuple[int, int] = key((1280, 720), SIZE)  # GTA5 protocol resize; source logits are upsampled to it
@@ -136,7 +137,7 @@ class OptimConfig(Section):
     momentum: float = key(0.9, FRACTION)
     weight_decay: float = key(5e-4, NON_NEGATIVE)
     power: float = key(0.9, NON_NEGATIVE)  # poly decay: lr · (1 − i/steps)^power
-    warmup_steps: int = key(0, NON_NEGATIVE)  # linear warm-up from 0 (paper code: 5000)
+    warmup_steps: int = key(0, NON_NEGATIVE)  # linear warm-up from 0 of both optimizers (CLAN code: 5000; FTA: 7500)
     d_lr: float = key(5e-5, POSITIVE)  # paper text; the code uses 1e-4
     d_betas: tuple[float, float] = key((0.9, 0.99), Rule("two numbers in [0, 1), e.g. 0.9,0.99",
                                                          lambda v: all(0 <= b < 1 for b in v)))
@@ -153,15 +154,18 @@ class LossConfig(Section):
     aux_weight: float = key(0.1, NON_NEGATIVE)  # multi-level heads: CE(main) + aux_weight · CE(aux)
     lambda_norm: float = key(1.5e-4, NON_NEGATIVE)
     delta_r: float = key(0.12, NON_NEGATIVE)
-    # Factor 1 − k·i/steps on the norm term (the paper: damped, k = 1; its code: 1.5; 0 off).
+    # Factor 1 − k·i/N on the norm term, N = damping_steps (the paper: damped, k = 1; its code: 1.5; 0 off).
     norm_damping: float = key(1.0, NON_NEGATIVE)
+    # Horizon N of every damping factor (norm: 1 − k·i/N; adversarial and weight: 1 − i/N); 0: the run's steps, as in
+    # the paper's text. FTA's code damps over its constant NUM_STEPS = 150,000 whatever the run's length.
+    damping_steps: int = key(0, Rule("≥ 0 (0: the run's steps)", lambda v: v >= 0))
     lambda_adv: float = key(1e-3, NON_NEGATIVE)
     lambda_weight: float = key(0.01, NON_NEGATIVE)  # paper code: 0.009
     lambda_local: float = key(40.0, NON_NEGATIVE)
     epsilon: float = key(0.4, NON_NEGATIVE)
-    adv_damping: bool = key(True)  # factor 1 − i/steps on the adversarial and weight terms (the paper and its code)
+    adv_damping: bool = key(True)  # factor 1 − i/N on the adversarial and weight terms (the paper and its code)
     adv_preheat_steps: int = key(0, NON_NEGATIVE)  # G's adversarial term: plain BCE before this step (CLAN code: 5000)
-    d_preheat_steps: int = key(0, NON_NEGATIVE)  # D's target term: plain BCE before this step (CLAN, FTA code: 5000)
+    d_preheat_steps: int = key(0, NON_NEGATIVE)  # D's target term: plain BCE before this step (CLAN 5000, FTA 7500)
     lambda_target: float = key(0.1, NON_NEGATIVE)  # MaxSquare target term
     # > 0: image-wise class-balanced MaxSquare with this ratio (MaxSquare's IW uses 0.2).
     iw_ratio: float = key(0.0, Rule("a number in [0, 1] (0: off)", lambda v: 0 <= v <= 1))

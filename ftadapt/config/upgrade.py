@@ -37,7 +37,7 @@ CHANGED_VALUES: dict[str, dict[Any, Any]] = {"data.augment": {True: "clan", Fals
 SPLIT_KEYS = {"loss.d_preheat_steps": "loss.adv_preheat_steps"}
 # Keys a run learns by that were added after runs were first hashed, at the value those runs had.
 ADDED_KEYS: dict[str, Any] = {"sync_bn": False, "freeze_bn_affine": "all", "data.source_list": "",
-                              "data.target_list": ""}
+                              "data.target_list": "", "loss.damping_steps": 0}
 
 
 def _from_unversioned(flat: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,9 @@ backward; the target forward and the target losses, one backward; then the discr
 predictions of those same forwards, one backward. A term returns its weighted contributions by name (the names are
 what the logs show and what a NaN report names); the loop sums them. Terms hold no state across steps; within a step
 they may leave detached tensors in ``StepContext.cache`` for the discriminator hook.
+
+Each term says, in ``coefficients``, the factor every loss it reports is scaled by at a step (λ × damping): the hooks
+multiply by exactly that, and ``ftadapt train --plan`` prints it, so the schedule a user checks is the one that runs.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class DomainOutput:
 
 @dataclass
 class StepContext:
-    """What a term may read at one step: the step, the horizon, the models and the head layout."""
+    """What a term may read at one step: the step, the run's steps (the poly horizon), the models and the head
+    layout."""
 
     step: int
     steps: int
@@ -53,6 +57,15 @@ class Term:
     name: str
     uses_target = False
     uses_discriminator = False
+
+    def coefficients(self, step: int, steps: int) -> dict[str, float]:
+        """The factor each loss this term reports is multiplied by at 0-based ``step`` of a run of ``steps``, by
+        loss name (λ × damping; the plain-BCE preheat changes a loss's form, not its factor: see ``plain``)."""
+        return {}
+
+    def plain(self, step: int) -> frozenset[str]:
+        """The losses still in their plain-BCE preheat form at ``step`` (their weight map not yet applied)."""
+        return frozenset()
 
     def check_model(self, heads: str) -> None:
         """Raise a UsageError when the term cannot work with this head layout."""
@@ -92,6 +105,14 @@ class Method:
     def check_model(self, heads: str) -> None:
         for term in self.terms:
             term.check_model(heads)
+
+    def coefficients(self, step: int, steps: int) -> dict[str, float]:
+        """Every term's ``coefficients`` at ``step``, by loss name, in the order the loop calls the terms."""
+        return _merge(term.coefficients(step, steps) for term in self.terms)
+
+    def plain(self, step: int) -> frozenset[str]:
+        """The losses of every term that are in their plain-BCE preheat form at ``step``."""
+        return frozenset().union(*(term.plain(step) for term in self.terms))
 
     def source_losses(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
         return _merge(term.source(ctx, out) for term in self.terms)

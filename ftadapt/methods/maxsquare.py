@@ -28,12 +28,19 @@ class MaxSquare(Term):
             require_heads("MaxSquare's self-guidance (loss.self_guidance)", heads, "multi",
                           "deeplabv2-r101-multi-reduced")
 
+    def coefficients(self, step: int, steps: int) -> dict[str, float]:
+        weights = {"maxsquare": self.cfg.lambda_target}
+        if self.cfg.self_guidance:
+            weights["guidance"] = self.cfg.aux_weight * self.cfg.lambda_target
+        return weights
+
     def target(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
+        weights = self.coefficients(ctx.step, ctx.steps)
         pred = combine_heads(out.logits, ctx.head_rule)
         loss = iw_maxsquare_loss(pred, self.cfg.iw_ratio) if self.cfg.iw_ratio > 0 else maxsquare_loss(pred)
-        losses = {"maxsquare": self.cfg.lambda_target * loss}
+        losses = {"maxsquare": weights["maxsquare"] * loss}
         if self.cfg.self_guidance:
             aux, main = out.logits
             guidance = multilevel_self_guidance_loss(main, aux, self.cfg.guidance_threshold)
-            losses["guidance"] = self.cfg.aux_weight * self.cfg.lambda_target * guidance
+            losses["guidance"] = weights["guidance"] * guidance
         return losses

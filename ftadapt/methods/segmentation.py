@@ -6,7 +6,7 @@ from torch import Tensor
 from ftadapt.config import LossConfig
 from ftadapt.losses import cross_entropy, feature_norm_loss, focal_loss
 from ftadapt.methods.base import DomainOutput, StepContext, Term
-from ftadapt.training.schedules import norm_damping
+from ftadapt.training.schedules import damping_horizon, norm_damping
 
 
 class Segmentation(Term):
@@ -26,6 +26,9 @@ class Segmentation(Term):
             return focal_loss(logits, label, gamma=self.cfg.focal_gamma)
         return cross_entropy(logits, label)
 
+    def coefficients(self, step: int, steps: int) -> dict[str, float]:
+        return {"seg": 1.0}
+
     def source(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
         if ctx.heads == "multi":
             aux, main = out.logits
@@ -35,7 +38,8 @@ class Segmentation(Term):
 
 class FeatureNorm(Term):
     """The paper's step-wise L2 feature-norm loss on the layer4 features of both domains (methods.md §3.6):
-    λ_norm · damping · mean_p (‖f_p‖ − (‖f_p‖.detach() + Δr))², damping = 1 − k·i/N (k = ``norm_damping``, 0 = off)."""
+    λ_norm · damping · mean_p (‖f_p‖ − (‖f_p‖.detach() + Δr))², damping = 1 − k·i/N (k = ``norm_damping``, 0 = off;
+    N = ``damping_steps``, or the run's steps)."""
 
     name = "feature-norm"
     uses_target = True
@@ -43,12 +47,15 @@ class FeatureNorm(Term):
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
 
-    def _loss(self, ctx: StepContext, out: DomainOutput) -> Tensor:
-        weight = self.cfg.lambda_norm * norm_damping(ctx.step, ctx.steps, factor=self.cfg.norm_damping)
-        return weight * feature_norm_loss(out.features, self.cfg.delta_r)
+    def coefficients(self, step: int, steps: int) -> dict[str, float]:
+        horizon = damping_horizon(self.cfg.damping_steps, steps)
+        weight = self.cfg.lambda_norm * norm_damping(step, horizon, factor=self.cfg.norm_damping)
+        return {"norm_src": weight, "norm_tgt": weight}
 
     def source(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
-        return {"norm_src": self._loss(ctx, out)}
+        return {"norm_src": self.coefficients(ctx.step, ctx.steps)["norm_src"]
+                * feature_norm_loss(out.features, self.cfg.delta_r)}
 
     def target(self, ctx: StepContext, out: DomainOutput) -> dict[str, Tensor]:
-        return {"norm_tgt": self._loss(ctx, out)}
+        return {"norm_tgt": self.coefficients(ctx.step, ctx.steps)["norm_tgt"]
+                * feature_norm_loss(out.features, self.cfg.delta_r)}

@@ -1,12 +1,13 @@
 """The datasets of a run, from the config's ``data.source`` / ``data.target`` (``KIND:ROOT``): the labelled source
-(GTA5 or SYNTHIA), the unlabelled Cityscapes train target, Cityscapes val for periodic evaluation, and the endless
-batch streams the loop draws from.
+(GTA5 or SYNTHIA; for the oracle, source-only on Cityscapes train with its labels), the unlabelled Cityscapes train
+target, Cityscapes val for periodic evaluation, and the endless batch streams the loop draws from.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -21,7 +22,11 @@ from ftadapt.errors import UsageError
 from ftadapt.evaluation.frames import LabelledSplit
 from ftadapt.training.distributed import DistEnv
 
-SOURCES = {"gta5": GTA5, "synthia": SYNTHIA}
+# The labelled sources: each called as (root, size=, augment=, list_file=). Cityscapes is a source only for the oracle
+# (the paper's "Oracle" row: source-only on Cityscapes train with its labels); adaptation needs a synthetic source.
+SOURCES = {"gta5": GTA5, "synthia": SYNTHIA, "cityscapes": partial(Cityscapes, split="train", with_labels=True)}
+SYNTHETIC_SOURCES = ("gta5", "synthia")
+VALID_SOURCES = "gta5, synthia, or cityscapes (source-only)"
 DatasetSpec = tuple[str, Path]  # ("gta5", root), as ``ftadapt.config.parse_dataset_spec`` returns
 
 
@@ -36,12 +41,17 @@ class Datasets:
 
 def dataset_specs(cfg: TrainConfig, *, needs_target: bool) -> tuple[DatasetSpec, DatasetSpec | None]:
     """``cfg.data.source`` and ``cfg.data.target`` as (kind, root), or a UsageError naming the option to fix: the
-    source must be gta5 or synthia, the target cityscapes, and present when the method or ``eval_every`` needs it."""
+    source must be gta5 or synthia (cityscapes only for source-only: the oracle), the target cityscapes, and present
+    when the method or ``eval_every`` needs it."""
     if not cfg.data.source:
-        raise UsageError(f"no labelled source: give --source {':ROOT or '.join(SOURCES)}:ROOT (config key data.source)")
+        raise UsageError("no labelled source (config key data.source): give --source gta5:ROOT, synthia:ROOT, or "
+                         "cityscapes:ROOT (source-only)")
     kind, root = parse_dataset_spec(cfg.data.source)
     if kind not in SOURCES:
-        raise UsageError(f"--source {kind}:{root}: the labelled source must be one of {', '.join(SOURCES)}")
+        raise UsageError(f"--source {kind}:{root}: the labelled source must be {VALID_SOURCES}")
+    if kind not in SYNTHETIC_SOURCES and needs_target:
+        raise UsageError(f"--source {kind}:{root} with method {cfg.method}: adaptation needs a synthetic source (gta5 "
+                         f"or synthia); a {kind} source is the oracle (source-only)")
     target = parse_dataset_spec(cfg.data.target) if cfg.data.target else None
     if target is None and (needs_target or cfg.eval_every):
         why = f"method {cfg.method}" if needs_target else "eval_every"
@@ -56,7 +66,8 @@ def open_datasets(cfg: TrainConfig, *, needs_target: bool, doctor: bool, progres
     (kind, root), target = dataset_specs(cfg, needs_target=needs_target)
     if doctor:
         skip = " (or skip this check with --set check_data=false)"
-        require_usable(kind, root, None, progress=progress, skip_hint=skip)
+        # Cityscapes as the source: its train split, whose labels are then read (missing ones the dataset refuses)
+        require_usable(kind, root, ["train"] if kind == "cityscapes" else None, progress=progress, skip_hint=skip)
         if target is not None and (needs_target or cfg.eval_every):
             splits = ["train"] * needs_target + [cfg.eval.split] * (cfg.eval_every > 0)
             require_usable("cityscapes", target[1], splits, progress=progress, skip_hint=skip)

@@ -1,11 +1,16 @@
 """Learning-rate and loss-damping schedules of the methods (``reference/methods.md`` §3.6, §4), as pure functions of the
 step. Torch-free, so configs and reports can evaluate them too. ``step`` is the 0-based iteration i, ``max_steps`` the
-schedule horizon N (NUM_STEPS)."""
+schedule horizon N.
+
+A run has two horizons. The poly learning rate decays over the run's ``steps``; the damping factors of the loss terms
+run over ``loss.damping_steps`` (:func:`damping_horizon`), which is ``steps`` in the paper's text but a constant in
+its code: FTA's train.py damps over NUM_STEPS = 150,000 whatever ``--num-steps`` says, so at the paper's 100,000 steps
+its norm damping reaches 0 exactly at the end and its adversarial damping ends at 1/3."""
 from __future__ import annotations
 
 from ftadapt.errors import UsageError
 
-__all__ = ["poly_lr", "warmup_poly_lr", "linear_damping", "norm_damping"]
+__all__ = ["poly_lr", "warmup_poly_lr", "linear_damping", "norm_damping", "damping_horizon"]
 
 
 def _check(step: int, max_steps: int) -> None:
@@ -51,3 +56,9 @@ def norm_damping(step: int, max_steps: int, factor: float = 1.5, clamp: bool = F
     _check(step, max_steps)
     value = 1.0 - factor * step / max_steps
     return max(0.0, value) if clamp else value
+
+
+def damping_horizon(damping_steps: int, steps: int) -> int:
+    """The horizon N of the damping factors: ``loss.damping_steps``, or the run's ``steps`` when that is 0 (the
+    paper's text: everything over the run's length)."""
+    return damping_steps or steps

@@ -199,10 +199,17 @@ def _backward(losses: dict[str, Tensor]) -> None:
         sum(losses.values()).backward()
 
 
+def scheduled_lr(base: float, step: int, cfg: TrainConfig) -> float:
+    """The learning rate at ``step`` of an optimizer with base rate ``base`` (``optim.lr`` for G, whose heads get
+    their ``lr_mult`` 10× of it; ``optim.d_lr`` for D): ``optim.warmup_steps`` of linear warm-up, then poly decay over
+    the run's ``steps``. ``ftadapt train --plan`` prints it."""
+    return base * warmup_poly_lr(1.0, step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.power)
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, base: float, step: int, cfg: TrainConfig) -> None:
-    factor = warmup_poly_lr(1.0, step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.power)
+    lr = scheduled_lr(base, step, cfg)
     for group in optimizer.param_groups:
-        group["lr"] = base * factor * group.get("lr_mult", 1.0)
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def _grad_norm(params) -> Tensor:
@@ -244,4 +251,5 @@ class Readback:
         return numbers
 
 
-__all__ = ["build_train_step", "TrainStep", "StepResult", "Readback", "TrainingDiverged", "check_step_options"]
+__all__ = ["build_train_step", "TrainStep", "StepResult", "Readback", "TrainingDiverged", "check_step_options",
+           "scheduled_lr"]
