@@ -15,7 +15,8 @@ Its steps, in order (DESIGN.md §4 "Exported artifact"):
    not with the PIL pipeline. Frames already at the working size are not resampled (the resize is the identity).
 3. The ensemble (``ftadapt.ensemble``): each member's logits under its head rule, in FP32, fused at stride 8 as the
    ensemble says — Σ w·softmax (default), Σ w·logits, or Σ w·(flip-averaged softmax), the members then also running
-   on the mirrored frame, in the same batch.
+   on the mirrored frame, in the same batch. Fusion "fta-code" (the emulation of a bug of the authors' evaluation)
+   is refused: it is for reproducing a published number, never for deployment.
 4. Bilinear upsample (align_corners=True, as the evaluation protocol) of the fused scores to H×W; with logits fusion
    a softmax over the classes then turns them into probabilities (the argmax is unchanged).
 5. argmax over classes cast to int32 → ``labels`` N×H×W; ``probs`` N×C×H×W (FP32) only when asked.
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ftadapt.ensemble import Ensemble
+from ftadapt.ensemble import EXPORT_FUSIONS, Ensemble
 from ftadapt.errors import UsageError
 from ftadapt.export.fp16 import half_ensemble
 from ftadapt.protocol import CITYSCAPES_SIZE, IMG_MEAN_BGR
@@ -44,6 +45,7 @@ class SegmentationGraph(nn.Module):
 
     def __init__(self, ensemble: Ensemble, working_size: tuple[int, int] = CITYSCAPES_SIZE, *,
                  with_probs: bool = False) -> None:
+        require_exportable(ensemble)
         super().__init__()
         self.ensemble = ensemble
         self.working_size = (int(working_size[0]), int(working_size[1]))
@@ -75,9 +77,18 @@ class SegmentationGraph(nn.Module):
         return (labels, probs) if self.with_probs else labels
 
 
+def require_exportable(ensemble: Ensemble) -> None:
+    """UsageError unless ``ensemble`` fuses in a mode an export may carry (``EXPORT_FUSIONS``: probs, logits)."""
+    if ensemble.fusion not in EXPORT_FUSIONS:
+        raise UsageError(f"fusion {ensemble.fusion!r} emulates a bug of the authors' evaluate.py for `ftadapt eval` "
+                         f"only and is never exported; export with fusion {' or '.join(map(repr, EXPORT_FUSIONS))}")
+
+
 def build_graph(ensemble: Ensemble, *, precision: str = "fp32", working_size: tuple[int, int] = CITYSCAPES_SIZE,
                 with_probs: bool = False) -> SegmentationGraph:
-    """The graph module for ``precision``: "fp32" uses ``ensemble`` as it is, "fp16" a BN-folded half copy."""
+    """The graph module for ``precision``: "fp32" uses ``ensemble`` as it is, "fp16" a BN-folded half copy. Raises
+    UsageError for an ensemble fusing "fta-code" (evaluation only)."""
+    require_exportable(ensemble)
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp16":
@@ -85,4 +96,4 @@ def build_graph(ensemble: Ensemble, *, precision: str = "fp32", working_size: tu
     return SegmentationGraph(ensemble, working_size, with_probs=with_probs).eval()
 
 
-__all__ = ["SegmentationGraph", "build_graph", "PRECISIONS", "IMAGE_RESIZE", "PROBS_UPSAMPLE"]
+__all__ = ["SegmentationGraph", "build_graph", "require_exportable", "PRECISIONS", "IMAGE_RESIZE", "PROBS_UPSAMPLE"]

@@ -1,13 +1,20 @@
 """Weighted ensembles of checkpoint folders: the paper's starred rows (e.g. 0.7 · norm-only + 0.3 · original CLAN).
 
 Each member runs on the same input with its own head rule ("sum" of both heads for CLAN layouts, "main" for multi)
-and its own ASPP variant (both from the member's config.json); the weights are normalised to sum to 1. Three modes,
+and its own ASPP variant (both from the member's config.json); the weights are normalised to sum to 1. The modes,
 all at the members' stride 8 (the fused scores are then upsampled, align_corners=True, and argmaxed):
 
 - ``fusion="probs"`` (default, what a deployment runs): Σ w_i · softmax(logits_i);
-- ``fusion="logits"``: Σ w_i · logits_i — the paper's evaluation code without flip (methods.md §6.3);
-- ``fusion="probs", flip=True``: Σ w_i · ½(softmax(logits_i(x)) + mirror(softmax(logits_i(mirror x)))) — the paper's
-  evaluation code with flip. (Flip with logits fusion is not a mode of the paper and is refused.)
+- ``fusion="probs", flip=True``: Σ w_i · ½(softmax(logits_i(x)) + mirror(softmax(logits_i(mirror x)))) —
+  FeatureToAdapt's evaluate.py with flip, the evaluation that made the starred rows ("CLAN + Norm*", "MaxSquare +
+  Norm*"): every version of evaluate.py of the results' date (2020-05-30) fuses only under flip (methods.md §6.3);
+- ``fusion="logits"``: Σ w_i · logits_i — HEAD's evaluate.py (the 2020-06-01 refactor) without flip; no paper row
+  was computed this way. (Flip with logits fusion is in neither and is refused.)
+- ``fusion="fta-code"`` (evaluation only, never exported): an emulation of evaluate.py's path for two CLAN-layout
+  members, bug included — the second member's un-flipped output is computed with model 1. With P_k = softmax(p1 + p2
+  of member k) and L_k its logits: with flip ½·P1(x) + (w1/2)·mirror(P1(mirror x)) + (w2/2)·mirror(P2(mirror x)),
+  member 2 entering only through the mirrored view; without flip w1·L1 + w2·L1, member 1 alone. It exists to
+  reproduce the published "CLAN + Norm*" number; it is not an ensemble to use.
 
 :class:`Ensemble` is not a model: its output is the fused scores (``ensemble.fused(x)``). Evaluation scores it through
 :class:`~ftadapt.evaluation.pytorch.EnsemblePredictor` and the export wraps it in
@@ -30,7 +37,8 @@ from ftadapt.errors import UsageError
 from ftadapt.models.deeplab import HEAD_RULES, DeepLabV2, combine_heads
 from ftadapt.run_folder import checkpoint_name, resolve_checkpoint
 
-FUSIONS = ("probs", "logits")
+FUSIONS = ("probs", "logits", "fta-code")
+EXPORT_FUSIONS = ("probs", "logits")  # "fta-code" emulates a bug of the authors' evaluation: never exported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +120,13 @@ class Ensemble(nn.Module):
     """Weighted fusion of DeepLab-v2 members; see the module docstring for the modes.
 
     ``rules`` overrides each member's head rule (default: its config's). ``infos`` records where members came from.
-    ``fusion`` is "probs" (Σ w_i · softmax, the deployment default) or "logits" (Σ w_i · logits, the paper's
-    evaluation without flip); ``flip`` replaces each member's softmax by the mean of softmax(member(x)) and the
-    mirrored softmax(member(mirrored x)) — the paper's evaluation with flip, which fuses probabilities. Members may be
-    in half precision (the FP16 export): the input is cast to each member's dtype and the logits back to FP32, so the
-    softmax, the flip average and the fusion always run in FP32.
+    ``fusion`` is "probs" (Σ w_i · softmax, the deployment default), "logits" (Σ w_i · logits, HEAD's evaluate.py of
+    2020-06-01 without flip, which made no paper row) or "fta-code" (the emulation of evaluate.py's two-CLAN-member
+    path, bug included: exactly two members under head rule "sum"); ``flip`` replaces each member's softmax by the
+    mean of softmax(member(x)) and the mirrored softmax(member(mirrored x)) — the evaluation of the paper's starred
+    rows (with flip), which fuses probabilities. Members may be in half precision (the FP16 export): the input is
+    cast to each member's dtype and the logits back to FP32, so the softmax, the flip average and the fusion always
+    run in FP32.
     """
 
     def __init__(self, models: Sequence[DeepLabV2], weights: Sequence[float], *, rules: Sequence[str] | None = None,
@@ -133,6 +143,8 @@ class Ensemble(nn.Module):
             if rule not in HEAD_RULES:
                 raise UsageError(f"head rule {rule!r}: expected one of {', '.join(HEAD_RULES)}")
         check_mode(fusion, flip)
+        if fusion == "fta-code":
+            check_fta_code(names or [f"#{i + 1}" for i in range(len(models))], rules)
         classes = {m.config.num_classes for m in models}
         if len(classes) > 1:
             names = [i.name for i in infos] if infos else [f"#{i + 1}" for i in range(len(models))]
@@ -148,16 +160,18 @@ class Ensemble(nn.Module):
 
     def member_scores(self, x: Tensor) -> list[Tensor]:
         """What each member contributes before weighting, in FP32: its combined logits ("logits" fusion), its softmax
-        ("probs"), or with ``flip`` its flip-averaged softmax — the frame and its mirror image in one batch.
+        ("probs"), or with ``flip`` its flip-averaged softmax — the frame and its mirror image in one batch. For
+        "fta-code", what evaluate.py computes for its two members (see :meth:`fta_code_scores`).
 
         Shape: x N×3×H×W (BGR − mean, FP32) → list of N×C×h×w (stride 8).
         """
+        if self.fusion == "fta-code":
+            return self.fta_code_scores(x)
         n = x.shape[0]
         views = torch.cat([x, x.flip(-1)]) if self.flip else x
         out = []
         for member, rule in zip(self.members, self.rules):
-            dtype = next(member.parameters()).dtype
-            logits = combine_heads(member(views.to(dtype)).logits, rule).float()
+            logits = _logits(member, views, rule)
             if self.fusion == "logits":
                 out.append(logits)
             elif self.flip:
@@ -167,6 +181,24 @@ class Ensemble(nn.Module):
                 out.append(logits.softmax(dim=1))
         return out
 
+    def fta_code_scores(self, x: Tensor) -> list[Tensor]:
+        """The two members' terms as FeatureToAdapt's evaluate.py computes them (its non-multi two-member path), bug
+        included: member 2's un-flipped view is model 1's. With flip: [½(P1(x) + mirror(P1(mirror x))),
+        ½(P1(x) + mirror(P2(mirror x)))], P_k = softmax(logits of member k); without flip [L1, L1], member 1's logits
+        twice (member 2 does not run).
+
+        Shape: x N×3×H×W (BGR − mean, FP32) → two N×C×h×w (stride 8).
+        """
+        (first, second), (rule1, rule2) = self.members, self.rules
+        if not self.flip:
+            logits = _logits(first, x, rule1)
+            return [logits, logits]
+        n = x.shape[0]
+        probs1 = _logits(first, torch.cat([x, x.flip(-1)]), rule1).softmax(dim=1)
+        plain, mirrored1 = probs1[:n], probs1[n:].flip(-1)
+        mirrored2 = _logits(second, x.flip(-1), rule2).softmax(dim=1).flip(-1)
+        return [0.5 * (plain + mirrored1), 0.5 * (plain + mirrored2)]
+
     def fuse(self, scores: Sequence[Tensor]) -> Tensor:
         """Σ_i w_i · s_i with the normalised weights. Shape: list of N×C×h×w → N×C×h×w."""
         fused = scores[0] * self.weights[0]
@@ -175,8 +207,9 @@ class Ensemble(nn.Module):
         return fused
 
     def fused(self, x: Tensor) -> Tensor:
-        """The fused scores at the members' stride 8: probabilities for "probs" fusion, logits for "logits"; their
-        upsampled argmax is the ensemble's prediction. Shape: x N×3×H×W (BGR − mean) → N×C×h×w (FP32)."""
+        """The fused scores at the members' stride 8: probabilities for "probs" fusion (and "fta-code" with flip),
+        logits for "logits" (and "fta-code" without flip); their upsampled argmax is the ensemble's prediction.
+        Shape: x N×3×H×W (BGR − mean) → N×C×h×w (FP32)."""
         return self.fuse(self.member_scores(x))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -185,8 +218,30 @@ class Ensemble(nn.Module):
 
     def describe_mode(self) -> str:
         """One line for people: how members are combined."""
+        if self.fusion == "fta-code":
+            return ("fta-code: an emulation of the authors' evaluate.py for two CLAN-layout members, bug included (" +
+                    ("member 2 enters only through its mirrored view" if self.flip else "member 1 alone") +
+                    "), not an ensemble to use")
         what = {"probs": "softmax", "logits": "raw logits (under each head rule)"}[self.fusion]
         return f"weighted sum of each member's {'flip-averaged ' if self.flip else ''}{what}"
+
+
+def _logits(member: nn.Module, x: Tensor, rule: str) -> Tensor:
+    """A member's logits under ``rule`` in FP32, ``x`` cast to the member's dtype (FP16 members).
+
+    Shape: x N×3×H×W → N×C×h×w."""
+    dtype = next(member.parameters()).dtype
+    return combine_heads(member(x.to(dtype)).logits, rule).float()
+
+
+def check_fta_code(names: Sequence[str], rules: Sequence[str] | None = None) -> None:
+    """UsageError unless the members (``names``, with their head ``rules`` when known) fit fusion "fta-code": exactly
+    two, both under head rule "sum" (the CLAN layout)."""
+    if len(names) == 2 and (rules is None or all(r == "sum" for r in rules)):
+        return
+    found = ", ".join(f"{n} ({r})" for n, r in zip(names, rules)) if rules is not None else ", ".join(names)
+    raise UsageError(f"fusion 'fta-code' emulates the authors' evaluate.py path for two CLAN-layout members only: it "
+                     f"needs exactly two members under head rule 'sum'; got {len(names)}: {found or 'none'}")
 
 
 def check_mode(fusion: str, flip: bool) -> None:
@@ -195,7 +250,7 @@ def check_mode(fusion: str, flip: bool) -> None:
         raise UsageError(f"fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
     if flip and fusion == "logits":
         raise UsageError("flip averages each member's softmax over the frame and its mirror image, so it fuses "
-                         "probabilities: use fusion 'probs' with flip (the paper's evaluation), or 'logits' without")
+                         "probabilities: use fusion 'probs' with flip (the paper's starred rows), or 'logits' without")
 
 
 def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.device = "cpu", fusion: str = "probs",
@@ -210,6 +265,8 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     specs = [MemberSpec.parse(s) if isinstance(s, str) else s for s in specs]
     if not specs:
         raise UsageError("name at least one member: ftadapt export DIR, or --ensemble DIR:WEIGHT (repeatable)")
+    if fusion == "fta-code":
+        check_fta_code([str(s.path) for s in specs])  # before loading; the head rules are checked once loaded
     weights = normalise_weights([s.weight for s in specs], [str(s.path) for s in specs])
     models, infos, names = [], [], set()
     for spec, weight in zip(specs, weights):
@@ -226,5 +283,5 @@ def load_ensemble(specs: Sequence[MemberSpec | str], *, device: str | torch.devi
     return Ensemble(models, [s.weight for s in specs], infos=infos, fusion=fusion, flip=flip).eval()
 
 
-__all__ = ["Ensemble", "FUSIONS", "check_mode", "MemberInfo", "MemberSpec", "load_ensemble", "normalise_weights",
-           "recorded_miou"]
+__all__ = ["Ensemble", "FUSIONS", "EXPORT_FUSIONS", "check_fta_code", "check_mode", "MemberInfo", "MemberSpec",
+           "load_ensemble", "normalise_weights", "recorded_miou"]

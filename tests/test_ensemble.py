@@ -235,3 +235,81 @@ def test_eval_ensemble_usage_errors(args, message):
 
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def _clan_probs(model, x):
+    """softmax(p1 + p2) of a CLAN-layout member at stride 8. Shape: N×3×H×W → N×C×h×w."""
+    p1, p2 = model(x).logits
+    return (p1 + p2).softmax(1)
+
+
+@pytest.mark.parametrize("weights", [(0.7, 0.3), (1.0, 3.0)])
+def test_fta_code_is_the_authors_evaluate_py_for_two_clan_members(weights):
+    """FeatureToAdapt's evaluate.py, two CLAN-layout members (p1 + p2), non-multi path, bug included: member 2's
+    un-flipped output is model 1's. With flip ½·P1(x) + (w1/2)·mirror(P1(mirror x)) + (w2/2)·mirror(P2(mirror x));
+    without flip w1·L1 + w2·L1, member 1's logits alone."""
+    first, second = tiny_member(0), tiny_member(1)
+    w1, w2 = (w / sum(weights) for w in weights)
+    x = torch.randn(2, 3, 40, 72) * 50
+    with torch.no_grad():
+        flip_mode = Ensemble([first, second], list(weights), fusion="fta-code", flip=True).eval().fused(x)
+        plain_mode = Ensemble([first, second], list(weights), fusion="fta-code").eval().fused(x)
+        p1, p1_mirror = _clan_probs(first, x), _clan_probs(first, x.flip(-1))
+        p2_mirror = _clan_probs(second, x.flip(-1))
+        l1 = sum(first(x).logits)
+        sound = Ensemble([first, second], list(weights), flip=True).eval().fused(x)
+        without_second = Ensemble([first, first], list(weights), fusion="fta-code", flip=True).eval().fused(x)
+    by_hand = 0.5 * p1 + (w1 / 2) * p1_mirror.flip(-1) + (w2 / 2) * p2_mirror.flip(-1)
+    if weights == (0.7, 0.3):  # the published weights, as the formula reads then
+        by_hand_07 = 0.5 * p1 + 0.35 * p1_mirror.flip(-1) + 0.15 * p2_mirror.flip(-1)
+        torch.testing.assert_close(flip_mode, by_hand_07, atol=1e-6, rtol=0)
+    torch.testing.assert_close(flip_mode, by_hand, atol=1e-6, rtol=0)
+    torch.testing.assert_close(flip_mode.sum(1), torch.ones(2, 6, 10))
+    assert (flip_mode - sound).abs().max() > 1e-3  # not the sound flip ensemble
+    assert (flip_mode - without_second).abs().max() > 1e-4  # member 2 counts, through the mirrored view
+    torch.testing.assert_close(plain_mode, w1 * l1 + w2 * l1, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(plain_mode, l1, atol=1e-4, rtol=1e-5)
+    assert torch.equal(plain_mode.argmax(1), l1.argmax(1))  # without flip, model 1's prediction
+
+
+def test_fta_code_predictor_without_flip_predicts_member_one_and_is_recorded():
+    from ftadapt.evaluation.frames import Sample
+    from ftadapt.evaluation.pytorch import EnsemblePredictor, ModelPredictor
+
+    first, second = tiny_member(0), tiny_member(1)
+    sample, x = Sample("f", np.zeros((64, 128), np.uint8)), torch.randn(1, 3, 32, 64) * 50
+    for flip in (False, True):
+        predictor = EnsemblePredictor(Ensemble([first, second], [0.7, 0.3], fusion="fta-code", flip=flip).eval(),
+                                      device="cpu")
+        record = predictor.describe()
+        assert (record["fusion"], record["flip"]) == ("fta-code", flip)
+        assert [(m.name, m.flip, m.rule) for m in predictor.member_predictors()] == [
+            ("member1", flip, "sum"), ("member2", flip, "sum")]  # scored beside it with the ensemble's flip
+        assert "not an ensemble to use" in predictor.module.describe_mode()
+    alone = ModelPredictor(first, device="cpu").predict(sample, x)
+    fta = EnsemblePredictor(Ensemble([first, second], [0.7, 0.3], fusion="fta-code").eval(), device="cpu")
+    np.testing.assert_array_equal(fta.predict(sample, x), alone)
+
+
+@pytest.mark.parametrize("members, rules, found", [
+    (3, None, "got 3: #1 (sum), #2 (sum), #3 (sum)"),
+    (1, None, "got 1: #1 (sum)"),
+    (2, ["sum", "main"], "got 2: #1 (sum), #2 (main)"),
+    (2, "multi", "got 2: #1 (sum), #2 (main)"),
+])
+def test_fta_code_refuses_anything_but_two_clan_layout_members(members, rules, found):
+    models = [tiny_member(k, **({"heads": "multi"} if rules == "multi" and k == 1 else {})) for k in range(members)]
+    with pytest.raises(UsageError) as info:
+        Ensemble(models, [1.0] * members, rules=rules if isinstance(rules, list) else None, fusion="fta-code")
+    message = str(info.value)
+    assert "\n" not in message and found in message
+    assert "emulates the authors' evaluate.py path for two CLAN-layout members only" in message
+
+
+def test_load_ensemble_refuses_fta_code_before_loading_and_names_the_members(tmp_path):
+    with pytest.raises(UsageError, match=r"got 3: a, b, c$"):  # folders that do not exist: refused before loading
+        load_ensemble(["a:1", "b:1", "c:1"], fusion="fta-code")
+    make_member(tmp_path / "norm-only", 0)
+    make_member(tmp_path / "msq", 1, heads="multi")
+    with pytest.raises(UsageError, match=r"got 2: norm-only \(sum\), msq \(main\)"):
+        load_ensemble([f"{tmp_path / 'norm-only'}:0.7", f"{tmp_path / 'msq'}:0.3"], fusion="fta-code")

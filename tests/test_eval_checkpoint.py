@@ -38,7 +38,13 @@ def checkpoint(tmp_path_factory):
     return path, model.eval()
 
 
+def _up(scores, size_hw):
+    return torch.nn.functional.interpolate(scores, size=tuple(size_hw), mode="bilinear", align_corners=True)
+
+
 def _expected(model, root, *, rule, gt_at_input, flip=False):
+    """The confusion matrix by hand. With the ground truth at the input size (MaxSquare's protocol) flip takes each
+    view's softmax after upsampling the logits to the input size, as MaxSquare's evaluate.py; else at stride 8."""
     val = Cityscapes(root, split="val", size=SIZE, with_labels=True)
     confusion = ConfusionMatrix()
     for i in range(len(val)):
@@ -47,10 +53,12 @@ def _expected(model, root, *, rule, gt_at_input, flip=False):
             gt = resize_label(gt, SIZE)
         image = val[i]["image"][None]
         with torch.no_grad():
-            prob = combine_heads(model(image).logits, rule).softmax(1)
-            if flip:
-                prob = (prob + combine_heads(model(image.flip(-1)).logits, rule).softmax(1).flip(-1)) / 2
-            up = torch.nn.functional.interpolate(prob, size=gt.shape, mode="bilinear", align_corners=True)
+            logits = combine_heads(model(image).logits, rule)
+            mirrored = combine_heads(model(image.flip(-1)).logits, rule).flip(-1)
+            if flip and gt_at_input:
+                logits, mirrored = _up(logits, image.shape[-2:]), _up(mirrored, image.shape[-2:])
+            prob = (logits.softmax(1) + mirrored.softmax(1)) / 2 if flip else logits.softmax(1)
+            up = _up(prob, gt.shape)
         confusion.update(gt, up.argmax(1)[0].numpy())
     return confusion.matrix
 
@@ -87,7 +95,8 @@ def test_maxsquare_protocol_compares_at_the_input_size_and_is_labelled(synthetic
                                                                      gt_at_input=True, flip=True))
     assert result.confusion.n_pixels == _valid_pixels(synthetic.cityscapes_root, SIZE)  # at 64×32, not 128×64
     assert (result.protocol["name"], result.protocol["gt_resolution"], result.protocol["heads"],
-            result.protocol["flip"]) == ("maxsquare", "input", "main", True)
+            result.protocol["flip"], result.protocol["flip_softmax"]) == ("maxsquare", "input", "main", True,
+                                                                          "after upsampling")
 
 
 def test_cli_writes_json_with_the_protocol_and_saves_predictions(synthetic, checkpoint, tmp_path, capsys):
@@ -217,3 +226,110 @@ def test_a_val_label_of_the_wrong_size_is_an_error_unless_allowed(synthetic, che
     predictor = ModelPredictor.from_checkpoint(path, device="cpu")  # the library refuses too, after the pass
     with pytest.raises(FtadaptError, match=f"{frame} \\(image 128x64, ground truth 64x32\\).*--allow-missing"):
         evaluate([predictor], LabelledSplit.from_root(root, "val"), ADAPTSEGNET.at(SIZE), progress=False)
+
+
+def test_maxsquare_flip_takes_each_views_softmax_after_upsampling():
+    """MaxSquare's tools/evaluate.py: its model upsamples the logits to the input size (bilinear, align_corners=True),
+    then the softmax of each view, their mirror average and the argmax at the input size. The adaptsegnet protocol
+    keeps FeatureToAdapt's order (softmax at stride 8, then the upsampling). The order is carried from ``prepare``
+    with the input; on a tiny random model the two orders give different probabilities."""
+    from test_ensemble import tiny_member
+
+    from ftadapt.evaluation import ADAPTSEGNET, MAXSQUARE
+    from ftadapt.evaluation.frames import Sample
+    from ftadapt.evaluation.pytorch import ModelInput
+
+    model = tiny_member(2)
+    predictor = ModelPredictor(model, name="tta", flip=True, device="cpu")
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 128, 3), dtype=np.uint8))
+    sample = Sample("f", np.zeros((32, 64), np.uint8), rgb=rgb)  # the ground truth at the input size (maxsquare)
+    prepared = predictor.prepare(sample, MAXSQUARE.at((64, 32)))
+    assert prepared.flip_softmax == "after upsampling" and tuple(prepared.image.shape) == (1, 3, 32, 64)
+    assert predictor.prepare(sample, ADAPTSEGNET.at((64, 32))).flip_softmax == "at stride 8"
+    image = prepared.image
+    with torch.no_grad():
+        logits, mirrored = (combine_heads(model(x).logits, "sum") for x in (image, image.flip(-1)))
+        mirrored = mirrored.flip(-1)
+        after = (_up(logits, (32, 64)).softmax(1) + _up(mirrored, (32, 64)).softmax(1)) / 2
+        at_stride_8 = _up((logits.softmax(1) + mirrored.softmax(1)) / 2, (32, 64))
+        torch.testing.assert_close(predictor.scores(image, "after upsampling"), after, atol=1e-6, rtol=0)
+    assert (after - at_stride_8).abs().max() > 1e-2  # the order matters
+    np.testing.assert_array_equal(predictor.predict(sample, prepared), after.argmax(1)[0].numpy())
+    np.testing.assert_array_equal(predictor.predict(sample, ModelInput(image, "at stride 8")),
+                                  at_stride_8.argmax(1)[0].numpy())
+    np.testing.assert_array_equal(predictor.predict(sample, image), at_stride_8.argmax(1)[0].numpy())  # bare input
+    with pytest.raises(UsageError, match="flip softmax 'late'"):
+        predictor.scores(image, "late")
+
+
+def test_the_flip_softmax_is_recorded(synthetic, checkpoint):
+    """Where flip took its softmax is in the result's protocol record: a model follows its protocol, an ensemble
+    always fuses at stride 8; without flip there is nothing to record."""
+    from test_ensemble import tiny_member
+
+    from ftadapt.ensemble import Ensemble
+    from ftadapt.evaluation import ADAPTSEGNET, MAXSQUARE
+    from ftadapt.evaluation.pytorch import EnsemblePredictor
+
+    path, _ = checkpoint
+    tta = evaluate_checkpoint(path, synthetic.cityscapes_root, flip=True)
+    assert tta.protocol["flip_softmax"] == "at stride 8"
+    assert "flip_softmax" not in evaluate_checkpoint(path, synthetic.cityscapes_root, protocol="maxsquare").protocol
+    ensemble = EnsemblePredictor(Ensemble([tiny_member(0), tiny_member(1)], [1, 1], flip=True).eval(), device="cpu")
+    for protocol in (ADAPTSEGNET, MAXSQUARE):
+        assert protocol.describe(**ensemble.describe())["flip_softmax"] == "at stride 8"
+    assert MAXSQUARE.describe(flip=True)["flip_softmax"] == "after upsampling"
+
+
+def _members(tmp_path, *heads):
+    from test_ensemble import make_member
+
+    names = ["norm-only", "clan", "third"]
+    return [f"{make_member(tmp_path / name, k, **({'heads': h} if h else {}))}:{w}"
+            for k, (name, h, w) in enumerate(zip(names, heads, (0.7, 0.3, 0.2)))]
+
+
+def test_eval_fta_code_warns_scores_members_beside_it_and_records_the_mode(synthetic, tmp_path, capsys):
+    from ftadapt.commands.predictors import FTA_CODE_WARNING
+
+    first, second = _members(tmp_path, None, None)
+    common = ["--data", f"cityscapes:{synthetic.cityscapes_root}", "--size", "64x32", "--device", "cpu", "--workers",
+              "1"]
+    main(["eval", "--ensemble", first, "--ensemble", second, "--fusion", "fta-code", "--flip", *common, "--json",
+          str(tmp_path / "flip.json")])
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == FTA_CODE_WARNING
+    assert FTA_CODE_WARNING.startswith("warning: --fusion fta-code is not an ensemble to use")
+    assert "only through its mirrored view with --flip, and not at all without" in FTA_CODE_WARNING
+    assert "'CLAN + Norm*'" in FTA_CODE_WARNING
+    report = json.loads((tmp_path / "flip.json").read_text())
+    assert list(report["members"]) == ["norm-only", "clan"]
+    assert all(m["protocol"]["flip"] is True for m in report["members"].values())
+    fused = report["ensemble"]["protocol"]
+    assert (fused["fusion"], fused["flip"], fused["flip_softmax"]) == ("fta-code", True, "at stride 8")
+    assert "fta-code-emulation" in out  # the table's column: not mistaken for a sound ensemble
+    main(["eval", "--ensemble", first, "--ensemble", second, "--fusion", "fta-code", *common, "--json",
+          str(tmp_path / "plain.json")])
+    assert capsys.readouterr().err.splitlines()[0] == FTA_CODE_WARNING
+    report = json.loads((tmp_path / "plain.json").read_text())
+    assert report["ensemble"]["per_class_iou"] == report["members"]["norm-only"]["per_class_iou"]  # model 1 alone
+    main(["eval", "--ensemble", first, "--ensemble", second, *common, "--json", str(tmp_path / "probs.json")])
+    assert "fta-code" not in capsys.readouterr().err  # warned only when used
+
+
+def test_eval_fta_code_refusals_are_one_line(synthetic, tmp_path, capsys):
+    data = ["--data", f"cityscapes:{synthetic.cityscapes_root}", "--size", "64x32", "--device", "cpu"]
+    three = _members(tmp_path / "three", None, None, None)
+    with_main = _members(tmp_path / "main", None, "multi")
+    cases = [
+        ([a for m in three for a in ("--ensemble", m)], "got 3: "),
+        ([a for m in with_main for a in ("--ensemble", m)], "got 2: norm-only (sum), clan (main)"),
+        (["--checkpoint", three[0].rpartition(":")[0]], "--fusion applies to an ensemble"),
+    ]
+    for args, message in cases:
+        got, err = _cli_error(capsys, *args, "--fusion", "fta-code", *data)
+        lines = [line for line in err.splitlines() if message in line]
+        assert got == 2 and len(lines) == 1 and "Traceback" not in err, (args, err)
+        if "got" in message:
+            assert "fusion 'fta-code' emulates the authors' evaluate.py path for two CLAN-layout members only: it " \
+                   "needs exactly two members under head rule 'sum'" in lines[0]

@@ -336,3 +336,28 @@ def test_files_exported_before_the_ensemble_modes_read_as_probability_fusion_wit
     props["ftadapt.ensemble"] = json.dumps({"fusion": "mean", "flip": False})
     with pytest.raises(ArtifactError, match="ensemble must be"):
         ArtifactInfo.from_props(props)
+
+
+def test_fta_code_is_never_exported(tmp_path):
+    """Fusion "fta-code" emulates a bug of the authors' evaluation: `ftadapt eval` only. The export's --fusion keeps
+    probs|logits, the graph module refuses such an ensemble in one line, and no file is written; the artifact's own
+    modes and `ftadapt bench accuracy` (which takes the file's mode) know nothing of it."""
+    from ftadapt import artifact
+    from ftadapt.export.onnx_graph import SegmentationGraph
+
+    ensemble = Ensemble([tiny_member(0), tiny_member(1)], [0.7, 0.3], fusion="fta-code", flip=True).eval()
+    for build in (lambda: build_graph(ensemble, working_size=WORKING), lambda: build_graph(ensemble, precision="fp16"),
+                  lambda: SegmentationGraph(ensemble, WORKING),
+                  lambda: onnx_export.export_onnx(ensemble, tmp_path / "m.onnx", working_size=WORKING)):
+        with pytest.raises(UsageError) as info:
+            build()
+        assert "\n" not in str(info.value)
+        assert "fusion 'fta-code' emulates a bug of the authors' evaluate.py" in str(info.value)
+        assert "export with fusion 'probs' or 'logits'" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(cli, ["export", "--ensemble", "a:0.7", "--ensemble", "b:0.3", "--fusion", "fta-code",
+                                      "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "'fta-code' is not one of 'probs', 'logits'" in result.output, result.output
+    assert artifact.FUSIONS == ("probs", "logits")
+    for command in (["export"], ["bench", "accuracy"]):
+        assert "fta-code" not in CliRunner().invoke(cli, [*command, "--help"]).output

@@ -102,11 +102,23 @@ def device_option(what: str = ""):
                         help=f"{SPELLINGS}; auto = the first CUDA device when there is one, else the CPU{what}.")
 
 
-def fusion_option(func):
-    """``--fusion probs|logits``: how an ensemble's members combine (``ftadapt.ensemble``)."""
-    return click.option("--fusion", type=click.Choice(["probs", "logits"]), default="probs", show_default=True,
-                        help="Ensembles: weighted sum of the members' softmax (probs, for deployment) or of their raw "
-                             "logits (the paper's evaluation without --flip).")(func)
+FTA_CODE_HELP = ("; fta-code: NOT a sound ensemble, an emulation of the authors' evaluate.py for two CLAN-layout "
+                 "members, bug included (member 2 only through the mirrored view with --flip, not at all without), to "
+                 "reproduce the published 'CLAN + Norm*' number")
+
+
+def fusion_option(func=None, *, fta_code: bool = False):
+    """``--fusion probs|logits``: how an ensemble's members combine (``ftadapt.ensemble``). With ``fta_code`` (the
+    evaluation commands only, never the export) the choice includes ``fta-code``. Use as ``@fusion_option`` or
+    ``@fusion_option(fta_code=True)``."""
+    choices = ["probs", "logits", *(["fta-code"] if fta_code else [])]
+    option = click.option(
+        "--fusion", type=click.Choice(choices), default="probs", show_default=True,
+        help="Ensembles: weighted sum of the members' softmax (probs, for deployment; with --flip, of their "
+             "flip-averaged softmax: the evaluation of the paper's starred rows) or of their raw logits (logits: "
+             "HEAD's evaluate.py of 2020-06-01 without --flip; no paper row was computed this way)"
+             + (FTA_CODE_HELP if fta_code else "") + ".")
+    return option(func) if func is not None else option
 
 
 def json_option(what: str = "the result"):

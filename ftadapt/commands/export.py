@@ -20,7 +20,7 @@ from ftadapt.commands.common import SizeType, check_json, echo, emit, fusion_opt
 @fusion_option
 @click.option("--flip", is_flag=True,
               help="Members also run on the mirrored frame (one batch); each contributes its flip-averaged softmax "
-                   "(the paper's evaluation with flip; needs --fusion probs).")
+                   "(the evaluation of the paper's starred rows; needs --fusion probs).")
 @click.option("--probs", "with_probs", is_flag=True, help="Also output the fused probabilities (N×C×H×W float32).")
 @click.option("--no-verify", is_flag=True, help="Skip the checker + ONNX Runtime parity verification.")
 @click.option("--verify-frames", type=click.IntRange(min=1), default=2, show_default=True,

@@ -28,8 +28,9 @@ _OPTIONS = (
                  help="Head rule of --checkpoint models: both heads summed (CLAN) or the main head [the model's own]."),
     click.option("--flip", is_flag=True,
                  help="Horizontal-flip TTA of --checkpoint models and of an ensemble's members (mean of the two "
-                      "softmaxes; an ensemble then fuses the flip-averaged softmaxes, as the paper's evaluation)."),
-    fusion_option,
+                      "softmaxes; an ensemble then fuses the flip-averaged softmaxes, as the evaluation of the "
+                      "paper's starred rows). --protocol maxsquare takes a model's softmaxes after upsampling."),
+    fusion_option(fta_code=True),
     device_option(" (PyTorch models and --onnx files)"),
     click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
                  show_default=True, help="Runtime backend of --onnx files."),
@@ -56,7 +57,15 @@ def predictor_request(opts: dict[str, Any]):
         request.check()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
+    if request.members and request.fusion == "fta-code":
+        click.echo(FTA_CODE_WARNING, err=True)
     return request
 
 
-__all__ = ["predictor_options", "predictor_request"]
+FTA_CODE_WARNING = ("warning: --fusion fta-code is not an ensemble to use: it emulates a bug of the authors' "
+                    "evaluate.py (the second member's un-flipped output computed with model 1), so the second member "
+                    "counts only through its mirrored view with --flip, and not at all without (the result is the "
+                    "first member's); it exists to reproduce the published 'CLAN + Norm*' number")
+
+
+__all__ = ["predictor_options", "predictor_request", "FTA_CODE_WARNING"]

@@ -55,12 +55,15 @@ def checkpoint(path: str | os.PathLike, *, name: str | None = None, heads: str |
 
 
 def ensemble(members: Sequence[str], *, fusion: str = "probs", flip: bool = False, device: DeviceLike = "auto",
-             name: str = "ensemble", with_members: bool = False) -> list[Predictor]:
-    """The weighted ensemble of ``members`` (``DIR:WEIGHT`` each) in one of the paper's modes; with ``with_members``
-    each member alone (under its head rule, with the ensemble's flip) comes first, to be scored beside it."""
+             name: str | None = None, with_members: bool = False) -> list[Predictor]:
+    """The weighted ensemble of ``members`` (``DIR:WEIGHT`` each) in one of the modes of ``ftadapt.ensemble``; with
+    ``with_members`` each member alone (under its head rule, with the ensemble's flip) comes first, to be scored
+    beside it. Named "ensemble" unless ``name`` is given — for fusion "fta-code" "fta-code-emulation", so its result
+    is not taken for a sound ensemble's."""
     from ftadapt.ensemble import load_ensemble
     from ftadapt.evaluation.pytorch import EnsemblePredictor
 
+    name = name or ("fta-code-emulation" if fusion == "fta-code" else "ensemble")
     fused = EnsemblePredictor(load_ensemble(list(members), fusion=fusion, flip=flip), name=name, device=device)
     return [*(fused.member_predictors() if with_members else ()), fused]
 
@@ -146,9 +149,11 @@ class PredictorRequest:
         if self.fusion != "probs" and not self.members:
             raise UsageError("--fusion applies to an ensemble (--ensemble DIR:WEIGHT, repeatable)")
         if self.members:
-            from ftadapt.ensemble import check_mode
+            from ftadapt.ensemble import check_fta_code, check_mode
 
             check_mode(self.fusion, self.flip)
+            if self.fusion == "fta-code":
+                check_fta_code(self.members)  # the head rules are checked once the members are loaded
 
     def inputs(self) -> list[Path]:
         """What the predictors read (no output may lie in it): prediction folders, exported files and the model

@@ -9,14 +9,17 @@ into ONNX — fed the decoded frame as it is, like the exported file: the same p
 
 - Head rules: "sum" adds both heads (CLAN), "main" takes the main head (multi-level models); default: the model's own.
 - ``flip``: the paper's test-time augmentation, the mean of softmax(image) and the mirrored softmax(mirrored image).
+  Where each view's softmax is taken follows the protocol (``Protocol.flip_softmax``, carried to ``predict`` with
+  the prepared input, :class:`ModelInput`): at stride 8, then the mean is upsampled (adaptsegnet: FeatureToAdapt's
+  evaluate.py), or after upsampling the logits to the input size (maxsquare: MaxSquare's model and evaluate.py).
 - An ensemble's scores are its fused scores (:class:`ftadapt.ensemble.Ensemble`: probabilities, logits, or
   flip-averaged probabilities), each member under its own head rule: exactly what the exported graph computes, up to
-  its pre-processing.
+  its pre-processing. They are always fused at stride 8, under either protocol (as the FeatureToAdapt code fuses).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ from ftadapt.ensemble import Ensemble
 from ftadapt.errors import UsageError
 from ftadapt.evaluation.evaluate import Predictor, require_full_resolution
 from ftadapt.evaluation.frames import Sample
-from ftadapt.evaluation.protocols import Protocol
+from ftadapt.evaluation.protocols import FLIP_SOFTMAX_AFTER_UPSAMPLING, FLIP_SOFTMAX_AT_STRIDE_8, Protocol
 from ftadapt.models.deeplab import HEAD_RULES, combine_heads, upsample_logits
 from ftadapt.run_folder import checkpoint_name, resolve_checkpoint
 
@@ -45,6 +48,15 @@ def model_input(sample: Sample, size: tuple[int, int]) -> Tensor:
     return sample.cache[key]
 
 
+class ModelInput(NamedTuple):
+    """What ``prepare`` hands to ``predict``: the model input and where the protocol takes flip TTA's softmax.
+
+    Shape: image float32 1×3×H×W (BGR − mean)."""
+
+    image: Tensor
+    flip_softmax: str = FLIP_SOFTMAX_AT_STRIDE_8
+
+
 class _TorchPredictor(Predictor):
     """Shared machinery: the input in the decoding thread, scores → upsample → argmax in the calling thread."""
 
@@ -53,16 +65,20 @@ class _TorchPredictor(Predictor):
         self.device = torch_device(device)
         self.module = module.to(self.device).eval()
 
-    def prepare(self, sample: Sample, protocol: Protocol) -> Tensor:
-        return model_input(sample, protocol.input_size)
+    def prepare(self, sample: Sample, protocol: Protocol) -> ModelInput:
+        return ModelInput(model_input(sample, protocol.input_size), protocol.flip_softmax)
 
-    def scores(self, image: Tensor) -> Tensor:
-        """Shape: 1×3×h×w → 1×C×h'×w' class scores (logits or probabilities), FP32."""
+    def scores(self, image: Tensor, flip_softmax: str = FLIP_SOFTMAX_AT_STRIDE_8) -> Tensor:
+        """Class scores (logits or probabilities), FP32, at stride 8 — or, with flip TTA and ``flip_softmax``
+        "after upsampling", at the input size. Shape: 1×3×h×w → 1×C×h'×w'."""
         raise NotImplementedError
 
     @torch.inference_mode()
-    def predict(self, sample: Sample, prepared: Tensor) -> np.ndarray:
-        scores = self.scores(prepared.to(self.device))
+    def predict(self, sample: Sample, prepared: ModelInput | Tensor) -> np.ndarray:
+        """``prepared``: a :class:`ModelInput`, or the bare input tensor (flip's softmax then at stride 8)."""
+        if not isinstance(prepared, ModelInput):
+            prepared = ModelInput(prepared)
+        scores = self.scores(prepared.image.to(self.device), prepared.flip_softmax)
         pred = upsample_logits(scores, sample.label.shape).argmax(dim=1)[0]
         return pred.to(torch.uint8).cpu().numpy()
 
@@ -80,11 +96,19 @@ class ModelPredictor(_TorchPredictor):
         self.flip = flip
         self.details = dict(details or {})
 
-    def scores(self, image: Tensor) -> Tensor:
+    def scores(self, image: Tensor, flip_softmax: str = FLIP_SOFTMAX_AT_STRIDE_8) -> Tensor:
+        """Without flip the logits at stride 8. With flip the mean of the two views' softmaxes: at stride 8, or with
+        ``flip_softmax`` "after upsampling" of the logits upsampled to the input size first (bilinear,
+        align_corners=True; MaxSquare's order). Shape: 1×3×H×W → 1×C×h×w (stride 8) or 1×C×H×W."""
+        if flip_softmax not in (FLIP_SOFTMAX_AT_STRIDE_8, FLIP_SOFTMAX_AFTER_UPSAMPLING):
+            raise UsageError(f"flip softmax {flip_softmax!r}: expected {FLIP_SOFTMAX_AT_STRIDE_8!r} or "
+                             f"{FLIP_SOFTMAX_AFTER_UPSAMPLING!r}")
         logits = combine_heads(self.module(image).logits, self.rule).float()
         if not self.flip:
             return logits
         mirrored = combine_heads(self.module(image.flip(-1)).logits, self.rule).float().flip(-1)
+        if flip_softmax == FLIP_SOFTMAX_AFTER_UPSAMPLING:
+            logits, mirrored = (upsample_logits(t, image.shape[-2:]) for t in (logits, mirrored))
         return (logits.softmax(dim=1) + mirrored.softmax(dim=1)) / 2
 
     def describe(self) -> dict[str, Any]:
@@ -106,7 +130,8 @@ class EnsemblePredictor(_TorchPredictor):
     def __init__(self, ensemble: Ensemble, *, name: str = "ensemble", device: DeviceLike | torch.device = None) -> None:
         super().__init__(ensemble, name=name, device=device)
 
-    def scores(self, image: Tensor) -> Tensor:
+    def scores(self, image: Tensor, flip_softmax: str = FLIP_SOFTMAX_AT_STRIDE_8) -> Tensor:
+        """The fused scores at stride 8, whatever ``flip_softmax`` says (the ensemble fuses at stride 8)."""
         return self.module.fused(image)
 
     def describe(self) -> dict[str, Any]:
@@ -114,11 +139,12 @@ class EnsemblePredictor(_TorchPredictor):
         names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
         members = [{"name": n, "weight": float(w), "head_rule": r}
                    for n, w, r in zip(names, ensemble.weights.tolist(), ensemble.rules)]
-        return {"heads": "per member", "flip": ensemble.flip, "fusion": ensemble.fusion, "ensemble": members}
+        flip = {"flip_softmax": FLIP_SOFTMAX_AT_STRIDE_8} if ensemble.flip else {}
+        return {"heads": "per member", "flip": ensemble.flip, **flip, "fusion": ensemble.fusion, "ensemble": members}
 
     def member_predictors(self) -> list[ModelPredictor]:
-        """Each member alone under its head rule (with the ensemble's flip), named as in the ensemble: to be scored
-        beside it."""
+        """Each member alone under its head rule (with the ensemble's flip, whatever the fusion, "fta-code"
+        included), named as in the ensemble: to be scored beside it."""
         ensemble = self.module
         names = [i.name for i in ensemble.infos] or [f"member{k + 1}" for k in range(len(ensemble.members))]
         return [ModelPredictor(member, name=name, rule=rule, flip=ensemble.flip, device=self.device)
@@ -150,4 +176,4 @@ class GraphPredictor(Predictor):
                 **self.details}
 
 
-__all__ = ["ModelPredictor", "EnsemblePredictor", "GraphPredictor", "model_input"]
+__all__ = ["ModelPredictor", "EnsemblePredictor", "GraphPredictor", "ModelInput", "model_input"]
