@@ -15,9 +15,9 @@ from ftadapt.cli import main
 
 RECIPE = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
 # What the test adds to the recipe's commands so that they run in seconds on a CPU (later options win).
-TRAIN_EXTRA = ["--steps", "2", "--set", "data.source_size=64x32", "--set", "data.target_size=64x32", "--set",
-               "data.num_workers=0", "--set", "check_data=false", "--set", "tensorboard=false", "--set",
-               "device=cpu", "--set", "log_every=1"]
+TRAIN_EXTRA = ["--steps", "2", "--set", "stop_at=0", "--set", "data.source_size=64x32", "--set",
+               "data.target_size=64x32", "--set", "data.num_workers=0", "--set", "check_data=false", "--set",
+               "tensorboard=false", "--set", "device=cpu", "--set", "log_every=1"]
 EVAL_EXTRA = ["--size", "64x32", "--device", "cpu", "--workers", "1"]
 
 
@@ -34,8 +34,12 @@ def _released(folder: Path, gta5_root: Path) -> None:
     torch.save(official(trained_tiny("clan", "full").state_dict(), "deeplab-init"),
                folder / "DeepLab_resnet_pretrained_init-f81d91e8.pth")
     torch.save(official(trained_tiny("clan", "full", seed=1).state_dict(), "clan"), folder / "CLAN_GTA5.pth")
-    for name, seed in (("MaxSquare_IW_Multi.pth", 2), ("MaxSquare_GTA5_source.pth", 3)):
-        torch.save(official(trained_tiny("multi", "reduced", seed=seed).state_dict(), "maxsquare"), folder / name)
+    torch.save(official(trained_tiny("multi", "reduced", seed=2).state_dict(), "maxsquare"),
+               folder / "MaxSquare_IW_Multi.pth")
+    for name, seed in (("FTA_norm_only.pth", 3), ("FTA_CLAN_norm.pth", 4)):
+        torch.save(official(trained_tiny("clan", "full", seed=seed).state_dict(), "feature-to-adapt"), folder / name)
+    for name, heads in (("GTA2Cityscapes_multi-ed35151c.pth", "multi"), ("cityscapes_oracle-b7b9934.pth", "single")):
+        torch.save(official(trained_tiny(heads, "reduced", seed=5).state_dict(), "adaptsegnet"), folder / name)
     ids = sorted(int(p.stem) for p in (gta5_root / "images").glob("*.png"))
     (folder / "gta5_train.txt").write_text("".join(f"{i}\n" for i in ids[:4]))  # MaxSquare's integer-id format
 
@@ -43,8 +47,8 @@ def _released(folder: Path, gta5_root: Path) -> None:
 def _argv(line: str, env: dict[str, str]) -> list[str]:
     words = shlex.split(_expand(line, env))[1:]
     if words[0] == "train":
-        model = "tiny-multi" if words[1].startswith("maxsquare") else "tiny"
-        return [*words, "--model", model, *TRAIN_EXTRA]
+        multi = words[1].startswith("maxsquare") or "deeplabv2-r101-multi-reduced" in words
+        return [*words, "--model", "tiny-multi" if multi else "tiny", *TRAIN_EXTRA]
     if words[0] == "eval":
         return [*words, *EVAL_EXTRA]
     return words
@@ -61,10 +65,15 @@ def test_the_recipe_names_every_row_and_matches_the_presets():
     text = RECIPE.read_text()
     for key, default, presets in preset_table(flatten(TrainConfig())):
         assert f"| `{key}` | {default} | {presets} |" in text, f"docs/reproduce.md lacks the preset row of {key}"
-    for row in ("Source only", "Only Norm loss", "CLAN", "CLAN + Norm", "CLAN + Norm*", "MaxSquare",
-                "MaxSquare + Norm*"):
+    for row in ("AdaptSegNet", "Source only", "Only Norm loss", "CLAN", "CLAN + Norm", "CLAN + Norm*", "MaxSquare",
+                "MaxSquare + Norm*", "Oracle"):
         assert f"| {row} |" in text and f'"{row}=' in text, row
-    assert len(recipe_commands()) >= 20
+    commands = recipe_commands()
+    assert len(commands) >= 30
+    # the released models come first, and every released file is converted with the family that wrote it
+    assert commands[0].startswith("ftadapt convert --from feature-to-adapt")
+    assert any("--fusion fta-code --flip" in line for line in commands)
+    assert any(line.startswith("ftadapt train source-only --source cityscapes:") for line in commands)
 
 
 @pytest.mark.slow
@@ -79,17 +88,25 @@ def test_every_command_of_the_recipe_runs(synthetic, tmp_path, capsys):
         except SystemExit as exc:
             raise AssertionError(f"recipe command failed ({exc.code}): {' '.join(argv)}\n"
                                  f"{capsys.readouterr().err[-2000:]}") from None
-    results = Path(env["RESULTS"])
-    star = json.loads((results / "clan-norm-star.json").read_text())
-    assert (star["ensemble"]["protocol"]["fusion"], star["ensemble"]["protocol"]["flip"]) == ("probs", True)
-    noflip = json.loads((results / "clan-norm-star-noflip.json").read_text())
-    assert noflip["ensemble"]["protocol"]["fusion"] == "logits"
+    results, runs = Path(env["RESULTS"]), Path(env["RUNS"])
+    for name, fusion, flip in (("released-clan-norm-star", "fta-code", True), ("clan-norm-star", "fta-code", True),
+                               ("released-clan-norm-star-sound", "probs", True), ("clan-norm-star-noflip", "logits",
+                                                                                  False)):
+        protocol = json.loads((results / f"{name}.json").read_text())["ensemble"]["protocol"]
+        assert (protocol["fusion"], protocol["flip"]) == (fusion, flip), name
     assert json.loads((results / "maxsquare-own-protocol.json").read_text())["protocol"]["gt_resolution"] == "input"
-    maxsquare_run = json.loads((Path(env["RUNS"]) / "maxsquare" / "config.json").read_text())
+    maxsquare_run = json.loads((runs / "maxsquare" / "config.json").read_text())
     assert (maxsquare_run["freeze_bn_affine"], maxsquare_run["data"]["augment"]) == ("stem", "maxsquare")
     assert maxsquare_run["data"]["source_list"].endswith("gta5_train.txt")
+    assert maxsquare_run["init"].endswith("maxsquare-source/checkpoints/last")  # the multi-level source model
+    assert json.loads((runs / "oracle" / "config.json").read_text())["data"]["source"].startswith("cityscapes:")
+    schedule = json.loads((results / "clan-norm-plan.json").read_text())
+    assert schedule["config"]["loss.damping_steps"] == 150_000 and not (runs / "clan-norm-plan").exists()
     table = (results / "table1.md").read_text()
-    for row in ("Source only", "Only Norm loss", "CLAN + Norm* ensemble", "MaxSquare + Norm* ensemble",
+    for row in ("Source only", "Only Norm loss", "CLAN + Norm* ensemble", "MaxSquare + Norm* ensemble", "Oracle",
                 "paper: MaxSquare + Norm*", "CLAN + Norm − CLAN"):
         assert f"| {row} |" in table, row
     assert (results / "table1.csv").read_text().startswith("kind,method,road,")
+    released = (results / "table1-released.md").read_text()
+    for row in ("AdaptSegNet", "CLAN + Norm* (CLAN first) ensemble", "Oracle", "paper: CLAN + Norm"):
+        assert f"| {row} |" in released, row

@@ -58,10 +58,30 @@ def test_cli_writes_markdown_and_csv_with_the_papers_rows(files, tmp_path):
     text = md.read_text()
     assert text.splitlines()[0].startswith("| Method | Road | Sdwk |") and text in result.output
     assert "| paper: CLAN + Norm | 88.83 |" in text and "45.67 |" in text and "Difference to CLAN" in text
+    assert "| paper: Source only (AdaptSegNet's ResNet-101 baseline) | 75.80 |" in text
+    assert ('- the paper prints car 84.73 and bicycle 36.66 for "CLAN + Norm", which do not average to its 45.67; the '
+            "authors' results_best.txt has 83.73 and 35.66, used here\n") in text
     assert f"| CLAN | {json.loads(single.read_text())['per_class_iou'][0]:.2f} |" in text
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     assert [r["kind"] for r in rows].count("delta") == 2 + len(PAPER_TABLE_1)
     assert rows[0]["method"] == "CLAN" and rows[0]["bicycle"] == "" and float(rows[0]["road"]) > 0
+
+
+@pytest.mark.parametrize("name", list(PAPER_TABLE_1))
+def test_every_paper_row_averages_to_its_printed_miou(name):
+    """The 19-class mean of a paper row is its printed mIoU within the rounding of the printed values: ±0.01 for a row
+    printed to two decimals, ±0.05 for one printed to one (the paper's car 84.73 and bicycle 36.66 of "CLAN + Norm"
+    were typos this catches)."""
+    row = PAPER_TABLE_1[name]
+    *iou, miou = row.values
+    assert len(iou) == 19 and row.decimals in (1, 2)
+    assert abs(sum(iou) / len(iou) - miou) <= {1: 0.05, 2: 0.01}[row.decimals] + 1e-9, (name, sum(iou) / len(iou))
+
+
+def test_without_paper_no_paper_rows_or_notes(files):
+    result = CliRunner().invoke(cli, ["report", str(files[0])])
+    assert result.exit_code == 0, result.output
+    assert "paper:" not in result.output and "Notes:" not in result.output
 
 
 @pytest.mark.parametrize("argv, message", [

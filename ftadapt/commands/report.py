@@ -12,7 +12,8 @@ from ftadapt.commands.common import labelled_path, overwrite_option
 @click.argument("results", nargs=-1, required=True, metavar="[LABEL=]RESULT.json...")
 @click.option("--baseline", default=None, metavar="LABEL",
               help="Add a table of every row's difference to this row, class by class (e.g. the CLAN baseline).")
-@click.option("--paper", "with_paper", is_flag=True, help="Add the paper's Table 1 rows for reference.")
+@click.option("--paper", "with_paper", is_flag=True,
+              help="Add the paper's Table 1 rows for reference (a note names the paper's typos they correct).")
 @click.option("--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table: .md as Markdown, .csv as CSV (repeatable).")
 @overwrite_option("the --out files")
@@ -26,7 +27,7 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
     ftadapt report source-only.json "CLAN=clan.json" "CLAN + Norm=clan-norm.json" --baseline CLAN --paper \\
         --out table1.md --out table1.csv
     """
-    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_rows, read_all
+    from ftadapt.evaluation.report import csv_text, deltas, markdown, paper_notes, paper_rows, read_all
     from ftadapt.fsutil import check_target, refuse_overlap, write_text_atomic
 
     files = [labelled_path(spec) for spec in results]
@@ -36,7 +37,9 @@ def report(results: tuple[str, ...], baseline: str | None, with_paper: bool, out
         if out.suffix not in (".md", ".csv"):
             raise click.BadParameter(f"{out}: expected a .md or .csv file name", param_hint="--out")
     rows, notes = read_all(files)
-    rows += paper_rows() if with_paper else []
+    if with_paper:
+        rows += paper_rows()
+        notes += paper_notes()
     delta_rows = deltas(rows, baseline) if baseline else []
     table = markdown(rows, delta_rows, baseline, notes)
     click.echo(table, nl=False)
