@@ -103,6 +103,7 @@ def test_train_plan_writes_nothing_but_the_json(tmp_path, capsys, monkeypatch):
     (["--plan", "--plan-steps", "7,200000"], "step 200000 is outside the run"),
     (["--source", "gta5:x"], "Missing option '--out'"),
     (["--out", "run"], "Missing option '--source'"),
+    (["--plan", "--resume", "--out", "run"], "--resume --plan: run holds no run to plan the rest of"),
 ])
 def test_train_plan_usage_errors(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

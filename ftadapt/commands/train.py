@@ -103,6 +103,11 @@ def train(method: str, source: str | None, target: str | None, model: str | None
                                     "init": str(init) if init is not None else None})
     cfg = resolve_config(overrides, out=out or Path(), resume=resume)
     if show_plan:
+        from ftadapt.layout import is_run_folder
+
+        if resume and not is_run_folder(out):
+            raise click.UsageError(f"--resume --plan: {out} holds no run to plan the rest of; drop --resume to plan "
+                                   "a new run")
         _print_plan(cfg, plan_steps, json_out, overwrite)
         return
     check_json(json_out, overwrite, run_inputs(cfg, resume=resume), beside=[("--out", out)])
