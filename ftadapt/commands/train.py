@@ -54,7 +54,8 @@ def config_options(func):
 @click.argument("method", type=click.Choice(METHODS))
 @click.option("--source", default=None, metavar="KIND:ROOT",
               help="Labelled source: gta5:ROOT or synthia:ROOT; cityscapes:ROOT (its labelled train split) trains the "
-                   "oracle, with source-only. Required, but with --plan.")
+                   "oracle, with source-only. Required for a new run (a resume reads it from the run; --plan may "
+                   "leave it out).")
 @click.option("--target", default=None, metavar="cityscapes:ROOT",
               help="Unlabelled target (its train split; every method but source-only needs it).")
 @click.option("--model", default=None, help="Registered model: deeplabv2-r101 (default; maxsquare*: "
@@ -66,7 +67,7 @@ def config_options(func):
 @device_option(" (config key device)")
 @config_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder. Required, but with --plan.")
+              help="Run folder; required except with --plan (which writes none).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--plan", "show_plan", is_flag=True,
               help="Train nothing: print the resolved config and, at chosen steps, the learning rates and every "
