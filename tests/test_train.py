@@ -377,7 +377,7 @@ def test_an_r101_run_needs_its_init_or_an_explicit_none(synthetic, tmp_path, cap
 def test_the_default_loader_workers_fit_the_machine_and_say_so_once(synthetic, tmp_path, capsys, monkeypatch,
                                                                      recwarn):
     """Issue 16, case 16: the default 4 loader workers per domain made PyTorch warn that loading "may freeze" on
-    every start on a 2-core machine."""
+    every start on a 2-core machine. (A resume, which needs no --source, reads the run's value too.)"""
     from ftadapt import machine
 
     assert [machine.loader_workers(c) for c in (1, 2, 3, 4, 8, 9, 64)] == [0, 1, 1, 1, 3, 4, 4]
@@ -394,4 +394,6 @@ def test_the_default_loader_workers_fit_the_machine_and_say_so_once(synthetic, t
     assert json.loads((out / "config.json").read_text())["data"]["num_workers"] == workers
     assert not [w for w in recwarn if "freeze" in str(w.message)], [str(w.message) for w in recwarn]
     main([*argv, "--resume"])  # said once: a resume keeps the run's value and says nothing
+    assert "note:" not in capsys.readouterr().err
+    main(["train", "source-only", "--out", str(out), "--resume"])  # no --source: a resume reads it from the run
     assert "note:" not in capsys.readouterr().err
