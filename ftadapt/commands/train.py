@@ -135,12 +135,11 @@ def train(method: str, source: str | None, target: str | None, model: str | None
 
 def _print_plan(cfg, plan_steps: str | None, json_out: str | None, overwrite: bool) -> None:
     """``train --plan``: the resolved config and the schedule, printed and (``--json``) written; nothing else."""
-    from ftadapt.config import flatten
     from ftadapt.training.plan import horizons, parse_plan_steps, plan, plan_table
 
     check_json(json_out, overwrite, [])
     result = plan(cfg, parse_plan_steps(plan_steps, cfg.steps) if plan_steps is not None else None)
-    for key, value in flatten(cfg).items():
+    for key, value in result["config"].items():
         echo(f"{key} = {value!r}", json_out)
     echo("", json_out)
     echo(horizons(cfg), json_out)
